@@ -1,0 +1,1 @@
+"""The `butido` command: one module per command group, each with a `register()`."""

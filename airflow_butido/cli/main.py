@@ -1,0 +1,81 @@
+"""Entry point of the `butido` command.
+
+Every command group lives in its own module of this package and exposes
+``register(subparsers)``; each sub-command sets ``func(args) -> int``. Errors that
+are the user's (``ButidoError``) are printed to stderr with exit status 1, never
+as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from airflow_butido import __version__
+from airflow_butido.errors import ButidoError
+
+# Command-group modules, in the order their commands appear in --help.
+COMMAND_MODULES: tuple[str, ...] = (
+    "airflow_butido.cli.repo_commands",
+    "airflow_butido.cli.source",
+    "airflow_butido.cli.lint",
+    "airflow_butido.cli.build",
+    "airflow_butido.cli.trigger",
+    "airflow_butido.cli.db",
+    "airflow_butido.cli.release",
+    "airflow_butido.cli.find_artifact",
+    "airflow_butido.cli.endpoint",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="butido",
+        description="Build Linux packages from a butido package repository.",
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"butido {__version__}")
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        default=Path(os.environ.get("BUTIDO_REPO", ".")),
+        help="package repository root (default: $BUTIDO_REPO or the current directory)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # command group not part of this build
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ButidoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`butido ... | head`); not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
