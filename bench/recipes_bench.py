@@ -1,0 +1,102 @@
+"""Load + resolve of a 5,000-package repository against a plain tomllib parse of it.
+
+    .venv/bin/python bench/recipes_bench.py [--packages N] [--repeat R]
+
+Targets: load_repository + resolve (all packages) within 2x the plain parse of the
+same pkg.toml files; ``butido tree-of --json`` on the repository under 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gen import generate  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def best_of(repeat: int, *fns: Callable[[], object]) -> list[float]:
+    """Best time of each function; runs are interleaved so load changes hit all alike."""
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
+def plain_parse(repo: Path) -> int:
+    """The baseline: find every pkg.toml and parse it, nothing else."""
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(repo):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if "pkg.toml" in filenames:
+            with open(os.path.join(dirpath, "pkg.toml"), "rb") as fh:
+                tomllib.load(fh)
+            count += 1
+    return count
+
+
+def load_and_resolve(repo: Path) -> int:
+    from airflow_butido.graph import resolve
+    from airflow_butido.recipes import load_repository
+
+    repository = load_repository(repo, environ={})
+    graph = resolve(repository, list(repository), image=None, env=None)
+    return len(graph)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--packages", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="butido-bench-") as tmp:
+        repo = Path(tmp) / "repo"
+        top = generate(repo, packages=args.packages)
+        files = plain_parse(repo)
+        nodes = load_and_resolve(repo)
+        assert nodes == args.packages, (nodes, args.packages)
+        baseline, ours = best_of(
+            args.repeat, lambda: plain_parse(repo), lambda: load_and_resolve(repo)
+        )
+        butido = ROOT / ".venv" / "bin" / "butido"
+        name, version = top.split(" ")
+        cmd = [str(butido), "--repo", str(repo), "tree-of", name, version, "--json"]
+
+        def cli() -> None:
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+        (cli_time,) = best_of(max(1, args.repeat // 2), cli)
+        graph_size = len(
+            __import__("json").loads(subprocess.run(cmd, check=True, capture_output=True).stdout)[
+                "packages"
+            ]
+        )
+    ratio = ours / baseline
+    rows = [
+        ("pkg.toml files", f"{files}", ""),
+        ("packages", f"{nodes}", ""),
+        ("baseline: tomllib parse of all files", f"{baseline:.3f} s", ""),
+        ("load_repository + resolve(all)", f"{ours:.3f} s", f"{ratio:.2f}x (target <= 2x)"),
+        (f"butido tree-of {top} --json ({graph_size} nodes)", f"{cli_time:.3f} s", "target < 3 s"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure'.ljust(width)}  {'value':>9}  note")
+    for label, value, note in rows:
+        print(f"{label.ljust(width)}  {value:>9}  {note}")
+    return 0 if ratio <= 2.0 and cli_time < 3.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

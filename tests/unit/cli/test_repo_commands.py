@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_butido.cli.repo_commands import parse_env_assignment
+from airflow_butido.errors import ButidoError
+from tests.unit.cli.runner import butido_fixture
+from tests.unit.recipes.repo_factory import leaf, write_repo
+
+run = butido_fixture()
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Path:
+    return write_repo(
+        tmp_path / "repo",
+        {
+            "a/pkg.toml": leaf(
+                "a",
+                "1",
+                ["b =1", '{ name = "c =1", condition.in_image = "fooimage" }'],
+                build=["t =1"],
+                extra='[environment]\nCC = "gcc"\nX = "it\'s"\n',
+            ),
+            "b/pkg.toml": leaf("b", "1", ["d =1"]),
+            "c/pkg.toml": leaf("c", "1", ["d =1"]),
+            "d/pkg.toml": leaf("d", "1"),
+            "t/pkg.toml": leaf("t", "1"),
+            "v/1.0/pkg.toml": leaf("v", "1.0"),
+            "v/1.2/pkg.toml": leaf("v", "1.2"),
+            "v/2.0/pkg.toml": leaf("v", "2.0"),
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "pair"),
+    [
+        ('foo="bar"', ("foo", '"bar"')),
+        ("foo=bar", ("foo", "bar")),
+        ('foo="1"', ("foo", '"1"')),
+        ("foo=1", ("foo", "1")),
+        ("FOO=bar", ("FOO", "bar")),
+        ("_X1=a=b=c", ("_X1", "a=b=c")),
+    ],
+)
+def test_env_assignment_accepted(text: str, pair: tuple[str, str]) -> None:
+    assert parse_env_assignment(text) == pair
+
+
+@pytest.mark.parametrize("text", ["1=1", "=", "a=", "=a", "a", "avjasva", "123", "a-b=1"])
+def test_env_assignment_rejected(text: str) -> None:
+    with pytest.raises(ButidoError, match="invalid environment assignment"):
+        parse_env_assignment(text)
+
+
+def test_tree_of_example_json(run, example_repo: Path) -> None:
+    code, out, err = run("--repo", example_repo, "tree-of", "a", "--json")
+    assert code == 0 and err == ""
+    data = json.loads(out)
+    assert data["root"] == "a 1"
+    assert len(data["packages"]) == 29 and len(data["edges"]) == 32
+
+
+def test_tree_marks_build_dependencies_and_honours_image(run, small: Path) -> None:
+    code, out, _ = run("--repo", small, "tree-of", "a")
+    assert code == 0
+    assert out.splitlines() == [
+        "a 1",
+        "├── *t 1",
+        "└── b 1",
+        "    └── d 1",
+    ]
+    code, out, _ = run("--repo", small, "tree-of", "a", "-I", "foo")
+    assert "c 1" in out
+    assert out.count("d 1") == 2
+
+
+def test_tree_of_env_condition(run, tmp_path: Path) -> None:
+    root = write_repo(
+        tmp_path,
+        {
+            "a/pkg.toml": leaf("a", "1", ['{ name = "b =1", condition.env_eq = { M = "x=y" } }']),
+            "b/pkg.toml": leaf("b", "1"),
+        },
+    )
+    assert "b 1" not in run("--repo", root, "tree-of", "a")[1]
+    assert "b 1" in run("--repo", root, "tree-of", "a", "-E", "M=x=y")[1]
+
+
+def test_tree_of_dot_and_serial_order(run, small: Path) -> None:
+    code, out, _ = run("--repo", small, "tree-of", "a", "--dot")
+    assert code == 0 and out.startswith("digraph")
+    assert '"a 1" -> "t 1" [style=dotted];' in out
+    assert '"a 1" -> "b 1";' in out
+    code, out, _ = run("--repo", small, "tree-of", "a", "--serial-buildorder")
+    assert out.splitlines() == ["d 1", "b 1", "*t 1", "a 1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tree-of", "nope"], "no package named 'nope'"),
+        (["tree-of", "v", "3"], "no version of v matches '3' (versions: 1.0, 1.2, 2.0)"),
+        (["tree-of", "v", "--json"], "several versions match"),
+        (["tree-of", "a", "-I", "ubuntu"], "image 'ubuntu' is not configured"),
+        (["tree-of", "a", "-E", "1=x"], "invalid environment assignment '1=x'"),
+        (["env-of", "a", "2"], "no package a 2 (versions: 1)"),
+        (["versions-of", "zz"], "no package named 'zz'"),
+        (["find-pkg", "("], "invalid regular expression"),
+        (["tree-of", "a", " "], "invalid version constraint ' '"),
+    ],
+)
+def test_errors_go_to_stderr_without_traceback(run, small: Path, args, message: str) -> None:
+    code, out, err = run("--repo", small, *args)
+    assert code == 1
+    assert message in err
+    assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_broken_repository_is_reported_with_all_files(run, tmp_path: Path) -> None:
+    root = write_repo(tmp_path, {"a/pkg.toml": "name = ", "b/pkg.toml": leaf("b", "1", ["x >1"])})
+    code, _, err = run("--repo", root, "versions-of", "b")
+    assert code == 1
+    assert "a/pkg.toml:1: TOML syntax error" in err
+    assert "b/pkg.toml:6: dependencies.runtime[0]:" in err
+
+
+def test_tree_of_cycle_error(run, tmp_path: Path) -> None:
+    root = write_repo(
+        tmp_path, {"a/pkg.toml": leaf("a", "1", ["b =1"]), "b/pkg.toml": leaf("b", "1", ["a 1"])}
+    )
+    code, _, err = run("--repo", root, "tree-of", "a")
+    assert (code, err.strip()) == (1, "error: dependency cycle: a 1 -> b 1 -> a 1")
+
+
+def test_versions_of(run, small: Path) -> None:
+    assert run("--repo", small, "versions", "v") == (0, "1.0\n1.2\n2.0\n", "")
+
+
+def test_tree_of_with_constraint_selects_versions(run, small: Path) -> None:
+    code, out, _ = run("--repo", small, "tree-of", "v", "1")
+    assert out.split() == ["v", "1.0", "v", "1.2"]
+
+
+def test_dependencies_of(run, small: Path) -> None:
+    code, out, _ = run("--repo", small, "depsof", "a", "-t", "runtime", "--json")
+    rows = json.loads(out)
+    assert [(r["dependency"], r["condition"]) for r in rows] == [
+        ("b", ""),
+        ("c", "in_image fooimage"),
+    ]
+    code, out, _ = run("--repo", small, "dependencies-of", "a", "-t", "build")
+    assert out == "a\t1\tbuild\tt\t1\t\n"
+
+
+def test_what_depends(run, small: Path) -> None:
+    code, out, _ = run("--repo", small, "what-depends", "d", "--csv")
+    assert out.splitlines() == [
+        "package,version,kind,dependency",
+        "b,1,runtime,d 1",
+        "c,1,runtime,d 1",
+    ]
+    assert run("--repo", small, "what-depends", "d", "-t", "build")[1] == ""
+
+
+def test_env_of(run, small: Path) -> None:
+    assert run("--repo", small, "env", "a", "1")[1] == "CC = 'gcc'\nX = \"it's\"\n"
+    assert run("--repo", small, "env-of", "d", "1")[1] == "No environment\n"
+
+
+def test_find_pkg(run, small: Path) -> None:
+    assert run("--repo", small, "find-pkg", "^[ab]$", "-t")[1] == "a 1\nb 1\n"
+    assert run("--repo", small, "find-pkg", "v", "=1.2", "--terse")[1] == "v 1.2\n"
+    code, out, _ = run("--repo", small, "find-pkg", "^a$", "-D", "-E")
+    assert "    build dependencies:\n        t 1\n" in out
+    assert "c 1 [if in_image fooimage]" in out
+    assert "CC = 'gcc'" in out
+
+
+def test_metrics(run, small: Path) -> None:
+    code, out, _ = run("--repo", small, "metrics", "--json")
+    values = {r["metric"]: r["value"] for r in json.loads(out)}
+    assert values["pkg.toml files"] == "9"
+    assert values["packages"] == "8"
+    assert values["images"] == "3" and values["endpoints"] == "1" and values["phases"] == "1"

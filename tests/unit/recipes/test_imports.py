@@ -1,0 +1,34 @@
+"""The pure core must stay importable without Airflow, Docker or SQLAlchemy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+FORBIDDEN = ("airflow", "docker", "sqlalchemy")
+
+
+@pytest.mark.parametrize(
+    "modules",
+    [
+        "airflow_butido.recipes, airflow_butido.graph",
+        "airflow_butido.cli.repo_commands, airflow_butido.cli.source, airflow_butido.cli.lint",
+    ],
+)
+def test_pure_modules_import_no_heavy_dependencies(modules: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {modules}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = [
+        line.split("|")[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    ]
+    assert "airflow_butido.recipes.repository" in imported or "cli" in modules
+    heavy = [m for m in imported if m.split(".")[0] in FORBIDDEN]
+    assert heavy == []
