@@ -1,0 +1,99 @@
+"""``butido find-artifact NAME [VERSION] -I IMAGE [-E K=V]...``: the artifacts a build
+would reuse now, or why a package would be rebuilt."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from airflow_butido.cli.db import add_db_flags, disposing, fmt_time, open_db, parse_env_pairs
+from airflow_butido.errors import ButidoError
+
+
+def cmd_find_artifact(args: argparse.Namespace) -> int:
+    from airflow_butido.db import reuse
+    from airflow_butido.db.build_inputs import current_build_inputs, local_image_digest
+    from airflow_butido.db.queries import list_releases
+    from airflow_butido.graph import resolve
+    from airflow_butido.recipes.repository import load_repository
+
+    ctx = open_db(args, need_config=True)
+    config = ctx.config
+    repo_root = Path(args.repo).absolute()
+    repo = load_repository(repo_root, config=config)
+    image = config.resolve_image(args.image)
+    env = parse_env_pairs(args.env)
+    if args.version:
+        found = repo.get(args.name, args.version)
+        targets = [found] if found else []
+    else:
+        targets = repo.find(args.name)
+    if not targets:
+        raise ButidoError(f"no package {args.name} {args.version or ''}".rstrip())
+    digest = args.image_digest or local_image_digest(image)
+    staging = Path(args.staging_dir) if args.staging_dir else Path(config.staging)
+    release_dirs = [Path(config.releases_root) / s for s in config.release_stores]
+    exists = reuse.store_checker(staging, release_dirs)
+
+    status = 0
+    for target in targets:
+        graph = resolve(repo, [target], image=image, env=env)
+        reusable: dict[Any, reuse.ReuseCandidate | None] = {}
+        inputs: dict[Any, reuse.BuildKeyInputs | None] = {}
+        for key in graph.build_order():
+            deps = graph.transitive_dependencies(key)
+            if any(reusable.get(d) is None for d in deps):
+                inputs[key] = None  # a dependency is rebuilt, so is this package
+                reusable[key] = None
+                continue
+            dep_hashes = [a.sha256 for d in deps for a in reusable[d].artifacts]  # type: ignore[union-attr]
+            package = graph.packages[key]
+            inputs[key] = now = current_build_inputs(
+                package, config, repo_root, image_digest=digest, env=env,
+                dependency_artifacts=dep_hashes,
+            )  # fmt: skip
+            key_hex = reuse.build_key(now)
+            reusable[key] = reuse.find_reusable(ctx.engine, key[0], key[1], key_hex, exists)
+        root = target.key
+        candidate = reusable[root]
+        if candidate is not None:
+            for art in candidate.artifacts:
+                released = list_releases(ctx.engine, package=root[0], version=root[1], limit=1)
+                when = fmt_time(released[0].date) if released else "unknown"
+                place = staging / art.staging_path
+                if not place.is_file():
+                    place = next((d / art.path for d in release_dirs if (d / art.path).is_file()),
+                                 place)  # fmt: skip
+                print(f"[{when}] {place}")
+            continue
+        status = 1
+        print(f"{target.label} would be rebuilt:")
+        blocked = [k for k in graph.transitive_dependencies(root) if reusable.get(k) is None]
+        root_inputs = inputs[root]
+        if root_inputs is None:
+            labels = ", ".join(f"{n} {v}" for n, v in sorted(blocked))
+            print(f"  dependencies would be rebuilt: {labels}")
+            for dep in sorted(blocked):
+                dep_inputs = inputs.get(dep)
+                if dep_inputs is not None:
+                    for line in reuse.explain_difference(ctx.engine, dep[0], dep[1], dep_inputs):
+                        print(f"  {dep[0]} {dep[1]}: {line}")
+        else:
+            for line in reuse.explain_difference(ctx.engine, root[0], root[1], root_inputs):
+                print(f"  {line}")
+    return status
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "find-artifact", help="artifacts a build would reuse, or why it would rebuild"
+    )
+    add_db_flags(p)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("version", nargs="?", metavar="VERSION", help="exact version")
+    p.add_argument("-I", "--image", required=True, help="build image (full or short name)")
+    p.add_argument("-E", "--env", action="append", metavar="K=V", help="build environment")
+    p.add_argument("--image-digest", help="image ID to assume instead of asking Docker")
+    p.add_argument("--staging-dir", help="staging root (default: config staging)")
+    p.set_defaults(func=disposing(cmd_find_artifact))

@@ -1,0 +1,87 @@
+"""``butido release new|rm|list``: copy artifacts of a submit into a release store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from airflow_butido.cli.db import (
+    add_db_flags,
+    add_limit,
+    add_time_filters,
+    cmd_releases,
+    disposing,
+    open_db,
+)
+from airflow_butido.cli.output import add_format_flags
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from airflow_butido.release import release_new
+
+    ctx = open_db(args, need_config=True)
+    cfg = ctx.config
+    released = release_new(
+        ctx.engine,
+        submit_uuid=args.submit,
+        store=args.to,
+        staging_root=Path(cfg.staging),
+        releases_root=Path(cfg.releases_root),
+        stores=tuple(cfg.release_stores),
+        name=args.name,
+        version=args.version,
+        update=args.update,
+    )
+    if not args.quiet:
+        for item in released:
+            print(f"{item.path}{' (updated)' if item.replaced else ''}")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from airflow_butido.release import release_rm
+
+    ctx = open_db(args, need_config=True)
+    cfg = ctx.config
+    removed = release_rm(
+        ctx.engine,
+        store=args.from_store,
+        name=args.name,
+        version=args.version,
+        releases_root=Path(cfg.releases_root),
+        stores=tuple(cfg.release_stores),
+    )
+    print(f"removed {Path(cfg.releases_root) / removed.store / removed.path}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    release = subparsers.add_parser("release", help="release artifacts into a release store")
+    sub = release.add_subparsers(dest="release_command", metavar="RELEASE_COMMAND")
+
+    p = sub.add_parser("new", help="release the artifacts of a submit")
+    add_db_flags(p)
+    p.add_argument("submit", metavar="SUBMIT", help="submit UUID")
+    p.add_argument("--to", required=True, metavar="STORE", help="release store (config)")
+    p.add_argument("name", nargs="?", metavar="NAME", help="only this package")
+    p.add_argument("version", nargs="?", metavar="VERSION", help="only this exact version")
+    p.add_argument("--update", action="store_true", help="replace already released files")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print the paths")
+    p.set_defaults(func=disposing(cmd_new))
+
+    p = sub.add_parser("rm", help="remove the newest release of a package from a store")
+    add_db_flags(p)
+    p.add_argument("--from", dest="from_store", required=True, metavar="STORE")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("version", metavar="VERSION")
+    p.set_defaults(func=disposing(cmd_rm))
+
+    p = sub.add_parser("list", help="list releases (same as `db releases`)")
+    add_db_flags(p)
+    add_format_flags(p)
+    p.add_argument("--to", metavar="STORE", help="releases in this store")
+    p.add_argument("-p", "--package", help="releases of this package")
+    add_time_filters(p)
+    add_limit(p)
+    p.set_defaults(func=disposing(cmd_releases))

@@ -1,0 +1,172 @@
+"""Which database to use, and an engine that behaves the same on PostgreSQL and SQLite.
+
+Selection order (first that applies wins):
+
+1. an explicit URL (``--db-url``) or the ``database_url`` setting of the config;
+2. config.toml's ``database_*`` keys, as a PostgreSQL URL;
+3. the Airflow connection ``butido_db``, when Airflow is installed and the
+   connection exists;
+4. an embedded SQLite file: ``<staging>/../butido.sqlite`` when ``staging`` is set,
+   else ``<repo>/.butido/butido.sqlite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine
+
+from airflow_butido.errors import ConfigError, InfrastructureError
+
+AIRFLOW_CONN_ID = "butido_db"
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
+def database_url(
+    config: Any | None = None,
+    *,
+    url: str | None = None,
+    repo_root: Path | None = None,
+    use_airflow: bool = True,
+) -> str:
+    """The SQLAlchemy URL of the build database (see the module docstring)."""
+    if url:
+        return url
+    if config is not None and getattr(config, "database_url", None):
+        return str(config.database_url)
+    pg = _url_from_database_keys(config)
+    if pg is not None:
+        return pg
+    if use_airflow:
+        from_airflow = _url_from_airflow_connection(AIRFLOW_CONN_ID)
+        if from_airflow:
+            return from_airflow
+    return f"sqlite:///{default_sqlite_path(config, repo_root=repo_root)}"
+
+
+def default_sqlite_path(config: Any | None = None, *, repo_root: Path | None = None) -> Path:
+    staging = getattr(config, "staging", None) if config is not None else None
+    if staging:
+        return Path(staging).resolve().parent / "butido.sqlite"
+    root = repo_root or getattr(config, "repo_root", None) or Path.cwd()
+    return Path(root).resolve() / ".butido" / "butido.sqlite"
+
+
+def _url_from_database_keys(config: Any | None) -> str | None:
+    if config is None:
+        return None
+    host = getattr(config, "database_host", None)
+    name = getattr(config, "database_name", None)
+    if not host or not name:
+        return None
+    port = getattr(config, "database_port", None)
+    timeout = getattr(config, "database_connection_timeout", None) or 30
+    return URL.create(
+        "postgresql+psycopg2",
+        username=getattr(config, "database_user", None),
+        password=getattr(config, "database_password", None),
+        host=str(host),
+        port=int(port) if port else None,
+        database=str(name),
+        query={"connect_timeout": str(int(timeout))},
+    ).render_as_string(hide_password=False)
+
+
+def _url_from_airflow_connection(conn_id: str) -> str | None:
+    """The connection's URL, or None when Airflow or the connection is absent."""
+    try:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+    except Exception:  # Airflow not installed or not configured
+        return None
+    try:
+        hook = PostgresHook(postgres_conn_id=conn_id)
+        try:
+            url = hook.sqlalchemy_url
+        except Exception:
+            return _psycopg2_url(hook.get_uri())
+        return _psycopg2_url(url.render_as_string(hide_password=False))
+    except Exception:  # the connection does not exist
+        return None
+
+
+def _psycopg2_url(url: str) -> str:
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``; SQLite gets a busy timeout, foreign keys and real
+    transactions (``BEGIN`` issued by us, ``BEGIN IMMEDIATE`` for writers that ask
+    with ``execution_options(sqlite_immediate=True)``)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+        engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+        _make_sqlite_transactional(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(parsed, **kwargs)
+
+
+def _make_sqlite_transactional(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("sqlite_immediate"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def is_sqlite(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine, *, immediate: bool = False) -> Iterator[Connection]:
+    """One transaction; a lost or refused connection becomes InfrastructureError."""
+    with infrastructure_errors(engine):
+        conn = engine.connect()
+        try:
+            if immediate:
+                conn = conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield conn
+        finally:
+            conn.close()
+
+
+@contextlib.contextmanager
+def infrastructure_errors(engine: Engine) -> Iterator[None]:
+    """Turn connection failures into InfrastructureError naming the database."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(
+            exc, sa.exc.OperationalError | sa.exc.InterfaceError
+        ):
+            where = engine.url.render_as_string(hide_password=True)
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise InfrastructureError(f"database {where} failed: {reason}") from exc
+        raise

@@ -1,0 +1,95 @@
+"""Create or upgrade the schema with the bundled Alembic migrations (no alembic.ini).
+
+A database made by butido 0.5 has its tables but no ``alembic_version``; the first
+migration then finds every table present and creates nothing, the later ones add
+columns, tables and indexes in place.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+from airflow_butido.db.engine import infrastructure_errors, is_sqlite
+from airflow_butido.db.schema import BUTIDO_05_TABLES
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    before: str  # "empty", "butido-0.5" or the revision found
+    after: str  # the head revision
+
+    @property
+    def adopted(self) -> bool:
+        return self.before == "butido-0.5"
+
+    def describe(self) -> str:
+        if self.before == "empty":
+            return f"created the database schema (revision {self.after})"
+        if self.adopted:
+            return f"adopted the butido 0.5 database, migrated to revision {self.after}"
+        if self.before == self.after:
+            return f"database schema is up to date (revision {self.after})"
+        return f"upgraded the database schema from revision {self.before} to {self.after}"
+
+
+def alembic_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+@functools.cache
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_state(engine: Engine) -> str:
+    """``empty``, ``butido-0.5`` (tables without alembic_version) or the revision."""
+    with infrastructure_errors(engine), engine.connect() as conn:
+        revision = MigrationContext.configure(conn).get_current_revision()
+        if revision:
+            return revision
+        tables = set(sa.inspect(conn).get_table_names())
+    if tables & set(BUTIDO_05_TABLES):
+        return "butido-0.5"
+    return "empty"
+
+
+def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
+    """Migrate the database to ``revision``; safe to run repeatedly."""
+    before = current_state(engine)
+    cfg = alembic_config()
+    with infrastructure_errors(engine), engine.connect() as conn:
+        if is_sqlite(conn):
+            # Batch migrations copy tables; foreign keys must not fire meanwhile.
+            _sqlite_pragma(conn, "foreign_keys=OFF")
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+        conn.commit()
+        if is_sqlite(conn):
+            _sqlite_pragma(conn, "foreign_keys=ON")
+    return UpgradeResult(before=before, after=current_state(engine))
+
+
+def _sqlite_pragma(conn: sa.Connection, pragma: str) -> None:
+    """Run a PRAGMA outside any transaction (inside one, foreign_keys is ignored)."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute(f"PRAGMA {pragma}")
+
+
+def is_current(engine: Engine) -> bool:
+    return current_state(engine) == head_revision()

@@ -1,0 +1,76 @@
+"""Small row helpers shared by the writers: create-or-fetch of lookup rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, overload
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from airflow_butido.db import schema as s
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def insert_ignore(
+    conn: Connection, table: sa.Table, values: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite."""
+    if not values:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).on_conflict_do_nothing()
+    if isinstance(values, Mapping):
+        conn.execute(stmt.values(**values))
+    else:
+        conn.execute(stmt, list(values))
+
+
+def get_or_create(conn: Connection, table: sa.Table, **values: Any) -> int:
+    """The id of the row with exactly these values, inserted if missing."""
+    where = sa.and_(*(table.c[k] == v for k, v in values.items()))
+    found = conn.execute(sa.select(table.c.id).where(where)).scalar()
+    if found is not None:
+        return int(found)
+    insert_ignore(conn, table, values)
+    return int(conn.execute(sa.select(table.c.id).where(where)).scalar_one())
+
+
+def package_id(conn: Connection, name: str, version: str) -> int:
+    return get_or_create(conn, s.packages, name=name, version=version)
+
+
+def image_id(conn: Connection, name: str) -> int:
+    return get_or_create(conn, s.images, name=name)
+
+
+def endpoint_id(conn: Connection, name: str) -> int:
+    return get_or_create(conn, s.endpoints, name=name)
+
+
+def githash_id(conn: Connection, commit: str) -> int:
+    return get_or_create(conn, s.githashes, hash=commit)
+
+
+def envvar_ids(conn: Connection, env: Mapping[str, str]) -> list[int]:
+    return [get_or_create(conn, s.envvars, name=k, value=str(v)) for k, v in sorted(env.items())]
+
+
+def release_store_id(conn: Connection, name: str) -> int:
+    return get_or_create(conn, s.release_stores, store_name=name)

@@ -1,0 +1,158 @@
+"""Recording a build: submit, job start and finish, log, artifacts, inputs, reuse,
+retries, orphan repair, and a lost connection."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from airflow_butido.db import records
+from airflow_butido.db import schema as s
+from airflow_butido.db.engine import make_engine
+from airflow_butido.db.queries import job_detail, submit_detail, table_counts
+from airflow_butido.errors import InfrastructureError
+
+from .builds import inputs_for, record_build, record_submit
+
+pytestmark = pytest.mark.postgres
+
+
+def test_a_complete_build_is_recorded_with_everything_it_needs(engine, tmp_path) -> None:
+    dep = record_build(engine, staging=tmp_path, package=("b", "2"))
+    submit = record_submit(engine)
+    job = str(uuid.uuid4())
+    inputs = inputs_for(dependency_artifacts=(dep.artifacts[0].sha256,))
+    records.record_job_start(
+        engine, uuid=job, submit_uuid=submit, package_name="a", package_version="1",
+        image="debian:bookworm", endpoint="ep1", container_id="abc123",
+        script=inputs.script, env={"FLAVOR": "fast", "X": "1"}, build_key="k" * 64,
+        build_key_inputs=inputs, image_digest="sha256:1", dag_id="d", run_id="r1",
+        try_number=1,
+    )  # fmt: skip
+    running = job_detail(engine, job)
+    assert running is not None and running.state == "running" and running.log == ""
+    log = tmp_path / "log.bin"
+    log.write_bytes(b"line one\n\x00nul removed\n\xffbad utf8\n#BUTIDO:STATE:OK\n")
+    with open(log, "rb") as fh:
+        records.record_job_finish(engine, uuid=job, state="success", exit_status=0, log=fh)
+    records.record_artifacts(engine, job, [records.ArtifactRecord("a-1.pkg", "e" * 64, 3)])
+    missing = records.record_inputs(
+        engine, job, [records.InputRef(dep.artifacts[0].path, dep.artifacts[0].sha256),
+                      records.InputRef("gone.pkg", "0" * 64)],
+    )  # fmt: skip
+    assert missing == [records.InputRef("gone.pkg", "0" * 64)]
+
+    done = job_detail(engine, job)
+    assert done is not None
+    assert done.state == "success" and done.exit_status == 0
+    assert done.log == "line one\nnul removed\n\ufffdbad utf8\n#BUTIDO:STATE:OK\n"
+    assert done.endpoint == "ep1" and done.container == "abc123"
+    assert done.env == (("FLAVOR", "fast"), ("X", "1"))
+    assert done.artifacts == (("a-1.pkg", "e" * 64, 3),)
+    assert done.inputs == ("b-2.pkg",)
+    assert done.dag_id == "d" and done.run_id == "r1" and done.try_number == 1
+    assert done.started_at is not None and done.finished_at >= done.started_at
+    assert '"dependency_artifacts":["' + dep.artifacts[0].sha256 in done.build_key_inputs
+
+    detail = submit_detail(engine, submit)
+    assert detail is not None and detail.submit.dirty is True
+    assert detail.env == (("FLAVOR", "fast"),)
+    assert detail.dag_id == "d"
+
+
+def test_a_task_retry_does_not_duplicate_rows(engine) -> None:
+    built = record_build(engine)
+    counts = table_counts(engine)
+    record_submit(engine, submit_uuid=built.submit_uuid)
+    for attempt in (2, 3):
+        records.record_job_start(
+            engine, uuid=built.job_uuid, submit_uuid=built.submit_uuid, package_name="a",
+            package_version="1", image="debian:bookworm", endpoint="local",
+            container_id=f"retry{attempt}", script="#!/bin/bash\n", env={"FLAVOR": "fast"},
+            try_number=attempt,
+        )  # fmt: skip
+        records.record_artifacts(engine, built.job_uuid, built.artifacts)
+    assert table_counts(engine) == counts
+    retried = job_detail(engine, built.job_uuid)
+    assert retried is not None
+    assert retried.state == "running" and retried.try_number == 3
+    assert retried.container == "retry3"
+
+
+def test_a_reused_job_records_what_it_reused_and_why(engine) -> None:
+    original = record_build(engine)
+    submit = record_submit(engine, run_id="r2")
+    job = str(uuid.uuid4())
+    records.record_reused_job(
+        engine, uuid=job, submit_uuid=submit, package_name="a", package_version="1",
+        image="debian:bookworm", reused_job_uuid=original.job_uuid,
+        reason="same build key", build_key=original.key, dag_id="d", run_id="r2",
+    )  # fmt: skip
+    reused = job_detail(engine, job)
+    assert reused is not None
+    assert reused.state == "reused" and reused.reused_from == original.job_uuid
+    assert reused.reuse_reason == "same build key" and reused.endpoint == s.REUSED_ENDPOINT
+    assert reused.container == "" and reused.artifacts == ()
+
+
+def test_orphaned_running_jobs_of_an_ended_run_are_marked_failed(engine) -> None:
+    finished = record_build(engine, run_id="r9")
+    submit = finished.submit_uuid
+    stuck = str(uuid.uuid4())
+    records.record_job_start(
+        engine, uuid=stuck, submit_uuid=submit, package_name="c", package_version="3",
+        image="debian:bookworm", endpoint="local", container_id="x", script="",
+        dag_id="d", run_id="r9",
+    )  # fmt: skip
+    other_run = str(uuid.uuid4())
+    records.record_job_start(
+        engine, uuid=other_run, submit_uuid=submit, package_name="c", package_version="3",
+        image="debian:bookworm", endpoint="local", container_id="y", script="",
+        dag_id="d", run_id="r10",
+    )  # fmt: skip
+    assert records.mark_orphaned_jobs(engine, "d", "r9") == 1
+    assert records.mark_orphaned_jobs(engine, "d", "r9") == 0
+    orphan = job_detail(engine, stuck)
+    assert orphan is not None and orphan.state == "failed" and orphan.failure_class == "orphaned"
+    assert job_detail(engine, finished.job_uuid).state == "success"
+    assert job_detail(engine, other_run).state == "running"
+
+
+def test_a_100_mb_log_is_stored_whole(engine, tmp_path) -> None:
+    size = 100 * 1024 * 1024
+    built = record_build(engine)
+    line = b"0123456789abcdef" * 7 + b"\x00\n"  # 114 bytes, one NUL each
+    log = tmp_path / "big.log"
+    with open(log, "wb") as fh:
+        for _ in range(size // len(line)):
+            fh.write(line)
+    records.record_job_finish(engine, uuid=built.job_uuid, state="failed", exit_status=1, log=log)
+    lines = size // len(line)
+    with engine.connect() as conn:
+        length, tail = conn.execute(
+            sa.select(
+                sa.func.length(s.jobs.c.log_text), sa.func.substr(s.jobs.c.log_text, 1, 113)
+            ).where(s.jobs.c.uuid == built.job_uuid)
+        ).one()
+    assert length == lines * (len(line) - 1)
+    assert tail == (line[:-2] + b"\n").decode()
+
+
+def test_an_unreachable_database_fails_with_an_infrastructure_error() -> None:
+    engine = make_engine("postgresql+psycopg2://butido:butido@127.0.0.1:1/butido?connect_timeout=2")
+    with pytest.raises(InfrastructureError, match="127.0.0.1:1"):
+        record_submit(engine)
+
+
+def test_artifact_hashes_are_recorded_for_reuse_verification(engine) -> None:
+    data = b"contents"
+    built = record_build(engine, contents={"sub/dir/x.deb": data})
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(s.artifacts.c.path, s.artifacts.c.sha256, s.artifacts.c.size)
+        ).one()
+    assert tuple(row) == ("sub/dir/x.deb", hashlib.sha256(data).hexdigest(), len(data))
+    assert built.artifacts[0].sha256 == row.sha256
