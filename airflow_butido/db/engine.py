@@ -4,8 +4,10 @@ Selection order (first that applies wins):
 
 1. an explicit URL (``--db-url``) or the ``database_url`` setting of the config;
 2. config.toml's ``database_*`` keys, as a PostgreSQL URL;
-3. the Airflow connection ``butido_db``, when Airflow is installed and the
-   connection exists;
+3. the Airflow connection ``butido_db`` (another id with ``BUTIDO_DB_CONN_ID``),
+   when it exists and Airflow is in play: inside Airflow processes (Airflow is
+   already imported), or when ``AIRFLOW_CONN_BUTIDO_DB`` / ``BUTIDO_DB_CONN_ID`` is
+   set. The CLI does not import Airflow (2-3 s) just to look for it;
 4. an embedded SQLite file: ``<staging>/../butido.sqlite`` when ``staging`` is set,
    else ``<repo>/.butido/butido.sqlite``.
 """
@@ -13,6 +15,8 @@ Selection order (first that applies wins):
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,8 +46,8 @@ def database_url(
     pg = _url_from_database_keys(config)
     if pg is not None:
         return pg
-    if use_airflow:
-        from_airflow = _url_from_airflow_connection(AIRFLOW_CONN_ID)
+    if use_airflow and _airflow_in_play():
+        from_airflow = _url_from_airflow_connection(airflow_conn_id())
         if from_airflow:
             return from_airflow
     return f"sqlite:///{default_sqlite_path(config, repo_root=repo_root)}"
@@ -75,6 +79,17 @@ def _url_from_database_keys(config: Any | None) -> str | None:
         database=str(name),
         query={"connect_timeout": str(int(timeout))},
     ).render_as_string(hide_password=False)
+
+
+def airflow_conn_id() -> str:
+    return os.environ.get("BUTIDO_DB_CONN_ID") or AIRFLOW_CONN_ID
+
+
+def _airflow_in_play() -> bool:
+    if "airflow" in sys.modules:
+        return True
+    env_name = f"AIRFLOW_CONN_{airflow_conn_id().upper()}"
+    return bool(os.environ.get("BUTIDO_DB_CONN_ID") or os.environ.get(env_name))
 
 
 def _url_from_airflow_connection(conn_id: str) -> str | None:

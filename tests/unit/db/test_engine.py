@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -43,7 +44,7 @@ def test_database_keys_make_a_postgres_url_with_the_connect_timeout() -> None:
 
 
 def test_the_airflow_connection_is_used_when_nothing_is_configured() -> None:
-    with mock.patch.object(
+    with mock.patch.object(db_engine, "_airflow_in_play", return_value=True), mock.patch.object(
         db_engine, "_url_from_airflow_connection", return_value="postgresql+psycopg2://x/y"
     ) as lookup:
         assert db_engine.database_url(FakeConfig()) == "postgresql+psycopg2://x/y"
@@ -58,6 +59,19 @@ def test_without_anything_the_sqlite_file_sits_beside_the_staging_dir(tmp_path) 
     assert db_engine.database_url(None, repo_root=tmp_path, use_airflow=False) == (
         f"sqlite:///{tmp_path / '.butido' / 'butido.sqlite'}"
     )
+
+
+def test_airflow_counts_when_imported_or_named_in_the_environment(monkeypatch) -> None:
+    monkeypatch.delitem(sys.modules, "airflow", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_BUTIDO_DB", raising=False)
+    monkeypatch.delenv("BUTIDO_DB_CONN_ID", raising=False)
+    assert not db_engine._airflow_in_play()
+    monkeypatch.setenv("AIRFLOW_CONN_BUTIDO_DB", "postgresql://u:p@h/d")
+    assert db_engine._airflow_in_play()
+    monkeypatch.delenv("AIRFLOW_CONN_BUTIDO_DB")
+    monkeypatch.setenv("BUTIDO_DB_CONN_ID", "builds")
+    assert db_engine.airflow_conn_id() == "builds"
+    assert db_engine._airflow_in_play()
 
 
 def test_airflow_connection_urls_use_the_psycopg2_driver() -> None:
