@@ -1,0 +1,414 @@
+"""One build container on one Docker endpoint, through the Docker SDK's low-level API.
+
+The lifecycle is butido's (reference 4.1): create with ``/bin/bash`` kept alive on an open
+stdin, copy ``/inputs``, ``/patches`` and ``/script`` in through the archive API before the
+start (so remote endpoints work without bind mounts), start, exec ``/bin/bash /script`` and
+stream its output line by line, then fetch ``/outputs`` as a tar stream. Unlike butido the
+container always goes away at the end: killed and removed, whatever happened.
+
+Nothing here knows Airflow; memory stays bounded: tars are generated on the fly, the log is
+streamed to a callback and spooled to a temporary file, never collected in a list.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import re
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from airflow_butido.errors import InfrastructureError
+
+log = logging.getLogger(__name__)
+
+LABEL_PREFIX = "io.butido."
+MANAGED_LABEL = "io.butido.managed"
+SCRIPT_COMMAND = ("/bin/bash", "/script")
+CHUNK_SIZE = 1 << 20
+MAX_LINE_BYTES = 1 << 20  # a longer line without newline is emitted in pieces
+LOG_SPOOL_BYTES = 1 << 20  # the full log stays in memory up to this size, then on disk
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file to place in the container: from the host (``source``) or small ``data``."""
+
+    container_path: str  # absolute, e.g. /inputs/src.source
+    source: Path | None = None
+    data: bytes | None = None
+    mode: int = 0o644
+
+    def __post_init__(self) -> None:
+        path = PurePosixPath(self.container_path)
+        if not path.is_absolute() or ".." in path.parts or len(path.parts) < 2:
+            raise ValueError(f"bad container path {self.container_path!r}")
+        if (self.source is None) == (self.data is None):
+            raise ValueError("exactly one of source and data must be given")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    environment: tuple[tuple[str, str], ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    network_mode: str | None = None
+
+
+def container_name(package_name: str, package_version: str, job_uuid: str) -> str:
+    """``butido-<name>-<version>-<job uuid>``, with characters Docker refuses replaced."""
+    return _NAME_UNSAFE.sub("_", f"butido-{package_name}-{package_version}-{job_uuid}")
+
+
+def job_labels(
+    package_name: str,
+    package_version: str,
+    job_uuid: str,
+    submit_uuid: str,
+    dag_run: str | None = None,
+) -> dict[str, str]:
+    labels = {
+        MANAGED_LABEL: "true",
+        "io.butido.package": package_name,
+        "io.butido.version": package_version,
+        "io.butido.job": str(job_uuid),
+        "io.butido.submit": str(submit_uuid),
+    }
+    if dag_run:
+        labels["io.butido.dag_run"] = dag_run
+    return labels
+
+
+# -- tar archives for the copy-in ---------------------------------------------------------
+
+
+def tar_stream(files: Sequence[InputFile]) -> Iterator[bytes]:
+    """A POSIX tar of ``files`` (paths relative to ``/``), generated chunk by chunk.
+
+    Parent directories get their own entries (mode 0755); file contents are read in
+    chunks as the consumer asks, so the archive never exists as a whole.
+    """
+    dirs: set[str] = set()
+    now = int(time.time())
+    for item in files:
+        parts = PurePosixPath(item.container_path).parts[1:]
+        for i in range(1, len(parts)):
+            name = "/".join(parts[:i])
+            if name not in dirs:
+                dirs.add(name)
+                info = tarfile.TarInfo(name)
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                info.mtime = now
+                yield info.tobuf(format=tarfile.PAX_FORMAT)
+        info = tarfile.TarInfo("/".join(parts))
+        info.mode = item.mode
+        info.mtime = now
+        if item.data is not None:
+            info.size = len(item.data)
+            yield info.tobuf(format=tarfile.PAX_FORMAT)
+            yield item.data
+        else:
+            assert item.source is not None
+            with open(item.source, "rb") as fh:
+                info.size = _file_size(fh)
+                yield info.tobuf(format=tarfile.PAX_FORMAT)
+                remaining = info.size
+                while remaining:
+                    chunk = fh.read(min(CHUNK_SIZE, remaining))
+                    if not chunk:
+                        raise InfrastructureError(f"{item.source} shrank while being copied")
+                    remaining -= len(chunk)
+                    yield chunk
+        padding = -info.size % tarfile.BLOCKSIZE
+        if padding:
+            yield b"\0" * padding
+    yield b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def _file_size(fh: IO[bytes]) -> int:
+    return os.fstat(fh.fileno()).st_size
+
+
+# -- the log ------------------------------------------------------------------------------
+
+
+def iter_lines(frames: Iterable[tuple[int, bytes]]) -> Iterator[str]:
+    """Split multiplexed ``(stream, bytes)`` frames into text lines on ``\\n``.
+
+    stdout and stderr keep separate buffers, so a partial line on one is never glued to
+    output of the other; at most one pending line per stream is held.
+    """
+    buffers: dict[int, bytearray] = {}
+    for stream, chunk in frames:
+        buffer = buffers.setdefault(stream, bytearray())
+        buffer += chunk
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            yield _decode(buffer[start:end])
+            start = end + 1
+        del buffer[:start]
+        while len(buffer) >= MAX_LINE_BYTES:
+            yield _decode(buffer[:MAX_LINE_BYTES])
+            del buffer[:MAX_LINE_BYTES]
+    for buffer in buffers.values():
+        if buffer:
+            yield _decode(buffer)
+
+
+def _decode(raw: bytes | bytearray) -> str:
+    return bytes(raw).decode("utf-8", errors="replace").replace("\0", "")
+
+
+@dataclass
+class ScriptOutcome:
+    """What one script run produced. ``log`` is a text file positioned at its start."""
+
+    exit_code: int
+    succeeded: bool
+    error_message: str | None
+    failed_phase: str | None
+    last_phase: str | None
+    saw_state: bool
+    tail: tuple[str, ...]
+    log: IO[str]
+    line_count: int
+
+    def log_text(self) -> str:
+        """The whole log as one string (for the database); reads the spooled file."""
+        self.log.seek(0)
+        text = self.log.read()
+        self.log.seek(0)
+        return text
+
+
+def fold_log(
+    lines: Iterable[str],
+    *,
+    exit_code: Callable[[], int],
+    tail_lines: int,
+    on_line: Callable[[str, Any], None] | None = None,
+) -> ScriptOutcome:
+    """Parse every line with butido's log protocol, spool it, and decide the outcome.
+
+    ``on_line(line, item)`` sees each raw line with its parsed protocol item as it arrives.
+    """
+    from airflow_butido.scripts import logproto
+
+    outcome = logproto.BuildOutcome()
+    tail: collections.deque[str] = collections.deque(maxlen=max(tail_lines, 0))
+    spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (handed to the caller)
+        max_size=LOG_SPOOL_BYTES, mode="w+", encoding="utf-8", newline="\n"
+    )
+    count = 0
+    saw_state = False
+    for line in lines:
+        item = logproto.parse_line(line)
+        outcome.feed(item)
+        if isinstance(item, logproto.State):
+            saw_state = True
+        if count:
+            spool.write("\n")
+        spool.write(line)
+        count += 1
+        tail.append(line)
+        if on_line is not None:
+            on_line(line, item)
+    code = exit_code()
+    spool.seek(0)
+    return ScriptOutcome(
+        exit_code=code,
+        succeeded=outcome.succeeded(code),
+        error_message=outcome.error_message,
+        failed_phase=outcome.failed_phase,
+        last_phase=outcome.last_phase,
+        saw_state=saw_state,
+        tail=tuple(tail),
+        log=spool,
+        line_count=count,
+    )
+
+
+# -- the container ------------------------------------------------------------------------
+
+
+class BuildContainer:
+    """A build container on one endpoint. Use as a context manager: exit removes it."""
+
+    def __init__(
+        self,
+        api: Any,
+        spec: ContainerSpec,
+        *,
+        endpoint_name: str | None = None,
+        endpoint_url: str | None = None,
+    ) -> None:
+        self.api = api  # docker.APIClient
+        self.spec = spec
+        self.endpoint_name = endpoint_name
+        self.endpoint_url = endpoint_url
+        self.id: str | None = None
+
+    def __enter__(self) -> BuildContainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def create(self) -> str:
+        import docker.errors
+
+        host_config = self.api.create_host_config(network_mode=self.spec.network_mode)
+        try:
+            created = self.api.create_container(
+                image=self.spec.image,
+                command=["/bin/bash"],
+                name=self.spec.name,
+                environment=[f"{k}={v}" for k, v in self.spec.environment],
+                labels=dict(self.spec.labels),
+                stdin_open=True,
+                tty=False,
+                host_config=host_config,
+            )
+        except docker.errors.DockerException as exc:
+            raise InfrastructureError(f"creating container {self.spec.name}: {exc}") from exc
+        self.id = created["Id"]
+        return self.id
+
+    def put_files(self, files: Sequence[InputFile]) -> None:
+        """Copy files in with one streamed archive upload (works before start)."""
+        import docker.errors
+
+        if not files:
+            return
+        try:
+            self.api.put_archive(self._id(), "/", tar_stream(files))
+        except docker.errors.DockerException as exc:
+            raise InfrastructureError(f"copying inputs into {self.spec.name}: {exc}") from exc
+        except OSError as exc:
+            raise InfrastructureError(f"copying inputs into {self.spec.name}: {exc}") from exc
+
+    def start(self) -> None:
+        import docker.errors
+
+        try:
+            self.api.start(self._id())
+        except docker.errors.DockerException as exc:
+            raise InfrastructureError(f"starting container {self.spec.name}: {exc}") from exc
+
+    def exec_stream(self, command: Sequence[str] = SCRIPT_COMMAND) -> tuple[Iterator[str], str]:
+        """Start ``command``; return its merged stdout/stderr as lines, and the exec id.
+
+        The stream has no read timeout: a build may be silent for a long time.
+        """
+        import docker.errors
+        from docker.utils.socket import frames_iter
+
+        try:
+            exec_id = self.api.exec_create(
+                self._id(), list(command), stdout=True, stderr=True, stdin=False, tty=False
+            )["Id"]
+            sock = self.api.exec_start(exec_id, socket=True)
+        except docker.errors.DockerException as exc:
+            raise InfrastructureError(f"running the script in {self.spec.name}: {exc}") from exc
+        for s in (sock, getattr(sock, "_sock", None)):
+            if s is not None and hasattr(s, "settimeout"):
+                s.settimeout(None)
+
+        def frames() -> Iterator[tuple[int, bytes]]:
+            try:
+                yield from frames_iter(sock, tty=False)
+            except OSError as exc:
+                raise InfrastructureError(
+                    f"reading the output of {self.spec.name} failed: {exc}"
+                ) from exc
+            finally:
+                sock.close()
+
+        return iter_lines(frames()), exec_id
+
+    def exit_code(self, exec_id: str, *, settle_seconds: float = 10.0) -> int:
+        """The exit status of a finished exec (the engine may lag the stream's end a bit)."""
+        import docker.errors
+
+        deadline = time.monotonic() + settle_seconds
+        while True:
+            try:
+                info = self.api.exec_inspect(exec_id)
+            except docker.errors.DockerException as exc:
+                raise InfrastructureError(f"container {self.spec.name} went away: {exc}") from exc
+            if not info.get("Running"):
+                break
+            if time.monotonic() >= deadline:
+                raise InfrastructureError(f"script in {self.spec.name} still running after EOF")
+            time.sleep(0.05)
+        code = info.get("ExitCode")
+        if code is None:
+            raise InfrastructureError(f"no exit code for the script in {self.spec.name}")
+        return int(code)
+
+    def run_script(
+        self,
+        *,
+        tail_lines: int,
+        on_line: Callable[[str, Any], None] | None = None,
+        command: Sequence[str] = SCRIPT_COMMAND,
+    ) -> ScriptOutcome:
+        lines, exec_id = self.exec_stream(command)
+        return fold_log(
+            lines, exit_code=lambda: self.exit_code(exec_id), tail_lines=tail_lines, on_line=on_line
+        )
+
+    def outputs(self, path: str = "/outputs") -> Iterator[bytes] | None:
+        """The tar stream of ``path``, or None when it does not exist."""
+        import docker.errors
+
+        try:
+            stream, _stat = self.api.get_archive(self._id(), path, chunk_size=CHUNK_SIZE)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.DockerException as exc:
+            raise InfrastructureError(f"fetching {path} from {self.spec.name}: {exc}") from exc
+        return self._guarded(stream, f"fetching {path} from {self.spec.name}")
+
+    @staticmethod
+    def _guarded(stream: Iterable[bytes], what: str) -> Iterator[bytes]:
+        """Transport errors in the middle of a stream are the endpoint's, not the job's."""
+        import docker.errors
+        import requests
+
+        try:
+            yield from stream
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            raise InfrastructureError(f"{what}: {exc}") from exc
+
+    def remove(self) -> None:
+        """Kill and remove the container; a container already gone is fine."""
+        import docker.errors
+
+        if self.id is None:
+            return
+        try:
+            self.api.remove_container(self.id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                log.warning("removing container %s failed: %s", self.spec.name, exc)
+        self.id = None
+
+    def _id(self) -> str:
+        if self.id is None:
+            raise RuntimeError("container not created")
+        return self.id

@@ -1,0 +1,294 @@
+"""Docker endpoints: clients, health checks, and choosing where a job runs.
+
+butido counted running jobs per process; here ``maxjobs`` holds across every task process
+and every DAG run, because a job takes a *slot lease* in the build database before it
+creates its container and gives it back afterwards (``airflow_butido.db.leases``). The
+least-utilised endpoint with a free slot wins; while all are full the job waits with
+backoff. Endpoints that do not answer, or lack the build image, are passed over with a
+warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from airflow_butido.errors import ConfigError, InfrastructureError
+from airflow_butido.recipes.config import Config, EndpointConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_TIMEOUT = 120  # seconds per Docker API call (streams have none)
+HEARTBEAT_SECONDS = 60.0  # slot leases live 600 s unless renewed
+
+
+def base_url(endpoint: EndpointConfig) -> str:
+    """The URL docker-py takes: ``unix:///path`` for a socket path, http/tcp/https as is."""
+    uri = endpoint.uri
+    if endpoint.endpoint_type == "socket" or uri.startswith("/"):
+        return uri if uri.startswith("unix://") else f"unix://{uri}"
+    if endpoint.tls is not None and uri.startswith("http://"):
+        return "https://" + uri[len("http://") :]
+    return uri
+
+
+def tls_config(endpoint: EndpointConfig) -> Any:
+    """A ``docker.tls.TLSConfig`` from the endpoint's TLS extension, or None."""
+    tls = endpoint.tls
+    if tls is None:
+        return None
+    from docker.tls import TLSConfig
+
+    client_cert = None
+    if tls.client_cert or tls.client_key:
+        if not (tls.client_cert and tls.client_key):
+            raise ConfigError(
+                f"docker.endpoints.{endpoint.name}.tls: client_cert and client_key go together"
+            )
+        client_cert = (str(tls.client_cert), str(tls.client_key))
+    return TLSConfig(
+        client_cert=client_cert,
+        ca_cert=str(tls.ca_cert) if tls.ca_cert else None,
+        verify=tls.verify,
+    )
+
+
+def connect(endpoint: EndpointConfig, *, timeout: float = DEFAULT_API_TIMEOUT) -> Any:
+    """A ``docker.APIClient`` for the endpoint (no request is made yet)."""
+    import docker
+
+    try:
+        return docker.APIClient(
+            base_url=base_url(endpoint), tls=tls_config(endpoint) or False, timeout=timeout
+        )
+    except docker.errors.DockerException as exc:
+        raise InfrastructureError(
+            f"endpoint {endpoint.name} ({endpoint.uri}) does not answer: {exc}"
+        ) from exc
+
+
+def ping(endpoint: EndpointConfig, api: Any | None = None) -> float:
+    """Round-trip time of ``GET /_ping`` in seconds; InfrastructureError if no answer."""
+    import docker
+    import requests
+
+    api = api or connect(endpoint, timeout=endpoint.timeout)
+    start = time.monotonic()
+    try:
+        api.ping()
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise InfrastructureError(
+            f"endpoint {endpoint.name} ({endpoint.uri}) does not answer: {exc}"
+        ) from exc
+    return time.monotonic() - start
+
+
+def image_present(api: Any, image: str) -> bool:
+    import docker
+
+    try:
+        api.inspect_image(image)
+    except docker.errors.ImageNotFound:
+        return False
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Candidate:
+    endpoint: EndpointConfig
+    api: Any  # docker.APIClient, connected and answering
+
+
+def usable_endpoints(
+    config: Config,
+    image: str,
+    *,
+    names: Sequence[str] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> list[Candidate]:
+    """Endpoints that answer and hold ``image``; ``image`` must be in docker.images.
+
+    Raises InfrastructureError when none is usable (worth a retry: an endpoint may come
+    back), ConfigError when the image is not configured at all.
+    """
+    import docker
+    import requests
+
+    full = config.resolve_image(image)
+    warn = warn or log.warning
+    endpoints = [e for e in config.endpoints if names is None or e.name in names]
+    if not endpoints:
+        raise ConfigError("no Docker endpoint configured (docker.endpoints)")
+    usable: list[Candidate] = []
+    problems: list[str] = []
+    for endpoint in endpoints:
+        try:
+            api = connect(endpoint)
+            ping(endpoint, api)
+            present = image_present(api, full)
+        except (InfrastructureError, docker.errors.DockerException, requests.RequestException) as e:
+            problems.append(f"endpoint {endpoint.name} skipped: {e}")
+            warn(problems[-1])
+            continue
+        if not present:
+            problems.append(f"endpoint {endpoint.name} skipped: image {full} not present")
+            warn(problems[-1])
+            api.close()
+            continue
+        usable.append(Candidate(endpoint, api))
+    if not usable:
+        raise InfrastructureError(
+            f"no usable Docker endpoint for image {full}: " + "; ".join(problems)
+        )
+    return usable
+
+
+def check_endpoints(config: Config, image: str) -> list[str]:
+    """Problems that stop a run before it starts: no endpoint answers with ``image``.
+
+    Endpoints that are down while others work are only warned about (jobs skip them).
+    """
+    try:
+        candidates = usable_endpoints(config, image)
+    except (ConfigError, InfrastructureError) as exc:
+        return [str(exc)]
+    for candidate in candidates:
+        candidate.api.close()
+    return []
+
+
+# -- slots ---------------------------------------------------------------------------------
+
+
+class SlotLeaser(Protocol):
+    """Where job slots are counted: ``acquire`` returns an endpoint name or None (all full)."""
+
+    def acquire(self, job_uuid: str, candidates: Sequence[tuple[str, int]]) -> str | None: ...
+
+    def release(self, job_uuid: str) -> None: ...
+
+    def renew(self, job_uuid: str) -> None:
+        """Heartbeat while the job runs (leases that are not renewed expire)."""
+        ...
+
+
+class DatabaseSlots:
+    """Slot leases in the build database: ``maxjobs`` holds across processes."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def acquire(self, job_uuid: str, candidates: Sequence[tuple[str, int]]) -> str | None:
+        from airflow_butido.db.leases import acquire_slot
+
+        return acquire_slot(self.engine, job_uuid, candidates)
+
+    def release(self, job_uuid: str) -> None:
+        from airflow_butido.db.leases import release_slot
+
+        release_slot(self.engine, job_uuid)
+
+    def renew(self, job_uuid: str) -> None:
+        from airflow_butido.db.leases import renew_slot
+
+        renew_slot(self.engine, job_uuid)
+
+
+class LocalSlots:
+    """In-process slot counting (one process only): for a local runner without a database."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, str] = {}
+
+    def acquire(self, job_uuid: str, candidates: Sequence[tuple[str, int]]) -> str | None:
+        with self._lock:
+            if job_uuid in self._held:
+                return self._held[job_uuid]
+            used = {name: 0 for name, _ in candidates}
+            for name in self._held.values():
+                if name in used:
+                    used[name] += 1
+            free = [(used[n] / m, i, n) for i, (n, m) in enumerate(candidates) if used[n] < m]
+            if not free:
+                return None
+            name = min(free)[2]
+            self._held[job_uuid] = name
+            return name
+
+    def release(self, job_uuid: str) -> None:
+        with self._lock:
+            self._held.pop(job_uuid, None)
+
+    def renew(self, job_uuid: str) -> None:
+        pass
+
+    def in_use(self) -> dict[str, int]:
+        with self._lock:
+            counts: dict[str, int] = {}
+            for name in self._held.values():
+                counts[name] = counts.get(name, 0) + 1
+            return counts
+
+
+@contextlib.contextmanager
+def lease_endpoint(
+    slots: SlotLeaser,
+    job_uuid: str,
+    candidates: Sequence[Candidate],
+    *,
+    max_wait: float | None = None,
+    on_wait: Callable[[float], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    heartbeat: float = HEARTBEAT_SECONDS,
+) -> Iterator[Candidate]:
+    """Hold a slot on the least-utilised candidate for the duration of the block.
+
+    Waits with jittered exponential backoff (0.25 s up to 10 s) while all are full;
+    InfrastructureError after ``max_wait`` seconds.
+    """
+    by_name = {c.endpoint.name: c for c in candidates}
+    offer = [(c.endpoint.name, c.endpoint.maxjobs) for c in candidates if c.endpoint.maxjobs > 0]
+    if not offer:
+        raise InfrastructureError("no candidate endpoint has maxjobs > 0")
+    start = time.monotonic()
+    delay = 0.25
+    while True:
+        name = slots.acquire(job_uuid, offer)
+        if name is not None:
+            break
+        waited = time.monotonic() - start
+        if max_wait is not None and waited >= max_wait:
+            raise InfrastructureError(
+                f"all endpoints full for {waited:.0f} s: "
+                + ", ".join(f"{n} (maxjobs {m})" for n, m in offer)
+            )
+        if on_wait is not None:
+            on_wait(waited)
+        sleep(delay * random.uniform(0.8, 1.2))
+        delay = min(delay * 2, 10.0)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(slots, job_uuid, stop, heartbeat), daemon=True)
+    beat.start()
+    try:
+        yield by_name[name]
+    finally:
+        stop.set()
+        beat.join(timeout=5)
+        slots.release(job_uuid)
+
+
+def _heartbeat(slots: SlotLeaser, job_uuid: str, stop: threading.Event, every: float) -> None:
+    while not stop.wait(every):
+        try:
+            slots.renew(job_uuid)
+        except Exception as exc:  # a missed beat is not fatal; the next may work
+            log.warning("renewing the endpoint slot of job %s failed: %s", job_uuid, exc)

@@ -1,0 +1,211 @@
+"""The container protocol on the real Docker engine: naming, labels, copy-in, exec, outputs."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from airflow_butido.container import (
+    BuildContainer,
+    ContainerSpec,
+    InputFile,
+    container_name,
+    iter_lines,
+    job_labels,
+    tar_stream,
+)
+from airflow_butido.errors import InfrastructureError
+from airflow_butido.stores import OutputsError, extract_outputs
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def api(docker_client):
+    return docker_client.api
+
+
+def make_container(api, image: str, **kw) -> BuildContainer:
+    job = str(uuid.uuid4())
+    spec = ContainerSpec(
+        name=container_name("pkg", "1.0", job),
+        image=image,
+        environment=kw.pop("environment", (("FOO", "bar"),)),
+        labels=job_labels("pkg", "1.0", job, "submit-1", "dag/run-1"),
+        network_mode=kw.pop("network_mode", None),
+    )
+    return BuildContainer(api, spec)
+
+
+def run(container: BuildContainer, script: str) -> tuple[list[str], int]:
+    container.put_files([InputFile("/script", data=script.encode())])
+    container.start()
+    lines_iter, exec_id = container.exec_stream()
+    lines = list(lines_iter)
+    return lines, container.exit_code(exec_id)
+
+
+def test_container_name_replaces_characters_docker_refuses() -> None:
+    assert container_name("gcc", "13.2+deb1", "u") == "butido-gcc-13.2_deb1-u"
+
+
+def test_iter_lines_keeps_stdout_and_stderr_lines_apart() -> None:
+    frames = [(1, b"out-par"), (2, b"err line\n"), (1, b"tial\nlast"), (2, b"err tail")]
+    assert list(iter_lines(frames)) == ["err line", "out-partial", "last", "err tail"]
+
+
+def test_fold_log_keeps_constant_memory_for_a_long_log() -> None:
+    import tracemalloc
+
+    from airflow_butido.container import fold_log
+
+    count = 300_000
+    lines = (f"build output line {i:07d} " + "x" * 60 for i in range(count))
+    tracemalloc.start()
+    try:
+        outcome = fold_log(lines, exit_code=lambda: 0, tail_lines=10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    with outcome.log:
+        assert outcome.line_count == count
+        assert outcome.tail[-1].startswith(f"build output line {count - 1:07d}")
+        assert len(outcome.tail) == 10
+        assert sum(1 for _ in outcome.log) == count  # the whole log, spooled
+    assert outcome.succeeded
+    assert peak < 4 * 1024 * 1024  # ~26 MB of log text went through
+
+
+def test_tar_stream_is_a_valid_archive_with_parent_directories(tmp_path: Path) -> None:
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    files = [
+        InputFile("/inputs/big", source=src),
+        InputFile("/patches/s/19.0/a.patch", data=b"p"),
+        InputFile("/script", data=b"echo"),
+    ]
+    with tarfile.open(fileobj=io.BytesIO(b"".join(tar_stream(files)))) as tar:
+        names = {m.name: m for m in tar.getmembers()}
+        assert sorted(names) == [
+            "inputs",
+            "inputs/big",
+            "patches",
+            "patches/s",
+            "patches/s/19.0",
+            "patches/s/19.0/a.patch",
+            "script",
+        ]
+        assert names["patches/s"].isdir()
+        assert names["script"].mode == 0o644
+        assert tar.extractfile("inputs/big").read() == src.read_bytes()  # type: ignore[union-attr]
+
+
+def test_lifecycle_name_labels_env_inputs_and_streamed_output(
+    api, build_image: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "src.source"
+    source.write_bytes(b"1\n")
+    with make_container(api, build_image) as container:
+        cid = container.create()
+        info = api.inspect_container(cid)
+        assert info["Name"] == "/" + container.spec.name
+        labels = info["Config"]["Labels"]
+        assert labels["io.butido.managed"] == "true"
+        assert labels["io.butido.package"] == "pkg"
+        assert labels["io.butido.version"] == "1.0"
+        assert labels["io.butido.submit"] == "submit-1"
+        assert labels["io.butido.dag_run"] == "dag/run-1"
+        assert info["Config"]["Cmd"] == ["/bin/bash"]
+        assert info["Config"]["OpenStdin"] is True
+        container.put_files(
+            [
+                InputFile("/inputs/src.source", source=source),
+                InputFile("/patches/s/19.0/s190.patch", data=b"patch\n"),
+            ]
+        )
+        lines, code = run(
+            container,
+            "cat /inputs/src.source /patches/s/19.0/s190.patch; echo FOO=$FOO; "
+            "echo to-stderr >&2; sleep 0.5; printf 'no newline'; exit 3",
+        )
+        # stdout and stderr are separate pipes: their relative order is not guaranteed
+        assert [line for line in lines if line != "to-stderr"] == [
+            "1",
+            "patch",
+            "FOO=bar",
+            "no newline",
+        ]
+        assert "to-stderr" in lines
+        assert code == 3
+    assert api.containers(all=True, filters={"id": cid}) == []
+
+
+def test_missing_outputs_is_none_not_an_error(api, build_image: str) -> None:
+    with make_container(api, build_image) as container:
+        container.create()
+        run(container, "true")
+        assert container.outputs() is None
+
+
+def test_network_mode_comes_from_the_endpoint(api, build_image: str) -> None:
+    with make_container(api, build_image, network_mode="none") as container:
+        cid = container.create()
+        assert api.inspect_container(cid)["HostConfig"]["NetworkMode"] == "none"
+
+
+def test_outputs_with_a_symlink_to_etc_passwd_are_refused(
+    api, build_image: str, tmp_path: Path
+) -> None:
+    dest = tmp_path / "staging" / "submit"
+    with make_container(api, build_image) as container:
+        container.create()
+        _, code = run(
+            container,
+            "mkdir /outputs; echo ok > /outputs/a.pkg; ln -s /etc/passwd /outputs/passwd",
+        )
+        assert code == 0
+        with pytest.raises(OutputsError, match="symbolic link to '/etc/passwd'"):
+            extract_outputs(container.outputs(), dest)  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == []
+
+
+def test_outputs_with_a_dotdot_entry_are_refused(tmp_path: Path) -> None:
+    # Docker itself never emits `..`; a hostile endpoint could, so feed the tar directly.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("outputs/ok", b"x"), ("outputs/../../escaped", b"evil")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    dest = tmp_path / "staging" / "submit"
+    with pytest.raises(OutputsError, match="'..' in path"):
+        extract_outputs(iter([buf.getvalue()]), dest)
+    assert not (tmp_path / "escaped").exists()
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_remove_during_exec_ends_the_stream_and_removes_the_container(
+    api, build_image: str
+) -> None:
+    container = make_container(api, build_image)
+    cid = container.create()
+    container.put_files([InputFile("/script", data=b"echo started; sleep 300")])
+    container.start()
+    lines, exec_id = container.exec_stream()
+    assert next(lines) == "started"
+    container.remove()
+    assert list(lines) == []
+    with pytest.raises(InfrastructureError):
+        container.exit_code(exec_id)
+    assert api.containers(all=True, filters={"id": cid}) == []
+
+
+def test_create_with_unknown_image_is_an_infrastructure_error(api) -> None:
+    container = make_container(api, "airflow-butido/does-not-exist:0")
+    with pytest.raises(InfrastructureError, match="creating container"):
+        container.create()

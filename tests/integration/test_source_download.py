@@ -1,0 +1,190 @@
+"""``download_sources`` against a real HTTP server on the loopback interface."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from airflow_butido.sources import DownloadEvent, download_sources, source_path
+
+BODY = b"source tarball contents\n" * 1000
+
+
+@dataclass(frozen=True)
+class Pkg:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Src:
+    name: str
+    url: str
+    hash_type: str
+    hash: str
+    download_manually: bool = False
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:  # keep test output quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        path = self.path
+        if path.startswith("/redirect/"):
+            hops = int(path.split("/")[2])
+            self.send_response(302)
+            self.send_header("Location", "/file" if hops == 0 else f"/redirect/{hops - 1}")
+            self.end_headers()
+            return
+        if path == "/file":
+            self._send(200, "application/octet-stream", BODY)
+        elif path == "/html":
+            self._send(200, "text/html; charset=utf-8", BODY)
+        elif path == "/truncated":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(BODY)))
+            self.end_headers()
+            self.wfile.write(BODY[:100])
+            self.wfile.flush()
+            self.close_connection = True
+        elif path == "/nocontent":
+            self._send(204, "application/octet-stream", b"")
+        else:
+            self._send(404, "text/plain", b"not found")
+
+    def _send(self, status: int, ctype: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+SHA256 = hashlib.sha256(BODY).hexdigest()
+
+
+def src(url: str, *, hash_type: str = "sha256", digest: str = SHA256, manual: bool = False) -> Src:
+    return Src("src", url, hash_type, digest, manual)
+
+
+def cache_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_download_writes_verified_file_at_cache_path(tmp_path: Path, server: str) -> None:
+    pkg = Pkg("a", "1")
+    s = src(f"{server}/file", hash_type="sha512", digest=hashlib.sha512(BODY).hexdigest())
+    [result] = download_sources(tmp_path, [(pkg, s)])
+    assert result.ok, result.message
+    assert result.path == source_path(tmp_path, pkg, s)
+    assert result.path.read_bytes() == BODY
+    assert cache_files(tmp_path) == [result.path]
+
+
+def test_download_runs_concurrently_and_keeps_item_order(tmp_path: Path, server: str) -> None:
+    items = [(Pkg(f"p{i}", "1"), src(f"{server}/file")) for i in range(20)]
+    results = download_sources(tmp_path, items, max_concurrency=8)
+    assert [r.label for r in results] == [f"p{i} 1" for i in range(20)]
+    assert all(r.ok for r in results)
+    assert len(cache_files(tmp_path)) == 20
+
+
+def test_download_follows_redirects_up_to_ten(tmp_path: Path, server: str) -> None:
+    [ok] = download_sources(tmp_path, [(Pkg("a", "1"), src(f"{server}/redirect/9"))])
+    assert ok.ok, ok.message
+    [too_many] = download_sources(tmp_path, [(Pkg("b", "1"), src(f"{server}/redirect/10"))])
+    assert not too_many.ok
+    assert "more than 10 redirects" in too_many.message
+    assert not too_many.path.exists()
+
+
+@pytest.mark.parametrize("path", ["/missing", "/nocontent"])
+def test_download_accepts_only_http_200(tmp_path: Path, server: str, path: str) -> None:
+    [result] = download_sources(tmp_path, [(Pkg("a", "1"), src(server + path))])
+    assert not result.ok
+    assert "HTTP 404" in result.message or "HTTP 204" in result.message
+    assert cache_files(tmp_path) == []
+
+
+def test_download_with_wrong_hash_leaves_no_file(tmp_path: Path, server: str) -> None:
+    [result] = download_sources(tmp_path, [(Pkg("a", "1"), src(f"{server}/file", digest="00"))])
+    assert not result.ok
+    assert f"Hash mismatch, expected '00', got '{SHA256}'" in result.message
+    assert cache_files(tmp_path) == []
+
+
+def test_truncated_download_leaves_no_file(tmp_path: Path, server: str) -> None:
+    [result] = download_sources(tmp_path, [(Pkg("a", "1"), src(f"{server}/truncated"))])
+    assert not result.ok
+    assert cache_files(tmp_path) == []
+
+
+def test_html_content_type_is_a_warning_not_a_failure(tmp_path: Path, server: str) -> None:
+    events: list[DownloadEvent] = []
+    [result] = download_sources(
+        tmp_path, [(Pkg("a", "1"), src(f"{server}/html"))], on_event=events.append
+    )
+    assert result.ok
+    assert "text/html" in result.message
+    assert [e.kind for e in events] == ["start", "warning", "done"]
+
+
+def test_download_manually_source_is_refused(tmp_path: Path, server: str) -> None:
+    [result] = download_sources(tmp_path, [(Pkg("a", "1"), src(f"{server}/file", manual=True))])
+    assert not result.ok
+    assert "must be downloaded manually" in result.message
+    assert cache_files(tmp_path) == []
+
+
+def test_existing_file_is_an_error_without_force_and_replaced_with_force(
+    tmp_path: Path, server: str
+) -> None:
+    pkg, s = Pkg("a", "1"), src(f"{server}/file")
+    path = source_path(tmp_path, pkg, s)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"old")
+    [refused] = download_sources(tmp_path, [(pkg, s)])
+    assert not refused.ok
+    assert "already exists" in refused.message
+    assert path.read_bytes() == b"old"
+    [forced] = download_sources(tmp_path, [(pkg, s)], force=True)
+    assert forced.ok
+    assert path.read_bytes() == BODY
+
+
+def test_failed_forced_download_keeps_the_old_file(tmp_path: Path, server: str) -> None:
+    pkg, s = Pkg("a", "1"), src(f"{server}/file", digest="00")
+    path = source_path(tmp_path, pkg, s)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"old")
+    [result] = download_sources(tmp_path, [(pkg, s)], force=True)
+    assert not result.ok
+    assert cache_files(tmp_path) == [path]
+    assert path.read_bytes() == b"old"
+
+
+def test_unreachable_server_is_a_failed_result(tmp_path: Path) -> None:
+    [result] = download_sources(
+        tmp_path, [(Pkg("a", "1"), src("http://127.0.0.1:9/file"))], timeout=5
+    )
+    assert not result.ok
+    assert "127.0.0.1:9" in result.message

@@ -1,0 +1,161 @@
+"""Safe, streamed extraction of /outputs and artifact lookup in the stores."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_butido.stores import (
+    Artifact,
+    OutputsError,
+    artifact_rel_path,
+    extract_outputs,
+    find_artifact,
+    staging_dir,
+)
+
+
+def tar_bytes(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def reg(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def entry(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    return info, None
+
+
+def chunks(data: bytes, size: int = 7) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_regular_files_are_extracted_without_the_outputs_component(tmp_path: Path) -> None:
+    data = tar_bytes(
+        entry("outputs", tarfile.DIRTYPE),
+        reg("outputs/a-1.pkg", b"1\n"),
+        entry("outputs/sub", tarfile.DIRTYPE),
+        reg("outputs/sub/b.rpm", b"rpm"),
+    )
+    dest = tmp_path / "store"
+    artifacts = extract_outputs(chunks(data), dest)
+    assert artifacts == [
+        Artifact("a-1.pkg", hashlib.sha256(b"1\n").hexdigest(), 2),
+        Artifact("sub/b.rpm", hashlib.sha256(b"rpm").hexdigest(), 3),
+    ]
+    assert (dest / "a-1.pkg").read_bytes() == b"1\n"
+    assert files_under(dest) == ["a-1.pkg", "sub/b.rpm"]
+
+
+@pytest.mark.parametrize(
+    ("name", "rel"),
+    [
+        ("outputs/x/y.rpm", "x/y.rpm"),
+        ("outputs/x/outputs/y", "x/y"),  # every `outputs` component goes (butido's rule)
+        ("./outputs/./a", "a"),
+        ("plain", "plain"),
+    ],
+)
+def test_artifact_rel_path_drops_outputs_components(name: str, rel: str) -> None:
+    assert artifact_rel_path(name) == rel
+
+
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        (reg("outputs/../../evil", b"x"), "'..' in path"),
+        (reg("/etc/evil", b"x"), "absolute path"),
+        (entry("outputs/passwd", tarfile.SYMTYPE, "/etc/passwd"), "symbolic link to '/etc/passwd'"),
+        (entry("outputs/hard", tarfile.LNKTYPE, "outputs/a"), "hard link"),
+        (entry("outputs/dev", tarfile.CHRTYPE), "device file"),
+        (entry("outputs/blk", tarfile.BLKTYPE), "device file"),
+        (entry("outputs/fifo", tarfile.FIFOTYPE), "FIFO"),
+    ],
+)
+def test_hostile_entries_fail_and_leave_nothing_behind(
+    tmp_path: Path, member: tuple[tarfile.TarInfo, bytes | None], message: str
+) -> None:
+    data = tar_bytes(reg("outputs/good", b"ok"), member, reg("outputs/later", b"x"))
+    dest = tmp_path / "a" / "b" / "store"
+    with pytest.raises(OutputsError, match=message):
+        extract_outputs(chunks(data), dest)
+    assert files_under(tmp_path) == []
+    assert not (tmp_path / "a" / "evil").exists()
+
+
+def test_entry_named_only_outputs_as_a_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(OutputsError, match="no file name"):
+        extract_outputs(chunks(tar_bytes(reg("outputs", b"x"))), tmp_path)
+
+
+def test_existing_file_is_replaced_atomically_and_no_temp_files_remain(tmp_path: Path) -> None:
+    (tmp_path / "a.pkg").write_bytes(b"old")
+    extract_outputs(chunks(tar_bytes(reg("outputs/a.pkg", b"new"))), tmp_path)
+    assert (tmp_path / "a.pkg").read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.pkg"]
+
+
+def test_symlink_already_in_the_store_is_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"keep")
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "a.pkg").symlink_to(outside)
+    with pytest.raises(OutputsError, match="not a regular file"):
+        extract_outputs(chunks(tar_bytes(reg("outputs/a.pkg", b"new"))), store)
+    assert outside.read_bytes() == b"keep"
+
+
+def test_truncated_stream_is_an_outputs_error(tmp_path: Path) -> None:
+    data = tar_bytes(reg("outputs/big", b"x" * 10_000))
+    with pytest.raises(OutputsError, match="reading /outputs failed"):
+        extract_outputs(chunks(data[:3000]), tmp_path)
+    assert files_under(tmp_path) == []
+
+
+def test_empty_outputs_directory_gives_no_artifacts(tmp_path: Path) -> None:
+    assert extract_outputs(chunks(tar_bytes(entry("outputs", tarfile.DIRTYPE))), tmp_path) == []
+
+
+def test_staging_dir_is_per_submit(tmp_path: Path) -> None:
+    assert staging_dir(tmp_path, "1234") == tmp_path / "1234"
+
+
+def test_find_artifact_prefers_staging_then_release_and_checks_hash(tmp_path: Path) -> None:
+    staging, release = tmp_path / "staging", tmp_path / "release"
+    (release / "x").mkdir(parents=True)
+    (release / "x" / "a.pkg").write_bytes(b"released")
+    assert find_artifact("x/a.pkg", None, [staging], [release]) == release / "x" / "a.pkg"
+    (staging / "x").mkdir(parents=True)
+    (staging / "x" / "a.pkg").write_bytes(b"staged")
+    assert find_artifact("x/a.pkg", None, [staging], [release]) == staging / "x" / "a.pkg"
+    sha = hashlib.sha256(b"released").hexdigest()
+    assert find_artifact("x/a.pkg", sha, [staging], [release]) == release / "x" / "a.pkg"
+    assert find_artifact("x/a.pkg", "0" * 64, [staging], [release]) is None
+
+
+@pytest.mark.parametrize("rel", ["../staging/x", "/etc/passwd", ""])
+def test_find_artifact_never_leaves_the_stores(tmp_path: Path, rel: str) -> None:
+    assert find_artifact(rel, None, [tmp_path / "s"], []) is None
