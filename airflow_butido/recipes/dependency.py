@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from airflow_butido.recipes.errors import InvalidValue
+from airflow_butido.recipes.errors import InvalidValue, type_name
 from airflow_butido.recipes.versions import parse_version
 
 KINDS = ("build", "runtime")
@@ -105,7 +105,7 @@ def _parse_string(text: str) -> tuple[str, str]:
 def parse_dependency_string(text: str) -> tuple[str, str]:
     """``"vim =8.2"`` or ``"vim 8.2"`` -> ``("vim", "8.2")`` (cached: strings repeat)."""
     if not isinstance(text, str):
-        raise InvalidValue(f'expected a string "NAME VERSION", got {_type_name(text)}')
+        raise InvalidValue(f'expected a string "NAME VERSION", got {type_name(text)}')
     return _parse_string(text)
 
 
@@ -119,7 +119,7 @@ def _string_list(value: Any, key: str) -> tuple[str, ...]:
 
 def parse_condition(value: Any) -> Condition:
     if not isinstance(value, dict):
-        raise InvalidValue(f"expected a table, got {_type_name(value)}")
+        raise InvalidValue(f"expected a table, got {type_name(value)}")
     for key in value:
         if key not in _CONDITION_KEYS:
             raise InvalidValue(f"unknown key {key!r} (allowed: {', '.join(_CONDITION_KEYS)})", key)
@@ -140,7 +140,7 @@ def parse_dependency(value: Any, kind: str) -> Dependency:
         name, version = parse_dependency_string(value)
         return Dependency(name, version, kind, None, value)
     if not isinstance(value, dict):
-        raise InvalidValue(f"expected a string or a table, got {_type_name(value)}")
+        raise InvalidValue(f"expected a string or a table, got {type_name(value)}")
     for key in value:
         if key not in _DEPENDENCY_TABLE_KEYS:
             raise InvalidValue(f"unknown key {key!r} (allowed: name, condition)", key)
@@ -158,14 +158,3 @@ def parse_dependency(value: Any, kind: str) -> Dependency:
             key = "condition" + (f".{exc.key}" if exc.key else "")
             raise InvalidValue(exc.message, key) from None
     return Dependency(name, version, kind, condition, value)
-
-
-def _type_name(value: Any) -> str:
-    return {
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a float",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from airflow_butido.errors import ButidoError
 
@@ -48,3 +49,15 @@ class InvalidValue(ValueError):
         self.message = message
         self.key = key
         self.line = line
+
+
+def type_name(value: Any) -> str:
+    """How an error message names the TOML type of a value."""
+    return {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)

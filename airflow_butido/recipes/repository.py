@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow_butido.recipes.config import Config, load_config
 from airflow_butido.recipes.dependency import KINDS, Dependency, parse_dependency
-from airflow_butido.recipes.errors import InvalidValue, RecipeError, RecipeErrors
+from airflow_butido.recipes.errors import InvalidValue, RecipeError, RecipeErrors, type_name
 from airflow_butido.recipes.layers import (
     discover,
     find_key_line,
@@ -200,43 +200,32 @@ def _merged(
     return merge(cache[parent], data[trail[-1]])
 
 
-def _type_name(value: Any) -> str:
-    return {
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a float",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
 def _string(value: Any, key: str, *, allow_int: bool = False) -> str:
     if isinstance(value, str):
         return value
     if allow_int and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise InvalidValue(f"expected a string, got {_type_name(value)}", key)
+    raise InvalidValue(f"expected a string, got {type_name(value)}", key)
 
 
 def _string_list(value: Any, key: str) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise InvalidValue(f"expected an array of strings, got {_type_name(value)}", key)
+        raise InvalidValue(f"expected an array of strings, got {type_name(value)}", key)
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise InvalidValue(f"expected a string, got {_type_name(item)}", f"{key}[{i}]")
+            raise InvalidValue(f"expected a string, got {type_name(item)}", f"{key}[{i}]")
     return tuple(value)
 
 
 def _string_table(value: Any, key: str) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict):
-        raise InvalidValue(f"expected a table of strings, got {_type_name(value)}", key)
+        raise InvalidValue(f"expected a table of strings, got {type_name(value)}", key)
     return tuple((k, _string(v, f"{key}.{k}", allow_int=True)) for k, v in value.items())
 
 
 def _table(value: Any, key: str, allowed: tuple[str, ...], errs: list[InvalidValue]) -> bool:
     if not isinstance(value, dict):
-        errs.append(InvalidValue(f"expected a table, got {_type_name(value)}", key))
+        errs.append(InvalidValue(f"expected a table, got {type_name(value)}", key))
         return False
     for k in value:
         if k not in allowed:
@@ -289,7 +278,7 @@ def _parse_source(name: str, value: Any, errs: list[InvalidValue]) -> Source | N
     manual = value.get("download_manually", False)
     if not isinstance(manual, bool):
         errs.append(
-            InvalidValue(f"expected a boolean, got {_type_name(manual)}", f"{at}.download_manually")
+            InvalidValue(f"expected a boolean, got {type_name(manual)}", f"{at}.download_manually")
         )
     if len(errs) != before:
         return None
@@ -307,7 +296,7 @@ def _parse_dependencies(value: Any, errs: list[InvalidValue]) -> tuple[Dependenc
             continue
         items = value[kind]
         if not isinstance(items, list):
-            errs.append(InvalidValue(f"expected an array, got {_type_name(items)}", at))
+            errs.append(InvalidValue(f"expected an array, got {type_name(items)}", at))
             continue
         for i, item in enumerate(items):
             try:
@@ -320,7 +309,7 @@ def _parse_dependencies(value: Any, errs: list[InvalidValue]) -> tuple[Dependenc
 
 def _parse_phases(value: Any, errs: list[InvalidValue]) -> tuple[Phase, ...]:
     if not isinstance(value, dict):
-        errs.append(InvalidValue(f"expected a table, got {_type_name(value)}", "phases"))
+        errs.append(InvalidValue(f"expected a table, got {type_name(value)}", "phases"))
         return ()
     phases = []
     for name, body in value.items():
@@ -332,7 +321,7 @@ def _parse_phases(value: Any, errs: list[InvalidValue]) -> tuple[Phase, ...]:
             continue
         kind, text = next(iter(body.items()))
         if not isinstance(text, str):
-            errs.append(InvalidValue(f"expected a string, got {_type_name(text)}", f"{at}.{kind}"))
+            errs.append(InvalidValue(f"expected a string, got {type_name(text)}", f"{at}.{kind}"))
             continue
         phases.append(Phase(name, text, None) if kind == "script" else Phase(name, None, text))
     return tuple(phases)
@@ -421,7 +410,7 @@ def _build_package(
     semver = merged.get("version_is_semver")
     if semver is not None and not isinstance(semver, bool):
         errs.append(
-            InvalidValue(f"expected a boolean, got {_type_name(semver)}", "version_is_semver")
+            InvalidValue(f"expected a boolean, got {type_name(semver)}", "version_is_semver")
         )
     sources: list[Source] = []
     if "sources" in merged:
