@@ -1,8 +1,10 @@
 """One package job, end to end, without Airflow: the operator and a local runner share it.
 
 Steps: check the image and the environment, render the script, gather the inputs (sources,
-patches, dependency artifacts), lease a slot on an endpoint, run the container, decide the
-outcome with butido's log protocol, extract ``/outputs`` into the staging store, record.
+patches, dependency artifacts), compute the build key, reuse an earlier build with that key
+when its artifacts are intact (no container at all), else lease a slot on an endpoint, run
+the container, decide the outcome with butido's log protocol, extract ``/outputs`` into the
+staging store, record.
 
 Failures come in two kinds: ``InfrastructureError`` (endpoint, Docker API, database; worth a
 retry, possibly elsewhere) and ``BuildError`` (the script, the recipe, the outputs; a retry
@@ -13,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from airflow_butido.container import (
     BuildContainer,
@@ -26,12 +29,27 @@ from airflow_butido.container import (
     container_name,
     job_labels,
 )
-from airflow_butido.endpoints import SlotLeaser, base_url, lease_endpoint, usable_endpoints
+from airflow_butido.endpoints import (
+    Candidate,
+    SlotLeaser,
+    base_url,
+    lease_endpoint,
+    usable_endpoints,
+)
 from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
 from airflow_butido.recipes.config import Config
 from airflow_butido.recipes.package import Package
 from airflow_butido.sources import SourceError, source_path, verify_source
-from airflow_butido.stores import Artifact, OutputsError, extract_outputs, staging_dir
+from airflow_butido.stores import (
+    Artifact,
+    OutputsError,
+    extract_outputs,
+    hash_artifact,
+    staging_dir,
+)
+
+if TYPE_CHECKING:
+    from airflow_butido.db.reuse import BuildKeyInputs, ReuseCandidate
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +58,7 @@ LineCallback = Callable[[str, Any], None]  # (raw line, logproto item)
 
 SUCCESS = "success"
 FAILED = "failed"
+REUSED = "reused"
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,34 @@ class JobRequest:
     git_env: Env | None = None
     dag_run: str | None = None  # "<dag_id>/<run_id>", a container label
     endpoint_names: tuple[str, ...] | None = None  # restrict to these endpoints
+    force_rebuild: bool = False  # build even when an earlier build could be reused
+    # sha256 of each of dependency_artifacts (same order); the files are hashed when None
+    dependency_sha256: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class BuildKey:
+    """The build key of a job, the inputs it was computed from, and the image digest."""
+
+    key: str
+    inputs: BuildKeyInputs
+    image_digest: str
+
+
+@dataclass(frozen=True)
+class ReusedBuild:
+    """The earlier job whose artifacts a job reused instead of building, and why."""
+
+    job_uuid: str
+    submit_uuid: str  # where its artifacts live: <staging>/<submit_uuid>/ or a release store
+    reason: str
+    artifacts: tuple[Artifact, ...] = ()  # paths relative to that submit's staging dir
+    # (path, release store name) of the artifacts no longer staged but found in a release store
+    released: tuple[tuple[str, str], ...] = ()
+
+    def store_of(self, path: str) -> str | None:
+        """The release store holding ``path`` when its staged copy is gone, else None."""
+        return dict(self.released).get(path)
 
 
 @dataclass(frozen=True)
@@ -77,6 +124,8 @@ class JobResult:
     endpoint: str
     container_id: str
     env: Env = field(default=())
+    build_key: str | None = None
+    reused_from: ReusedBuild | None = None  # set when state == "reused"
 
 
 class ScriptFailed(BuildError):
@@ -98,12 +147,30 @@ class JobStarted:
     container_id: str
     script: str
     env: Env
+    build_key: BuildKey | None = None
+
+
+@dataclass(frozen=True)
+class JobReused:
+    """A job satisfied without a container by an earlier build's artifacts."""
+
+    job_uuid: str
+    submit_uuid: str
+    package_name: str
+    package_version: str
+    image: str
+    script: str
+    env: Env
+    build_key: BuildKey
+    reused: ReusedBuild
 
 
 class JobRecorder(Protocol):
     """Where the build record goes (the database; nothing for a dry local run)."""
 
     def job_started(self, job: JobStarted) -> None: ...
+
+    def job_reused(self, job: JobReused) -> None: ...
 
     def job_finished(
         self,
@@ -120,6 +187,9 @@ class JobRecorder(Protocol):
 
 class NullRecorder:
     def job_started(self, job: JobStarted) -> None:
+        pass
+
+    def job_reused(self, job: JobReused) -> None:
         pass
 
     def job_finished(self, job_uuid: str, **_: Any) -> None:
@@ -148,13 +218,21 @@ class DatabaseRecorder:
     ) -> None:
         self.engine = engine
         self.inputs = tuple(inputs)  # db.records.InputRef: the artifacts the job consumes
-        self.extra = {
+        self.extra: dict[str, Any] = {
             "dag_id": dag_id,
             "run_id": run_id,
             "try_number": try_number,
             "build_key": build_key,
             "build_key_inputs": build_key_inputs,
         }
+
+    def _key_values(self, key: BuildKey | None) -> dict[str, Any]:
+        values = dict(self.extra)
+        if key is not None:
+            values.update(
+                build_key=key.key, build_key_inputs=key.inputs, image_digest=key.image_digest
+            )
+        return values
 
     def job_started(self, job: JobStarted) -> None:
         from airflow_butido.db.records import record_job_start
@@ -170,14 +248,35 @@ class DatabaseRecorder:
             container_id=job.container_id,
             script=job.script,
             env=dict(job.env),
-            **self.extra,
+            **self._key_values(job.build_key),
         )
+        self._record_inputs(job.job_uuid)
+
+    def job_reused(self, job: JobReused) -> None:
+        from airflow_butido.db.records import record_reused_job
+
+        record_reused_job(
+            self.engine,
+            uuid=job.job_uuid,
+            submit_uuid=job.submit_uuid,
+            package_name=job.package_name,
+            package_version=job.package_version,
+            image=job.image,
+            reused_job_uuid=job.reused.job_uuid,
+            reason=job.reused.reason,
+            script=job.script,
+            env=dict(job.env),
+            **self._key_values(job.build_key),
+        )
+        self._record_inputs(job.job_uuid)
+
+    def _record_inputs(self, job_uuid: str) -> None:
         if self.inputs:
             from airflow_butido.db.records import record_inputs
 
-            missing = record_inputs(self.engine, job.job_uuid, self.inputs)
+            missing = record_inputs(self.engine, job_uuid, self.inputs)
             for ref in missing:
-                log.warning("input %s of job %s has no artifact record", ref.path, job.job_uuid)
+                log.warning("input %s of job %s has no artifact record", ref.path, job_uuid)
 
     def job_finished(
         self,
@@ -204,6 +303,123 @@ class DatabaseRecorder:
 
         records = [ArtifactRecord(a.path, a.sha256, a.size) for a in artifacts]
         record_artifacts(self.engine, job_uuid, records)
+
+
+class BuildCache(Protocol):
+    """Where earlier builds are looked up by build key, one build per key at a time."""
+
+    def claim_or_reuse(
+        self, package_name: str, package_version: str, key: BuildKey, job_uuid: str
+    ) -> ReusedBuild | None:
+        """An earlier build to reuse, or None: then this job holds the claim on the key,
+        builds, and calls ``release`` afterwards (success or failure)."""
+        ...
+
+    def release(self, key: BuildKey, job_uuid: str) -> None: ...
+
+
+class DatabaseBuildCache:
+    """Reuse through the build database (``airflow_butido.db.reuse``): an earlier
+    successful job of the package with the same key whose artifact files are present in
+    the staging store or a release store with their recorded sha256. While another job
+    holds the claim on the key, wait for it and look again.
+
+    A claim lives ``claim_ttl_seconds`` and is renewed every ``claim_ttl_seconds / 5``
+    while the build runs, so the claim of a killed task frees itself within minutes.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        staging_root: Path,
+        release_store_dirs: Sequence[Path] = (),
+        *,
+        poll_seconds: float = 2.0,
+        timeout_seconds: float | None = None,
+        claim_ttl_seconds: float = 600.0,
+    ) -> None:
+        self.engine = engine
+        self.staging_root = Path(staging_root)
+        self.release_store_dirs = tuple(Path(d) for d in release_store_dirs)
+        self.poll_seconds = poll_seconds
+        self.timeout_seconds = timeout_seconds
+        self.claim_ttl_seconds = claim_ttl_seconds
+        self._heartbeats: dict[tuple[str, str], threading.Event] = {}
+
+    def claim_or_reuse(
+        self, package_name: str, package_version: str, key: BuildKey, job_uuid: str
+    ) -> ReusedBuild | None:
+        from airflow_butido.db import reuse
+
+        exists = reuse.store_checker(self.staging_root, self.release_store_dirs)
+        looks = 0
+
+        def find() -> ReuseCandidate | None:
+            nonlocal looks
+            looks += 1
+            if looks == 2:
+                log.info(
+                    "%s %s: job %s is building the same inputs (key %s); waiting to reuse it",
+                    package_name,
+                    package_version,
+                    reuse.claim_holder(self.engine, key.key),
+                    key.key[:12],
+                )
+            return reuse.find_reusable(self.engine, package_name, package_version, key.key, exists)
+
+        kwargs: dict[str, Any] = {
+            "poll_seconds": self.poll_seconds,
+            "ttl_seconds": self.claim_ttl_seconds,
+        }
+        if self.timeout_seconds is not None:
+            kwargs["timeout_seconds"] = self.timeout_seconds
+        found = reuse.claim_or_reuse(self.engine, key.key, job_uuid, find, **kwargs)
+        if found is None:
+            self._start_heartbeat(key.key, job_uuid)
+            return None
+        reason = (
+            f"build key {key.key[:12]} equals that of job {found.job_uuid} "
+            f"(submit {found.submit_uuid}); its {len(found.artifacts)} artifact(s) are "
+            "present with their recorded sha256"
+        )
+        artifacts = tuple(
+            Artifact(a.path, a.sha256, a.size if a.size is not None else 0) for a in found.artifacts
+        )
+        released = tuple(
+            (a.path, store)
+            for a in artifacts
+            if (store := self._release_store_of(found.submit_uuid, a.path)) is not None
+        )
+        return ReusedBuild(found.job_uuid, found.submit_uuid, reason, artifacts, released)
+
+    def _release_store_of(self, submit_uuid: str, path: str) -> str | None:
+        if (self.staging_root / submit_uuid / path).is_file():
+            return None
+        return next((d.name for d in self.release_store_dirs if (d / path).is_file()), None)
+
+    def release(self, key: BuildKey, job_uuid: str) -> None:
+        from airflow_butido.db.reuse import release_build_key
+
+        stop = self._heartbeats.pop((key.key, job_uuid), None)
+        if stop is not None:
+            stop.set()
+        release_build_key(self.engine, key.key, job_uuid)
+
+    def _start_heartbeat(self, key: str, job_uuid: str) -> None:
+        from airflow_butido.db.reuse import renew_build_key
+
+        stop = threading.Event()
+        self._heartbeats[(key, job_uuid)] = stop
+        every = max(self.claim_ttl_seconds / 5, 0.1)
+
+        def beat() -> None:
+            while not stop.wait(every):
+                try:
+                    renew_build_key(self.engine, key, job_uuid, ttl_seconds=self.claim_ttl_seconds)
+                except Exception as exc:  # a missed beat is not fatal; the next may work
+                    log.warning("renewing the build claim of job %s failed: %s", job_uuid, exc)
+
+        threading.Thread(target=beat, name=f"claim-{job_uuid[:8]}", daemon=True).start()
 
 
 # -- preparation (pure apart from reading files and git) ------------------------------------
@@ -336,11 +552,17 @@ def run_job(
     on_container: Callable[[BuildContainer | None], None] | None = None,
     on_wait: Callable[[float], None] | None = None,
     max_wait: float | None = None,
+    cache: BuildCache | None = None,
 ) -> JobResult:
-    """Build one package; return its result or raise ScriptFailed / InfrastructureError.
+    """Build one package, or reuse an earlier build of the same key; return its result or
+    raise ScriptFailed / InfrastructureError.
 
-    ``on_container`` is told the container once it exists and ``None`` once it is gone,
-    so a caller can remove it from another thread when the job is killed.
+    With a ``cache`` and without ``request.force_rebuild``, an earlier build with the same
+    build key whose artifacts are intact is reused: no slot, no container, state
+    ``reused``, and the result's artifacts are the earlier ones (in the staging directory
+    of ``result.reused_from.submit_uuid`` or a release store). ``on_container`` is told the
+    container once it exists and ``None`` once it is gone, so a caller can remove it from
+    another thread when the job is killed.
     """
     package, config = request.package, request.config
     recorder = recorder or NullRecorder()
@@ -362,46 +584,209 @@ def run_job(
 
     candidates = usable_endpoints(config, image, names=request.endpoint_names)
     try:
-        with lease_endpoint(
-            slots, request.job_uuid, candidates, max_wait=max_wait, on_wait=on_wait
-        ) as chosen:
-            spec = ContainerSpec(
-                name=container_name(package.name, package.version, request.job_uuid),
-                image=image,
-                environment=env,
-                labels=job_labels(
-                    package.name,
-                    package.version,
-                    request.job_uuid,
-                    request.submit_uuid,
-                    request.dag_run,
-                ),
-                network_mode=chosen.endpoint.network_mode,
+        candidates, digest = _same_image(candidates, image)
+        key = job_build_key(request, script, git_env, digest)
+        claimed = False
+        if cache is not None and not request.force_rebuild:
+            reused = cache.claim_or_reuse(package.name, package.version, key, request.job_uuid)
+            if reused is not None:
+                return _reuse(request, image, env, script, key, reused, recorder)
+            claimed = True
+        try:
+            return _build(
+                request,
+                candidates,
+                image,
+                env,
+                script,
+                inputs,
+                dest,
+                key,
+                slots=slots,
+                recorder=recorder,
+                on_line=on_line,
+                on_container=on_container,
+                on_wait=on_wait,
+                max_wait=max_wait,
             )
-            url = base_url(chosen.endpoint)
-            with BuildContainer(
-                chosen.api, spec, endpoint_name=chosen.endpoint.name, endpoint_url=url
-            ) as container:
-                try:
-                    return _run_in_container(
-                        request,
-                        container,
-                        chosen.endpoint.name,
-                        image,
-                        env,
-                        script,
-                        inputs,
-                        dest,
-                        recorder,
-                        on_line,
-                        on_container,
-                    )
-                finally:
-                    if on_container is not None:
-                        on_container(None)
+        finally:
+            if claimed:
+                assert cache is not None
+                cache.release(key, request.job_uuid)
     finally:
         for candidate in candidates:
             candidate.api.close()
+
+
+def job_build_key(request: JobRequest, script: str, git_env: Env, image_digest: str) -> BuildKey:
+    """The build key, computed by the same function as ``butido find-artifact``."""
+    from airflow_butido.db.build_inputs import current_build_inputs
+    from airflow_butido.db.reuse import build_key
+
+    inputs = current_build_inputs(
+        request.package,
+        request.config,
+        request.repo_root,
+        image_digest=image_digest,
+        env=request.env,
+        dependency_artifacts=dependency_hashes(request),
+        script=script,
+        git_env=git_env,
+    )
+    return BuildKey(build_key(inputs), inputs, image_digest)
+
+
+def dependency_hashes(request: JobRequest) -> tuple[str, ...]:
+    """sha256 of every dependency artifact the job receives (given, or read from the files)."""
+    given = request.dependency_sha256
+    if given is not None:
+        if len(given) != len(request.dependency_artifacts):
+            raise ValueError("dependency_sha256 must name one hash per dependency artifact")
+        return tuple(given)
+    return tuple(hash_artifact(Path(path)) for path in request.dependency_artifacts)
+
+
+def _same_image(candidates: list[Candidate], image: str) -> tuple[list[Candidate], str]:
+    """The image ID the build key names, and the endpoints holding exactly that image.
+
+    Endpoints whose copy of the image differs from the first endpoint's are not used for
+    this job: the key must name the image the job really runs in.
+    """
+    import docker.errors
+    import requests
+
+    from airflow_butido.db.build_inputs import endpoint_image_digest
+
+    digests: list[tuple[Candidate, str]] = []
+    for candidate in candidates:
+        try:
+            digests.append((candidate, endpoint_image_digest(candidate.api, image)))
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            log.warning(
+                "endpoint %s skipped: reading image %s: %s", candidate.endpoint.name, image, exc
+            )
+    if not digests:
+        raise InfrastructureError(f"no endpoint could report the ID of image {image}")
+    digest = digests[0][1]
+    kept = [c for c, d in digests if d == digest]
+    for candidate, other in digests:
+        if other != digest:
+            log.warning(
+                "endpoint %s skipped: its image %s is %s, not %s as on endpoint %s",
+                candidate.endpoint.name,
+                image,
+                other[:19],
+                digest[:19],
+                kept[0].endpoint.name,
+            )
+    for candidate in candidates:
+        if candidate not in kept:
+            candidate.api.close()
+    return kept, digest
+
+
+def _reuse(
+    request: JobRequest,
+    image: str,
+    env: Env,
+    script: str,
+    key: BuildKey,
+    reused: ReusedBuild,
+    recorder: JobRecorder,
+) -> JobResult:
+    package = request.package
+    log.info(
+        "%s: reusing the artifacts of job %s: %s", package.label, reused.job_uuid, reused.reason
+    )
+    recorder.job_reused(
+        JobReused(
+            request.job_uuid,
+            request.submit_uuid,
+            package.name,
+            package.version,
+            image,
+            script,
+            env,
+            key,
+            reused,
+        )
+    )
+    return JobResult(
+        job_uuid=request.job_uuid,
+        package_name=package.name,
+        package_version=package.version,
+        image=image,
+        state=REUSED,
+        exit_code=None,
+        artifacts=reused.artifacts,
+        staging_dir=staging_dir(request.config.staging, reused.submit_uuid),
+        failure_message=None,
+        failed_phase=None,
+        log_tail=(),
+        endpoint="",
+        container_id="",
+        env=env,
+        build_key=key.key,
+        reused_from=reused,
+    )
+
+
+def _build(
+    request: JobRequest,
+    candidates: list[Candidate],
+    image: str,
+    env: Env,
+    script: str,
+    inputs: list[InputFile],
+    dest: Path,
+    key: BuildKey,
+    *,
+    slots: SlotLeaser,
+    recorder: JobRecorder,
+    on_line: LineCallback | None,
+    on_container: Callable[[BuildContainer | None], None] | None,
+    on_wait: Callable[[float], None] | None,
+    max_wait: float | None,
+) -> JobResult:
+    package = request.package
+    with lease_endpoint(
+        slots, request.job_uuid, candidates, max_wait=max_wait, on_wait=on_wait
+    ) as chosen:
+        spec = ContainerSpec(
+            name=container_name(package.name, package.version, request.job_uuid),
+            image=image,
+            environment=env,
+            labels=job_labels(
+                package.name,
+                package.version,
+                request.job_uuid,
+                request.submit_uuid,
+                request.dag_run,
+            ),
+            network_mode=chosen.endpoint.network_mode,
+        )
+        url = base_url(chosen.endpoint)
+        with BuildContainer(
+            chosen.api, spec, endpoint_name=chosen.endpoint.name, endpoint_url=url
+        ) as container:
+            try:
+                return _run_in_container(
+                    request,
+                    container,
+                    chosen.endpoint.name,
+                    image,
+                    env,
+                    script,
+                    inputs,
+                    dest,
+                    key,
+                    recorder,
+                    on_line,
+                    on_container,
+                )
+            finally:
+                if on_container is not None:
+                    on_container(None)
 
 
 def _run_in_container(
@@ -413,6 +798,7 @@ def _run_in_container(
     script: str,
     inputs: list[InputFile],
     dest: Path,
+    key: BuildKey,
     recorder: JobRecorder,
     on_line: LineCallback | None,
     on_container: Callable[[BuildContainer | None], None] | None,
@@ -434,6 +820,7 @@ def _run_in_container(
             container_id,
             script,
             env,
+            key,
         )
     )
     try:
@@ -460,6 +847,7 @@ def _run_in_container(
             endpoint=endpoint,
             container_id=container_id,
             env=env,
+            build_key=key.key,
         )
 
     with outcome.log:

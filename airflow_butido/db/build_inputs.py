@@ -32,14 +32,20 @@ def patch_hashes(package: Any, repo_root: Path) -> dict[str, str]:
 
 
 def job_environment(
-    package: Any, config: Any, repo_root: Path, env: Mapping[str, str]
+    package: Any,
+    config: Any,
+    repo_root: Path,
+    env: Mapping[str, str] | Sequence[tuple[str, str]],
+    git_env: Sequence[tuple[str, str]] | None = None,
 ) -> dict[str, str]:
     """The variables the container receives (``-E``, git variables, package
-    environment; later wins)."""
+    environment; later wins). ``git_env`` is read from the repository when None."""
     from airflow_butido.jobs import container_environment, git_environment
 
-    pairs = container_environment(package, tuple(env.items()), git_environment(config, repo_root))
-    return dict(pairs)
+    pairs = tuple(env.items()) if isinstance(env, Mapping) else tuple(env)
+    if git_env is None:
+        git_env = git_environment(config, repo_root)
+    return dict(container_environment(package, pairs, tuple(git_env)))
 
 
 def current_build_inputs(
@@ -48,12 +54,15 @@ def current_build_inputs(
     repo_root: Path,
     *,
     image_digest: str,
-    env: Mapping[str, str],
+    env: Mapping[str, str] | Sequence[tuple[str, str]],
     dependency_artifacts: Sequence[str],
     script: str | None = None,
+    git_env: Sequence[tuple[str, str]] | None = None,
 ) -> BuildKeyInputs:
     """BuildKeyInputs of ``package``; ``script`` is rendered from the recipe unless
-    given; ``dependency_artifacts`` are the sha256 of the artifacts the job receives."""
+    given; ``dependency_artifacts`` are the sha256 of the artifacts the job receives
+    (every artifact of every transitive dependency); ``git_env`` is read from the
+    repository unless given (the build passes the one its container gets)."""
     if script is None:
         from airflow_butido.scripts.render import render_script
 
@@ -62,7 +71,7 @@ def current_build_inputs(
         script=script,
         phases=tuple(config.available_phases),
         image_digest=image_digest,
-        environment=job_environment(package, config, repo_root, env),
+        environment=job_environment(package, config, repo_root, env, git_env),
         source_hashes=source_hashes(package),
         patch_hashes=patch_hashes(package, repo_root),
         dependency_artifacts=tuple(dependency_artifacts),
@@ -84,3 +93,8 @@ def local_image_digest(image: str) -> str:
         raise ButidoError("the docker package is needed to read the image digest") from exc
     except Exception as exc:  # engine unreachable or image absent
         raise ButidoError(f"cannot read the digest of image {image!r}: {exc}") from exc
+
+
+def endpoint_image_digest(api: Any, image: str) -> str:
+    """The image ID (``sha256:...``) of ``image`` on an endpoint (a docker APIClient)."""
+    return str(api.inspect_image(image)["Id"])

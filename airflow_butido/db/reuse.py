@@ -260,6 +260,21 @@ def release_build_key(engine: Engine, key: str, job_uuid: str) -> None:
         conn.execute(sa.delete(c).where(c.c.build_key == key, c.c.job_uuid == job_uuid))
 
 
+def renew_build_key(
+    engine: Engine, key: str, job_uuid: str, *, ttl_seconds: float = CLAIM_TTL_SECONDS
+) -> bool:
+    """Extend this job's claim (the heartbeat of a build); False if it no longer holds it."""
+    c = s.build_claims
+    expires = rows.utcnow() + timedelta(seconds=ttl_seconds)
+    with transaction(engine, immediate=True) as conn:
+        done = conn.execute(
+            sa.update(c)
+            .where(c.c.build_key == key, c.c.job_uuid == job_uuid)
+            .values(expires_at=expires)
+        )
+        return bool(done.rowcount)
+
+
 def claim_holder(engine: Engine, key: str) -> str | None:
     c = s.build_claims
     with transaction(engine) as conn:

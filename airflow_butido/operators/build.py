@@ -15,7 +15,14 @@ What ``execute`` reads from the context (each step is a method a subclass may ov
 * without a plan: ``submit_uuid`` / ``env`` given to the operator, else a submit UUID
   derived from the DAG run, and the manifests of the upstream build tasks (each carries
   its own ``artifacts`` and the ``inputs`` it received, so the closure arrives);
-* ``run_id`` and ``dag_run`` for the container's ``io.butido.dag_run`` label.
+* ``run_id`` and ``dag_run`` for the container's ``io.butido.dag_run`` label;
+* ``force_rebuild``: the operator argument, else the plan's flag, else the run conf's.
+
+Reuse: unless ``force_rebuild``, a job whose build key (``airflow_butido.db.reuse``) equals
+that of an earlier successful build with intact artifacts starts no container; it is
+recorded as reused and returns a manifest with ``"reused": true`` whose artifacts name the
+earlier build's submit and job, so dependents find the files. A job building a key holds a
+claim on it, so a concurrent run needing the same key waits and then reuses.
 
 Failures: a script failure (``BuildError``, bad recipe or config) raises
 ``AirflowFailException`` (no retries); an endpoint or Docker failure raises
@@ -36,7 +43,7 @@ from airflow_butido.errors import BuildError, ButidoError, InfrastructureError
 if TYPE_CHECKING:
     from airflow_butido.container import BuildContainer
     from airflow_butido.endpoints import SlotLeaser
-    from airflow_butido.jobs import JobRecorder, JobRequest, JobResult
+    from airflow_butido.jobs import BuildCache, JobRecorder, JobRequest, JobResult
     from airflow_butido.recipes.config import Config
     from airflow_butido.recipes.package import Package
 
@@ -69,6 +76,7 @@ class PackageBuildOperator(DockerOperator):
         endpoint_names: Sequence[str] | None = None,
         max_slot_wait: float | None = None,
         database_url: str | None = None,
+        force_rebuild: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("mount_tmp_dir", False)
@@ -82,6 +90,7 @@ class PackageBuildOperator(DockerOperator):
         self.endpoint_names = tuple(endpoint_names) if endpoint_names else None
         self.max_slot_wait = max_slot_wait
         self.database_url = database_url
+        self.force_rebuild = force_rebuild
         self._build_container: BuildContainer | None = None
         self._inputs: list[tuple[dict[str, Any], Path]] = []
 
@@ -99,6 +108,7 @@ class PackageBuildOperator(DockerOperator):
                     request,
                     slots=self.slot_leaser(engine),
                     recorder=self.recorder(context, engine, plan),
+                    cache=self.build_cache(engine, config),
                 )
             finally:
                 engine.dispose()
@@ -146,6 +156,7 @@ class PackageBuildOperator(DockerOperator):
         plan: Mapping[str, Any] | None,
     ) -> JobRequest:
         from airflow_butido.jobs import JobRequest
+        from airflow_butido.stores import hash_artifact
 
         submit = self.submit_uuid or (plan or {}).get("submit_uuid") or self.derived_submit(context)
         self._inputs = self.dependency_inputs(context, config, plan)
@@ -159,9 +170,25 @@ class PackageBuildOperator(DockerOperator):
             job_uuid=str(uuid.uuid4()),
             env=tuple((str(k), str(v)) for k, v in env),
             dependency_artifacts=tuple(path for _, path in self._inputs),
+            dependency_sha256=tuple(
+                str(entry.get("sha256") or hash_artifact(path)) for entry, path in self._inputs
+            ),
             dag_run=self.dag_run_label(context),
             endpoint_names=self.endpoint_names,
+            force_rebuild=self.force_rebuild_wanted(context, plan),
         )
+
+    def force_rebuild_wanted(self, context: Any, plan: Mapping[str, Any] | None) -> bool:
+        """Build even when an earlier build could be reused: the operator argument, the
+        plan's ``force_rebuild``, or (without a plan) the run conf's / params'."""
+        if self.force_rebuild:
+            return True
+        if plan is not None:
+            return plan.get("force_rebuild") is True
+        dag_run = context.get("dag_run")
+        conf = getattr(dag_run, "conf", None) or {}
+        params = context.get("params") or {}
+        return conf.get("force_rebuild", params.get("force_rebuild")) is True
 
     @staticmethod
     def derived_submit(context: Any) -> str:
@@ -241,6 +268,15 @@ class PackageBuildOperator(DockerOperator):
             upgrade(engine)
         return engine
 
+    def build_cache(self, engine: Any, config: Config) -> BuildCache | None:
+        """Where earlier builds are looked up: the build database and the stores."""
+        from airflow_butido.jobs import DatabaseBuildCache
+        from airflow_butido.stores import release_dirs
+
+        return DatabaseBuildCache(
+            engine, config.staging, release_dirs(config.releases_root, config.release_stores)
+        )
+
     def slot_leaser(self, engine: Any) -> SlotLeaser:
         from airflow_butido.endpoints import DatabaseSlots
 
@@ -267,7 +303,12 @@ class PackageBuildOperator(DockerOperator):
         )
 
     def run_build(
-        self, request: JobRequest, *, slots: SlotLeaser, recorder: JobRecorder
+        self,
+        request: JobRequest,
+        *,
+        slots: SlotLeaser,
+        recorder: JobRecorder,
+        cache: BuildCache | None = None,
     ) -> JobResult:
         from airflow_butido.jobs import run_job
 
@@ -290,7 +331,15 @@ class PackageBuildOperator(DockerOperator):
                 "All endpoints are busy; waiting for a slot (%.0f s)", waited
             ),
             max_wait=self.max_slot_wait,
+            cache=cache,
         )
+        if result.reused_from is not None:
+            self.log.info(
+                "Reused job %s of submit %s (no container): %s",
+                result.reused_from.job_uuid,
+                result.reused_from.submit_uuid,
+                result.reused_from.reason,
+            )
         for artifact in result.artifacts:
             self.log.info(
                 "Artifact %s (%d bytes, sha256 %s)", artifact.path, artifact.size, artifact.sha256
@@ -313,8 +362,24 @@ class PackageBuildOperator(DockerOperator):
             self.log.info("%s", line)
 
     def manifest(self, result: JobResult, request: JobRequest) -> dict[str, Any]:
-        """The XCom value: paths and hashes, never bytes."""
-        return {
+        """The XCom value: paths and hashes, never bytes.
+
+        Each artifact names the submit and job that produced it: for a reused build those
+        of the earlier build, whose staging directory holds the file, or ``store``: the
+        release store holding it when the staged copy is gone.
+        """
+        reused = result.reused_from
+        producer_submit = reused.submit_uuid if reused else request.submit_uuid
+        producer_job = reused.job_uuid if reused else result.job_uuid
+
+        def located(artifact: Any) -> dict[str, Any]:
+            entry = {**artifact.to_dict(), "submit_uuid": producer_submit, "job_uuid": producer_job}
+            store = reused.store_of(artifact.path) if reused else None
+            if store:
+                entry["store"] = store  # staged copy gone; the release store holds it
+            return entry
+
+        manifest: dict[str, Any] = {
             "kind": MANIFEST_KIND,
             "job_uuid": result.job_uuid,
             "submit_uuid": request.submit_uuid,
@@ -322,13 +387,18 @@ class PackageBuildOperator(DockerOperator):
             "version": result.package_version,
             "image": result.image,
             "endpoint": result.endpoint,
-            "reused": False,
-            "artifacts": [
-                {**a.to_dict(), "submit_uuid": request.submit_uuid, "job_uuid": result.job_uuid}
-                for a in result.artifacts
-            ],
+            "reused": reused is not None,
+            "build_key": result.build_key,
+            "artifacts": [located(a) for a in result.artifacts],
             "inputs": [entry for entry, _ in self._inputs],
         }
+        if reused is not None:
+            manifest["reused_from"] = {
+                "job_uuid": reused.job_uuid,
+                "submit_uuid": reused.submit_uuid,
+                "reason": reused.reason,
+            }
+        return manifest
 
     # -- the container, for on_kill ---------------------------------------------------------
 
