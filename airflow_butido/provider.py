@@ -11,7 +11,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-butido",
         "name": "butido",
-        "description": "Build Linux packages from butido package repositories in Docker containers.",
+        "description": "Build Linux packages from butido repositories in Docker containers.",
         "versions": [__version__],
         "connection-types": [],
         "extra-links": [],

@@ -1,0 +1,180 @@
+"""`butido build NAME [VERSION] -I IMAGE`: build a package and its dependencies right here.
+
+The DAG of the image is run in this process (airflow_butido.local_build): the same plan,
+package and report tasks an Airflow deployment runs, scheduled by a small in-process loop
+instead of Airflow's scheduler, packages in parallel up to the endpoints' ``maxjobs``. No
+Airflow service or metadata database is needed; the build database is the configured one
+(an embedded SQLite file by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from airflow_butido.cli.output import add_format_flags
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """-I, -E, --force-rebuild and the output format: shared with `butido trigger`."""
+    p.add_argument("-I", "--image", required=True, help="build image (full or short name)")
+    p.add_argument(
+        "-E",
+        "--env",
+        action="append",
+        metavar="K=V",
+        help="environment variable for every build container and env conditions (repeatable)",
+    )
+    p.add_argument(
+        "--force-rebuild", action="store_true", help="build even when an artifact is reusable"
+    )
+    add_format_flags(p)
+
+
+def env_pairs(assignments: Iterable[str] | None) -> tuple[tuple[str, str], ...]:
+    from airflow_butido.cli.repo_commands import parse_env
+
+    return tuple(sorted(parse_env(assignments).items()))
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "build",
+        help="build a package and its dependencies locally",
+        description=(
+            "Build NAME (VERSION, exactly; required when NAME has several versions) and every "
+            "package it depends on, in Docker containers on the configured endpoints. Runs "
+            "the image's Airflow DAG in this process; no Airflow service is needed."
+        ),
+    )
+    p.add_argument("name")
+    p.add_argument("version", nargs="?")
+    add_run_flags(p)
+    p.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="package tasks at a time (default: the endpoints' maxjobs summed)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="stream the build logs")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Airflow's logging writes to whatever sys.stdout is when it is configured (on import);
+    # stdout is for the results, so logs go to stderr.
+    stdout = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        return _build(args, stdout)
+    finally:
+        sys.stdout = stdout
+
+
+def _build(args: argparse.Namespace, stdout: TextIO) -> int:
+    _quiet_airflow(args.verbose)
+    from airflow_butido import parse_cache
+    from airflow_butido.dag_factory import create_dags
+    from airflow_butido.db.engine import database_url
+    from airflow_butido.local_build import LocalRun, TaskEvent
+    from airflow_butido.plan import PLAN_TASK_ID, REPORT_TASK_ID, Plan, RunRequest
+    from airflow_butido.report import summarize
+
+    repo_root = Path(args.repo).resolve()
+    config = parse_cache.load(repo_root).repo.config
+    image = config.resolve_image(args.image)
+    spec = f"{args.name} {args.version}" if args.version else args.name
+    request = RunRequest((spec,), env_pairs(args.env), args.force_rebuild)
+    (dag,) = create_dags(repo_root, images=[image]).values()
+
+    url = database_url(config, repo_root=repo_root, use_airflow=False)
+    for task in dag.tasks:
+        task.database_url = url  # type: ignore[union-attr]
+    slots = sum(e.maxjobs for e in config.docker.endpoints)
+    parallel = args.parallel or max(1, slots)
+
+    def show(event: TaskEvent) -> None:
+        bookkeeping = event.task_id in (PLAN_TASK_ID, REPORT_TASK_ID)
+        if not bookkeeping:
+            plan = local.xcom.get(PLAN_TASK_ID, "return_value") or {}
+            if event.task_id not in (plan.get("labels") or {}):
+                return  # outside the requested closure, or no plan at all
+        text = event.state
+        if not bookkeeping and event.state == "success":
+            text = "reused" if (event.value or {}).get("reused") else "built"
+        if event.message and event.state != "success":
+            first, *rest = event.message.splitlines()
+            text += f": {first}" + "".join(
+                f"\n    {line}" for line in rest if event.task_id == PLAN_TASK_ID
+            )
+        print(f"[{event.elapsed:7.1f}s] {event.task_id}: {text}", file=out, flush=True)
+
+    # progress goes to stderr when stdout is for a machine (--json / --csv)
+    out = sys.stderr if (args.json or args.csv) else stdout
+    local = LocalRun(dag, request.to_conf(), max_parallel=parallel, on_event=show)
+    print(f"building {spec} in {image} ({dag.dag_id}, up to {parallel} at a time)", file=out)
+    states = local.run()
+
+    plan_json = local.xcom.get(PLAN_TASK_ID, "return_value")
+    if not plan_json:
+        return 1  # the plan's message has been printed
+    plan = Plan.from_json(plan_json)
+    manifests = {t: local.xcom.get(t, "return_value") for t in plan.packages}
+    failures = {t: local.xcom.get(t, "failure") for t in plan.packages}
+    report = summarize(plan, states, manifests, failures)
+    paths = sorted(
+        (
+            str(artifact_path(config, a, plan.submit_uuid))
+            for m in manifests.values()
+            if m
+            for a in m.get("artifacts") or ()
+        ),
+        key=str.lower,
+    )
+    if args.json or args.csv:
+        from airflow_butido.cli.output import print_table
+        from airflow_butido.operators.report import report_json
+
+        if args.json:
+            result = {**report_json(report), "ok": report.ok, "paths": paths}
+            print(json.dumps(result, indent=2), file=stdout)
+        else:
+            rows = [(o.label, o.outcome, o.message) for o in report.outcomes]
+            print_table(("package", "outcome", "message"), rows, as_csv=True, out=stdout)
+        return 0 if report.ok else 1
+    print(f"\n{report.format()}", file=stdout)
+    if paths:
+        print("\nPackages created:", file=stdout)
+        for path in paths:
+            print(path, file=stdout)
+    return 0 if report.ok else 1
+
+
+def artifact_path(config: Any, artifact: dict[str, Any], submit_uuid: str) -> Path:
+    """Where a manifest's artifact lies: a release store, or the staging directory of the
+    submit that built it (an earlier one for a reused build)."""
+    if artifact.get("store"):
+        return Path(config.releases_root) / artifact["store"] / artifact["path"]
+    return Path(config.staging) / str(artifact.get("submit_uuid") or submit_uuid) / artifact["path"]
+
+
+def _quiet_airflow(verbose: bool) -> None:
+    """Airflow needs a home to import; keep it out of ~/airflow and keep its logs down."""
+    if "AIRFLOW_HOME" not in os.environ:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        home = Path(base) / "airflow-butido" / "airflow-home"
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["AIRFLOW_HOME"] = str(home)
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        stream=sys.stderr,
+    )

@@ -1,0 +1,150 @@
+"""`butido trigger`: run a build DAG on an Airflow deployment over REST API v2 and follow it.
+
+The CI client: log in, unpause the image's DAG, trigger a run with the run conf, poll until
+it ends, print every package task's state and exit with the run's result (0 success,
+1 failed, 3 still running when ``--timeout`` expired).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+EXIT_TIMEOUT = 3
+_BOOKKEEPING_TASKS = ("plan", "report")
+
+
+def register(subparsers: Any) -> None:
+    from airflow_butido.cli.build import add_run_flags
+
+    p = subparsers.add_parser(
+        "trigger",
+        help="trigger a build on an Airflow deployment and follow it",
+        description=(
+            "Trigger the build DAG of an image on an Airflow deployment (REST API v2), "
+            "follow the run and print per-package states. Credentials: --user/--password, "
+            "or $BUTIDO_AIRFLOW_USER/$BUTIDO_AIRFLOW_PASSWORD, or a token in "
+            "$BUTIDO_AIRFLOW_TOKEN."
+        ),
+    )
+    p.add_argument("packages", nargs="*", metavar="NAME", help='"NAME" or "NAME VERSION"')
+    p.add_argument(
+        "--airflow",
+        required="BUTIDO_AIRFLOW_URL" not in os.environ,
+        default=os.environ.get("BUTIDO_AIRFLOW_URL"),
+        metavar="URL",
+        help="API server base URL, e.g. http://airflow:8080 (default: $BUTIDO_AIRFLOW_URL)",
+    )
+    p.add_argument("--user", default=os.environ.get("BUTIDO_AIRFLOW_USER"))
+    p.add_argument("--password", default=os.environ.get("BUTIDO_AIRFLOW_PASSWORD"))
+    add_run_flags(p)
+    p.add_argument(
+        "--dag-id",
+        help="DAG to trigger (default: <dag_id_prefix><short image name> from the repository)",
+    )
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="stop following")
+    p.add_argument("--poll", type=float, default=3.0, metavar="S", help="poll interval")
+    p.add_argument("--no-unpause", action="store_true", help="leave a paused DAG paused")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from airflow_butido.airflow_rest import AirflowClient
+    from airflow_butido.cli.build import env_pairs
+    from airflow_butido.plan import RunRequest
+
+    dag_id = args.dag_id or dag_id_for(args.repo, args.image)
+    token = os.environ.get("BUTIDO_AIRFLOW_TOKEN")
+    client = AirflowClient(args.airflow, token=token, username=args.user, password=args.password)
+    if not token or args.user:
+        client.login()
+    if not args.no_unpause:
+        client.set_paused(dag_id, False)
+    request = RunRequest(tuple(args.packages), env_pairs(args.env), args.force_rebuild)
+    run_id = client.trigger(dag_id, request.to_conf())
+    # progress goes to stderr when stdout is for a machine (--json / --csv)
+    progress_out = sys.stderr if (args.json or args.csv) else sys.stdout
+    print(f"triggered {dag_id} run {run_id}", file=progress_out, flush=True)
+
+    seen: dict[str, str | None] = {}
+    started = time.monotonic()
+
+    def progress(_run: dict[str, Any]) -> None:
+        for ti in client.task_instances(dag_id, run_id):
+            task_id, state = ti["task_id"], ti.get("state")
+            changed = seen.get(task_id, "<new>") != state and state not in (None, "scheduled")
+            if changed and not (state == "skipped" and task_id not in _BOOKKEEPING_TASKS):
+                elapsed = time.monotonic() - started
+                print(f"[{elapsed:6.0f}s] {task_id}: {state}", file=progress_out, flush=True)
+            seen[task_id] = state
+
+    final = client.wait(dag_id, run_id, timeout=args.timeout, interval=args.poll, on_poll=progress)
+    _print_summary(client, dag_id, run_id, final, args)
+    state = final.get("state")
+    if state == "success":
+        return 0
+    if state == "failed":
+        return 1
+    print(f"run {run_id} still {state} after {args.timeout:.0f} s", file=sys.stderr)
+    return EXIT_TIMEOUT
+
+
+def dag_id_for(repo: Any, image: str) -> str:
+    """``<prefix><short name>`` from the repository's configuration, if one is at hand;
+    otherwise the image is taken as the short name with the default prefix."""
+    try:
+        from airflow_butido.recipes.config import load_config
+
+        config = load_config(repo)
+    except Exception:
+        return f"butido_{image}"
+    full = config.resolve_image(image)
+    short = next(i.short_name for i in config.docker.images if i.name == full)
+    prefix = getattr(getattr(config, "airflow", None), "dag_id_prefix", None)
+    return f"{'butido_' if prefix is None else prefix}{short}"
+
+
+def _print_summary(
+    client: Any, dag_id: str, run_id: str, final: dict[str, Any], args: argparse.Namespace
+) -> None:
+    from airflow_butido.cli.output import print_table
+
+    rows = []
+    for ti in sorted(client.task_instances(dag_id, run_id), key=lambda t: t["task_id"]):
+        if ti["task_id"] in _BOOKKEEPING_TASKS or ti.get("state") == "skipped":
+            continue
+        duration = ti.get("duration")
+        rows.append(
+            (ti["task_id"], ti.get("state") or "none", f"{duration:.1f}" if duration else "")
+        )
+    report = client.xcom(dag_id, run_id, "report")
+    artifacts = [
+        path
+        for package in (report.get("packages", []) if isinstance(report, dict) else [])
+        for path in package.get("artifacts", [])
+    ]
+    if args.json:
+        json.dump(
+            {
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "state": final.get("state"),
+                "tasks": [{"task": t, "state": s, "seconds": d} for t, s, d in rows],
+                "submit_uuid": report.get("submit_uuid") if isinstance(report, dict) else None,
+                "artifacts": artifacts,
+            },
+            sys.stdout,
+            indent=2,
+        )
+        print()
+        return
+    print_table(("task", "state", "seconds"), rows, as_csv=args.csv)
+    if args.csv:
+        return
+    for path in artifacts:
+        print(f"artifact: {path}")
+    print(f"run {run_id}: {final.get('state')}")

@@ -1,0 +1,147 @@
+"""The plan task and the plan-driven package task of a butido DAG.
+
+The plan task turns the run conf into a :class:`~airflow_butido.plan.Plan` (XCom
+``return_value`` of ``plan``). A package task reads it: outside the plan it skips itself;
+inside, it pulls the manifests of its active transitive dependencies in one ``xcom_pull``
+and builds through :class:`~airflow_butido.operators.build.PackageBuildOperator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from airflow_butido.errors import ButidoError
+from airflow_butido.operators.build import PackageBuildOperator
+from airflow_butido.plan import PLAN_TASK_ID, Plan, RunRequest, parse_run_conf
+
+FAILURE_XCOM_KEY = "failure"
+
+
+def run_request(context: Any) -> RunRequest:
+    """The run conf as validated params (the trigger form and REST ``conf`` alike)."""
+    params = context.get("params") or {}
+    conf = {k: params[k] for k in params if k in ("packages", "env", "force_rebuild")}
+    dag_run = context.get("dag_run")
+    extra = set(getattr(dag_run, "conf", None) or {}) - set(conf)
+    for key in extra:  # unknown keys are reported, not silently dropped
+        conf[key] = dag_run.conf[key]
+    return parse_run_conf(conf)
+
+
+def pull_plan(context: Any) -> Plan | None:
+    """The plan of this run, or None when the plan task failed."""
+    data = context["ti"].xcom_pull(task_ids=PLAN_TASK_ID)
+    return Plan.from_json(data) if data else None
+
+
+class PlanOperator(BaseOperator):
+    """Resolve the requested packages for this image and env, check them, record the submit."""
+
+    ui_color = "#e8f0fe"
+    template_fields: Sequence[str] = ()
+
+    def __init__(
+        self,
+        *,
+        repo_path: str,
+        image: str,
+        default_packages: Sequence[str] = (),
+        database_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retries", 0)
+        super().__init__(**kwargs)
+        self.repo_path = repo_path
+        self.image = image
+        self.default_packages = tuple(default_packages)
+        self.database_url = database_url
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_butido import parse_cache
+        from airflow_butido.plan import prepare_plan
+
+        try:
+            repo = parse_cache.load(self.repo_path).repo
+            plan = prepare_plan(
+                repo,
+                self.image,
+                run_request(context),
+                default_packages=self.default_packages,
+            )
+            self._record_submit(repo, plan, context)
+        except ButidoError as exc:
+            raise AirflowFailException(f"the run cannot start:\n{exc}") from exc
+        self.log.info(
+            "submit %s: %d package(s) on %s: %s",
+            plan.submit_uuid,
+            len(plan.packages),
+            plan.image,
+            ", ".join(plan.labels[t] for t in plan.packages),
+        )
+        return plan.to_json()
+
+    def _record_submit(self, repo: Any, plan: Plan, context: Any) -> None:
+        from airflow_butido.plan import build_engine, record_submit
+
+        engine = build_engine(repo.config, self.database_url)
+        try:
+            record_submit(
+                engine, repo, plan, dag_id=context["dag"].dag_id, run_id=context["run_id"]
+            )
+        finally:
+            engine.dispose()
+
+
+class PlannedBuildOperator(PackageBuildOperator):
+    """A package task that follows the plan: it skips itself outside the plan; inside, the
+    base operator builds with the manifests of the plan's active transitive dependencies
+    (one ``xcom_pull``). On failure it leaves the message and log tail for the report."""
+
+    def execute(self, context: Any) -> Any:
+        plan = self.read_plan(context)
+        if plan is None:
+            raise AirflowFailException("no plan: the plan task did not succeed")
+        if self.task_id not in (plan.get("labels") or {}):
+            raise AirflowSkipException(f"{self.task_id} is not part of this run")
+        try:
+            return super().execute(context)
+        except Exception as exc:
+            context["ti"].xcom_push(key=FAILURE_XCOM_KEY, value=failure_record(exc))
+            raise
+
+    def read_plan(self, context: Any) -> Any:
+        """The plan, with this task's transitive dependencies spelled out for the base
+        operator (the plan itself stores only direct edges)."""
+        data = super().read_plan(context)
+        if data is None:
+            return None
+        deps = Plan.from_json(data).dependencies_of(self.task_id)
+        return {**data, "dependencies": {self.task_id: list(deps)}}
+
+    def load_config(self) -> Any:
+        return self._repository().config
+
+    def load_package(self, config: Any) -> Any:
+        return self._repository().get(self.package_name, self.package_version)
+
+    def _repository(self) -> Any:
+        """From the parse cache: the DAG file's import has just loaded it."""
+        from airflow_butido import parse_cache
+
+        return parse_cache.load(self.repo_path).repo
+
+
+def failure_record(exc: BaseException) -> dict[str, Any]:
+    """What the report shows about a failed package: the message and the log tail."""
+    cause: BaseException | None = exc
+    result = None
+    while cause is not None and result is None:
+        result = getattr(cause, "result", None)
+        cause = cause.__cause__
+    tail = getattr(result, "log_tail", None) or ()
+    message = getattr(result, "failure_message", None) or str(exc) or type(exc).__name__
+    return {"message": str(message).splitlines()[0][:500], "log_tail": [str(t) for t in tail]}

@@ -1,0 +1,105 @@
+"""The report task: the last word of a run (``trigger_rule="all_done"``).
+
+It reads every package task's state and manifest, logs what was built, reused, failed and
+not built (with failure messages and log tails), marks jobs of the run that never finished
+as failed in the build database, and raises when a package failed: a final task that
+succeeds would otherwise make a run with failed packages look successful.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_butido.operators.plan import FAILURE_XCOM_KEY, pull_plan
+from airflow_butido.report import RunReport, summarize
+
+
+class ReportOperator(BaseOperator):
+    ui_color = "#f1f3f4"
+    template_fields: Sequence[str] = ()
+
+    def __init__(
+        self, *, repo_path: str, image: str, database_url: str | None = None, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("retries", 0)
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.repo_path = repo_path
+        self.image = image
+        self.database_url = database_url
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        run_id = context["run_id"]
+        dag_id = context["dag"].dag_id
+        self._mark_orphans(dag_id, run_id)
+        plan = pull_plan(context)
+        if plan is None:
+            raise AirflowFailException("the plan task failed: nothing was built (see its log)")
+        states_by_run = ti.get_task_states(dag_id=dag_id, run_ids=[run_id])
+        states = {
+            task_id: getattr(state, "value", state)
+            for task_id, state in (states_by_run.get(run_id) or {}).items()
+        }
+        manifests = _pull(ti, [t for t in plan.packages if states.get(t) == "success"])
+        failed = [t for t in plan.packages if states.get(t) == "failed"]
+        failures = _pull(ti, failed, key=FAILURE_XCOM_KEY)
+        report = summarize(plan, states, manifests, failures)
+        for line in report.format().splitlines():
+            self.log.info("%s", line)
+        if not report.ok:
+            raise AirflowFailException(_failure_summary(report))
+        return report_json(report)
+
+    def _mark_orphans(self, dag_id: str, run_id: str) -> None:
+        """Jobs recorded as running by tasks of this run that died without finishing."""
+        from airflow_butido import parse_cache
+        from airflow_butido.db.records import mark_orphaned_jobs
+        from airflow_butido.plan import build_engine
+
+        try:
+            config = parse_cache.load(self.repo_path).repo.config
+            engine = build_engine(config, self.database_url)
+            try:
+                count = mark_orphaned_jobs(engine, dag_id, run_id)
+            finally:
+                engine.dispose()
+        except Exception as exc:  # the report must still be given
+            self.log.warning("could not check for orphaned jobs: %s", exc)
+            return
+        if count:
+            self.log.warning("marked %d orphaned job(s) of this run as failed", count)
+
+
+def _pull(ti: Any, task_ids: list[str], key: str = "return_value") -> dict[str, Any]:
+    """One ``xcom_pull`` for the XComs of ``task_ids`` (none when the list is empty)."""
+    if not task_ids:
+        return {}
+    return dict(zip(task_ids, ti.xcom_pull(task_ids=task_ids, key=key), strict=False))
+
+
+def _failure_summary(report: RunReport) -> str:
+    failed = ", ".join(o.label for o in report.of("failed")) or "none"
+    not_built = len(report.of("not built"))
+    return f"package(s) failed: {failed}; {not_built} not built"
+
+
+def report_json(report: RunReport) -> dict[str, Any]:
+    return {
+        "submit_uuid": report.submit_uuid,
+        "image": report.image,
+        "packages": [
+            {
+                "task_id": o.task_id,
+                "package": o.label,
+                "outcome": o.outcome,
+                "message": o.message,
+                "artifacts": list(o.artifacts),
+            }
+            for o in report.outcomes
+        ],
+    }

@@ -1,0 +1,222 @@
+"""A cache of the loaded repository and its per-image graphs, keyed by the repository's content.
+
+The DAG processor imports the DAG file again and again, and every task process imports it
+once more; loading and resolving thousands of pkg.toml files each time would dominate. Two
+levels keep an unchanged repository cheap:
+
+1. a stat fingerprint (path, mtime_ns, size of every file, plus the settings that shape the
+   configuration) is compared with the one recorded for this repository; when equal, the
+   content hash recorded with it is trusted;
+2. otherwise the files are read and hashed (much cheaper than parsing TOML); a pickle stored
+   under that content hash is used when present (e.g. after a checkout touched mtimes),
+   else the repository is loaded, resolved and pickled.
+
+The cache directory is ``$BUTIDO_PARSE_CACHE``, else ``$XDG_CACHE_HOME/airflow-butido/parse``
+(``~/.cache/...``). It is private to the user (mode 0700): pickles are only read from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_butido.graph import PackageGraph
+    from airflow_butido.recipes.repository import Repository
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+_SETTINGS_FILES = ("config.toml", "airflow-butido.toml")
+
+
+@dataclass(frozen=True)
+class LoadedRepository:
+    """A repository and, per build image (full name), its graph with env conditions open."""
+
+    repo: Repository
+    graphs: Mapping[str, PackageGraph]
+    content_hash: str
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    if environ.get("BUTIDO_PARSE_CACHE"):
+        return Path(environ["BUTIDO_PARSE_CACHE"])
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "airflow-butido" / "parse"
+
+
+def load(
+    repo_path: Path | str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+) -> LoadedRepository:
+    """The repository at ``repo_path`` with its graphs, from the cache when unchanged.
+
+    Raises the loader's ``RecipeErrors`` / ``ResolveError`` for a broken repository (never
+    cached, so a fix is seen at once).
+    """
+    environ = dict(os.environ if environ is None else environ)
+    root = Path(repo_path).resolve()
+    if not use_cache or environ.get("BUTIDO_PARSE_CACHE") == "off":
+        return _load_fresh(root, environ, "")
+    cache = cache_dir or default_cache_dir(environ)
+    try:
+        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        log.warning("parse cache %s unusable (%s); loading without cache", cache, exc)
+        return _load_fresh(root, environ, "")
+
+    inputs = list(_input_files(root, environ))
+    settings = _settings_key(environ)
+    stat_fp = _stat_fingerprint(root, inputs, settings)
+    index_path = cache / f"{hashlib.sha256(str(root).encode()).hexdigest()[:24]}.index"
+    content_hash = _read_index(index_path, stat_fp)
+    if content_hash is None:
+        content_hash = _content_hash(root, inputs, settings)
+        _write_atomic(index_path, json.dumps({"stat": stat_fp, "content": content_hash}).encode())
+
+    pickle_path = cache / f"{content_hash}.pickle"
+    cached = _read_pickle(pickle_path)
+    if cached is not None:
+        return cached
+    loaded = _load_fresh(root, environ, content_hash)
+    try:
+        _write_atomic(pickle_path, pickle.dumps(loaded, protocol=pickle.HIGHEST_PROTOCOL))
+    except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+        log.warning("could not write the parse cache %s: %s", pickle_path, exc)
+    return loaded
+
+
+def _load_fresh(root: Path, environ: Mapping[str, str], content_hash: str) -> LoadedRepository:
+    from airflow_butido.graph import resolve
+    from airflow_butido.recipes.repository import load_repository
+
+    repo = load_repository(root, environ=environ)
+    packages = list(repo)
+    graphs = {
+        image.name: resolve(repo, packages, image=image.name, env=None)
+        for image in repo.config.docker.images
+    }
+    return LoadedRepository(repo, graphs, content_hash)
+
+
+def _input_files(root: Path, environ: Mapping[str, str]) -> Iterator[str]:
+    """Every file of the repository (dot entries skipped, as the loader does) and the
+    configuration overlays outside it. Plain strings: this runs on every DAG-file import."""
+    stack = [str(root)]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.is_file():
+                yield entry.path
+    xdg = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    for extra in (
+        os.path.join(xdg, "butido", "config.toml"),
+        environ.get("BUTIDO_CONFIG"),
+        environ.get("BUTIDO_SETTINGS"),
+    ):
+        if extra and os.path.isfile(extra):
+            yield os.path.abspath(extra)
+
+
+def _settings_key(environ: Mapping[str, str]) -> str:
+    """What shapes the pickle besides the files: ``BUTIDO_*`` overrides of the configuration,
+    and the code that loads and pickles (a pickle of older classes must not be reused)."""
+    items = sorted(
+        (k, v) for k, v in environ.items() if k.startswith("BUTIDO_") and k != "BUTIDO_REPO"
+    )
+    return json.dumps([CACHE_FORMAT, _code_fingerprint(), items])
+
+
+def _code_fingerprint() -> list[tuple[str, int, int]]:
+    import airflow_butido
+
+    package = Path(airflow_butido.__file__).parent
+    modules = [package / "graph.py", package / "parse_cache.py"]
+    modules += sorted((package / "recipes").glob("*.py"))
+    fingerprint = []
+    for module in modules:
+        try:
+            st = module.stat()
+        except OSError:
+            continue
+        fingerprint.append((module.name, st.st_mtime_ns, st.st_size))
+    return fingerprint
+
+
+def _stat_fingerprint(root: Path, files: list[str], settings: str) -> str:
+    digest = hashlib.sha256(settings.encode())
+    digest.update(str(root).encode())
+    for path in sorted(files):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        digest.update(f"\0{path}\0{st.st_mtime_ns}\0{st.st_size}".encode())
+    return digest.hexdigest()
+
+
+def _content_hash(root: Path, files: list[str], settings: str) -> str:
+    digest = hashlib.sha256(settings.encode())
+    digest.update(str(root).encode())
+    for path in sorted(files):
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        digest.update(f"\0{path}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _read_index(path: Path, stat_fp: str) -> str | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("stat") == stat_fp:
+        return str(data.get("content"))
+    return None
+
+
+def _read_pickle(path: Path) -> LoadedRepository | None:
+    try:
+        with open(path, "rb") as fh:
+            loaded = pickle.load(fh)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a stale or truncated pickle is rebuilt, never fatal
+        log.warning("ignoring unreadable parse cache %s: %s", path, exc)
+        return None
+    return loaded if isinstance(loaded, LoadedRepository) else None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

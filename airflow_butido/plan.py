@@ -1,0 +1,433 @@
+"""The plan of one build run: which packages a run conf asks for, resolved for one image and
+environment, and checked up front.
+
+The DAG of an image holds a task for every package of the repository; the plan says which of
+them run in this run (the requested packages and their closure), which conditional edges are
+active, and which artifacts each task receives. The plan task computes it once, before any
+container starts; every package task and the report read it from XCom.
+
+Everything here works without Airflow: ``butido build`` runs the same plan locally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_butido.errors import ButidoError
+
+if TYPE_CHECKING:
+    from airflow_butido.recipes.config import Config
+    from airflow_butido.recipes.package import Package
+    from airflow_butido.recipes.repository import Repository
+
+Key = tuple[str, str]
+
+PLAN_TASK_ID = "plan"
+REPORT_TASK_ID = "report"
+_TASK_ID_BAD = re.compile(r"[^\w.-]")
+_TASK_ID_MAX = 250
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class PlanError(ButidoError):
+    """The run cannot start: bad run conf, unknown package, or a failed up-front check."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# --- run conf ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The run conf: ``{"packages": [...], "env": {...}, "force_rebuild": false}``."""
+
+    packages: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    force_rebuild: bool = False
+
+    @property
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
+
+    def to_conf(self) -> dict[str, Any]:
+        return {
+            "packages": list(self.packages),
+            "env": dict(self.env),
+            "force_rebuild": self.force_rebuild,
+        }
+
+
+def parse_run_conf(conf: Mapping[str, Any] | None) -> RunRequest:
+    """Validate a run conf (from the trigger form, REST or ``butido build``)."""
+    conf = dict(conf or {})
+    problems: list[str] = []
+    unknown = sorted(set(conf) - {"packages", "env", "force_rebuild"})
+    if unknown:
+        problems.append(f"run conf: unknown key(s) {', '.join(unknown)}")
+
+    packages = conf.get("packages") or []
+    if isinstance(packages, str):
+        packages = [packages]
+    if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
+        problems.append('run conf: "packages" must be a list of "NAME" or "NAME VERSION" strings')
+        packages = []
+
+    env = conf.get("env") or {}
+    env_pairs: list[tuple[str, str]] = []
+    if not isinstance(env, Mapping):
+        problems.append('run conf: "env" must be an object of NAME: value')
+    else:
+        for name, value in env.items():
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                problems.append(f"run conf: env: invalid variable name {name!r}")
+            elif not isinstance(value, str | int | float | bool):
+                problems.append(f"run conf: env: {name}: value must be a string")
+            else:
+                env_pairs.append((name, str(value)))
+
+    force = conf.get("force_rebuild", False)
+    if not isinstance(force, bool):
+        problems.append('run conf: "force_rebuild" must be true or false')
+        force = False
+    if problems:
+        raise PlanError(problems)
+    return RunRequest(tuple(p.strip() for p in packages), tuple(sorted(env_pairs)), force)
+
+
+# --- task ids -----------------------------------------------------------------------------
+
+
+def task_ids_for(keys: Iterable[Key]) -> dict[Key, str]:
+    """``<name>-<version>`` per package, with characters Airflow rejects replaced by ``_``.
+
+    Two keys that would share an id (``a-b 1`` and ``a b-1``) both get a short hash of their
+    label appended, so ids stay readable, unique and independent of iteration order.
+    """
+    groups: dict[str, list[Key]] = {}
+    for key in keys:
+        base = _TASK_ID_BAD.sub("_", f"{key[0]}-{key[1]}")[: _TASK_ID_MAX - 9]
+        groups.setdefault(base, []).append(key)
+    ids: dict[Key, str] = {}
+    for base, members in groups.items():
+        if len(members) == 1 and len(base) < _TASK_ID_MAX - 9:
+            ids[members[0]] = base
+            continue
+        for key in members:
+            digest = hashlib.sha1(f"{key[0]} {key[1]}".encode()).hexdigest()[:8]
+            ids[key] = f"{base}-{digest}"
+    return ids
+
+
+# --- selection ------------------------------------------------------------------------------
+
+
+def select_packages(repo: Repository, specs: Sequence[str]) -> list[Package]:
+    """Packages named by ``"NAME"`` or ``"NAME VERSION"`` (exact version, as butido build)."""
+    problems: list[str] = []
+    selected: dict[Key, Package] = {}
+    for spec in specs:
+        parts = spec.split()
+        if len(parts) not in (1, 2):
+            problems.append(f"package {spec!r}: expected NAME or NAME VERSION")
+            continue
+        name = parts[0]
+        versions = list(repo.versions_of(name))
+        if not versions:
+            problems.append(f"package {name!r} not found in the repository")
+            continue
+        if len(parts) == 2:
+            version = parts[1].removeprefix("=")
+            if version not in versions:
+                problems.append(
+                    f"package {name} {version} not found; versions of {name}: {', '.join(versions)}"
+                )
+                continue
+        elif len(versions) > 1:
+            problems.append(
+                f"package {name} has several versions ({', '.join(versions)}): "
+                f'name one, e.g. "{name} {versions[-1]}"'
+            )
+            continue
+        else:
+            version = versions[0]
+        package = repo.packages[(name, version)]
+        selected[package.key] = package
+    if problems:
+        raise PlanError(problems)
+    return list(selected.values())
+
+
+# --- the plan -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run builds. Task ids are the DAG's; JSON round-trips through XCom.
+
+    Only the active direct edges are stored: every package task reads the plan, and the
+    transitive dependency lists of a large run would make it tens of megabytes (5,000
+    packages: 1.5 million entries); :meth:`dependencies_of` derives them.
+    """
+
+    submit_uuid: str
+    image: str
+    env: tuple[tuple[str, str], ...]
+    force_rebuild: bool
+    requested: tuple[str, ...]
+    packages: tuple[str, ...]  # every task id in the closure, dependencies first
+    labels: Mapping[str, str] = field(default_factory=dict)  # task id -> "NAME VERSION"
+    edges: tuple[tuple[str, str], ...] = ()  # active (dependent, dependency)
+
+    def includes(self, task_id: str) -> bool:
+        return task_id in self.labels
+
+    @cached_property
+    def _direct(self) -> dict[str, list[str]]:
+        direct: dict[str, list[str]] = {}
+        for dependent, dependency in self.edges:
+            direct.setdefault(dependent, []).append(dependency)
+        return direct
+
+    @cached_property
+    def _position(self) -> dict[str, int]:
+        return {task_id: i for i, task_id in enumerate(self.packages)}
+
+    def dependencies_of(self, task_id: str) -> tuple[str, ...]:
+        """The active transitive dependencies of a task, dependencies first: the tasks whose
+        artifacts it receives."""
+        seen: set[str] = set()
+        stack = list(self._direct.get(task_id, ()))
+        while stack:
+            current = stack.pop()
+            if current not in seen:
+                seen.add(current)
+                stack.extend(self._direct.get(current, ()))
+        return tuple(sorted(seen, key=self._position.__getitem__))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "submit_uuid": self.submit_uuid,
+            "image": self.image,
+            "env": dict(self.env),
+            "force_rebuild": self.force_rebuild,
+            "requested": list(self.requested),
+            "packages": list(self.packages),
+            "labels": dict(self.labels),
+            "edges": [list(e) for e in self.edges],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        return cls(
+            submit_uuid=data["submit_uuid"],
+            image=data["image"],
+            env=tuple(sorted(dict(data.get("env") or {}).items())),
+            force_rebuild=bool(data.get("force_rebuild", False)),
+            requested=tuple(data.get("requested") or ()),
+            packages=tuple(data.get("packages") or ()),
+            labels=dict(data.get("labels") or {}),
+            edges=tuple((a, b) for a, b in data.get("edges") or ()),
+        )
+
+
+def resolve_plan(
+    repo: Repository,
+    image: str,
+    request: RunRequest,
+    *,
+    default_packages: Sequence[str] = (),
+    task_ids: Mapping[Key, str] | None = None,
+    submit_uuid: str | None = None,
+) -> Plan:
+    """Resolve the request for ``image`` and its env; check images and env names.
+
+    Without packages in the request, ``default_packages`` are built, or else every package
+    the image may build (the nightly case). Checks that need the file system or Docker are
+    in :func:`check_sources` and :func:`check_endpoints`.
+    """
+    from airflow_butido.graph import resolve
+
+    image = repo.config.resolve_image(image)
+    env = request.env_dict
+    specs = request.packages or tuple(default_packages)
+    # without packages: every package this image may build (the nightly case)
+    roots = select_packages(repo, specs) if specs else [p for p in repo if p.image_allowed(image)]
+    if not roots:
+        raise PlanError([f"no package to build for image {image}"])
+    graph = resolve(repo, roots, image=image, env=env)
+    ids = dict(task_ids) if task_ids is not None else task_ids_for(repo.packages)
+
+    problems = _image_problems(graph.packages.values(), image)
+    problems += _env_problems(repo.config, graph.packages.values(), env)
+    if problems:
+        raise PlanError(problems)
+
+    order = graph.build_order()
+    edges = tuple(sorted({(ids[e.dependent], ids[e.dependency]) for e in graph.edges}))
+    return Plan(
+        submit_uuid=submit_uuid or str(uuid.uuid4()),
+        image=image,
+        env=request.env,
+        force_rebuild=request.force_rebuild,
+        requested=tuple(ids[p.key] for p in roots),
+        packages=tuple(ids[k] for k in order),
+        labels={ids[k]: f"{k[0]} {k[1]}" for k in order},
+        edges=edges,
+    )
+
+
+def _image_problems(packages: Iterable[Package], image: str) -> list[str]:
+    problems = []
+    for package in packages:
+        if package.allowed_images is not None and image not in package.allowed_images:
+            problems.append(
+                f"{package.path}: allowed_images: {package.label} may not be built in {image} "
+                f"(allowed: {', '.join(package.allowed_images) or 'none'})"
+            )
+        if package.denied_images is not None and image in package.denied_images:
+            problems.append(f"{package.path}: denied_images: {package.label} denies {image}")
+    return problems
+
+
+def _env_problems(config: Config, packages: Iterable[Package], env: Mapping[str, str]) -> list[str]:
+    containers = config.containers
+    if not containers.check_env_names:
+        return []
+    allowed = set(containers.allowed_env)
+    problems = [
+        f"config.toml: containers.allowed_env: environment variable {name} is not allowed"
+        for name in sorted(env)
+        if name not in allowed
+    ]
+    for var in (containers.git_author, containers.git_commit_hash):
+        if var and var not in allowed:
+            problems.append(
+                f"config.toml: containers.allowed_env: git variable {var} is not allowed"
+            )
+    for package in packages:
+        for name, _ in package.environment or ():
+            if name not in allowed:
+                problems.append(
+                    f"{package.path}: environment.{name}: not in containers.allowed_env "
+                    f"({package.label})"
+                )
+    return problems
+
+
+def check_sources(repo: Repository, plan: Plan) -> list[str]:
+    """Every source of every planned package is in the cache with its hash."""
+    from airflow_butido.sources import SourceError, source_path, verify_source
+
+    cache = Path(repo.config.source_cache)
+    problems = []
+    for package in planned_packages(repo, plan):
+        for source in package.sources:
+            try:
+                verify_source(source_path(cache, package, source), source)
+            except SourceError as exc:
+                problems.append(f"{package.label}: source {source.name}: {exc}")
+    return problems
+
+
+def planned_packages(repo: Repository, plan: Plan) -> list[Package]:
+    return [repo.packages[_key(label)] for label in plan.labels.values()]
+
+
+def _key(label: str) -> Key:
+    name, version = label.split(" ", 1)
+    return name, version
+
+
+def prepare_plan(
+    repo: Repository,
+    image: str,
+    request: RunRequest,
+    *,
+    default_packages: Sequence[str] = (),
+    task_ids: Mapping[Key, str] | None = None,
+    check_endpoints: bool = True,
+) -> Plan:
+    """Resolve and check everything up front; raise one PlanError listing every problem."""
+    plan = resolve_plan(repo, image, request, default_packages=default_packages, task_ids=task_ids)
+    problems = check_sources(repo, plan)
+    if check_endpoints:
+        problems += endpoint_problems(repo, plan.image)
+    if problems:
+        raise PlanError(problems)
+    return plan
+
+
+def endpoint_problems(repo: Repository, image: str) -> list[str]:
+    """At least one endpoint answers and has the image (the others are skipped by jobs)."""
+    from airflow_butido.endpoints import usable_endpoints
+
+    try:
+        candidates = usable_endpoints(repo.config, image, warn=lambda _message: None)
+    except ButidoError as exc:
+        return [str(exc)]
+    for candidate in candidates:
+        candidate.api.close()
+    return []
+
+
+def repo_state(root: Path) -> tuple[str, bool]:
+    """HEAD commit and dirty flag of the repository's git work tree ("" when not in git)."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return "", False
+    return commit, bool(git("status", "--porcelain", "--untracked-files=no"))
+
+
+def record_submit(
+    engine: Any, repo: Repository, plan: Plan, *, dag_id: str | None, run_id: str | None
+) -> None:
+    """The submit row: requested (first) package, image, repository commit, env, run."""
+    from airflow_butido.db.records import record_submit as write_submit
+
+    commit, dirty = repo_state(Path(repo.root))
+    name, version = _key(plan.labels[plan.requested[0]])
+    write_submit(
+        engine,
+        uuid=plan.submit_uuid,
+        package_name=name,
+        package_version=version,
+        image=plan.image,
+        repo_commit=commit,
+        repo_dirty=dirty,
+        env=dict(plan.env),
+        dag_id=dag_id,
+        run_id=run_id,
+    )
+
+
+def build_engine(config: Config, url: str | None = None) -> Any:
+    """The build database (``url`` or the one ``config`` names), migrated to the current
+    schema."""
+    from airflow_butido.db.engine import database_url, make_engine
+    from airflow_butido.db.migrate import is_current, upgrade
+
+    engine = make_engine(database_url(config, url=url, repo_root=Path(config.repo_root)))
+    if not is_current(engine):
+        upgrade(engine)
+    return engine

@@ -1,0 +1,101 @@
+"""The end-of-run report: what was built, reused, failed or not built, and why.
+
+Pure: it folds the plan, the task states and the manifests/failure records into a value the
+report task logs (and raises on) and ``butido build`` prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_butido.plan import Plan
+
+BUILT = "built"
+REUSED = "reused"
+FAILED = "failed"
+NOT_BUILT = "not built"
+
+
+@dataclass(frozen=True)
+class PackageOutcome:
+    task_id: str
+    label: str
+    outcome: str  # built | reused | failed | not built
+    state: str | None  # the task state as the scheduler saw it
+    message: str = ""
+    log_tail: tuple[str, ...] = ()
+    artifacts: tuple[str, ...] = ()  # staging-relative paths
+
+
+@dataclass(frozen=True)
+class RunReport:
+    submit_uuid: str
+    image: str
+    outcomes: tuple[PackageOutcome, ...]
+
+    def of(self, outcome: str) -> list[PackageOutcome]:
+        return [o for o in self.outcomes if o.outcome == outcome]
+
+    @property
+    def ok(self) -> bool:
+        """Every planned package was built or reused."""
+        return all(o.outcome in (BUILT, REUSED) for o in self.outcomes)
+
+    def format(self) -> str:
+        counts = ", ".join(
+            f"{len(self.of(kind))} {kind}" for kind in (BUILT, REUSED, FAILED, NOT_BUILT)
+        )
+        lines = [f"submit {self.submit_uuid} on {self.image}: {counts}"]
+        for o in self.outcomes:
+            detail = f" ({o.message})" if o.message and o.outcome != FAILED else ""
+            lines.append(f"  {o.outcome:<9} {o.label}{detail}")
+        for o in self.of(FAILED):
+            lines.append("")
+            lines.append(f"{o.label} failed: {o.message or 'no message'}")
+            lines.extend(f"  | {line}" for line in o.log_tail)
+        return "\n".join(lines)
+
+
+def summarize(
+    plan: Plan,
+    states: Mapping[str, str | None],
+    manifests: Mapping[str, Mapping[str, Any] | None],
+    failures: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> RunReport:
+    """One outcome per planned package, in build order.
+
+    ``states`` maps task ids to Airflow task states; ``manifests`` to the package tasks'
+    return values; ``failures`` to what a failed task recorded (``message``, ``log_tail``).
+    """
+    failures = failures or {}
+    failed_ids = {t for t in plan.packages if states.get(t) == "failed"}
+    outcomes = []
+    for task_id in plan.packages:
+        label = plan.labels.get(task_id, task_id)
+        state = states.get(task_id)
+        manifest = manifests.get(task_id)
+        if state == "success" and manifest:
+            outcome = REUSED if manifest.get("reused") else BUILT
+            paths = tuple(str(a.get("path")) for a in manifest.get("artifacts") or ())
+            outcomes.append(PackageOutcome(task_id, label, outcome, state, artifacts=paths))
+        elif state == "failed":
+            failure = failures.get(task_id) or {}
+            tail = failure.get("log_tail") or ()
+            if isinstance(tail, str):
+                tail = tail.splitlines()
+            message = str(failure.get("message") or "the task failed (see its log)")
+            outcomes.append(
+                PackageOutcome(task_id, label, FAILED, state, message, tuple(map(str, tail)))
+            )
+        else:
+            culprits = [plan.labels[d] for d in plan.dependencies_of(task_id) if d in failed_ids]
+            if culprits:
+                message = f"dependency failed: {', '.join(culprits)}"
+            elif state == "success":
+                message = "the task returned no manifest"
+            else:
+                message = f"task state {state or 'none'}"
+            outcomes.append(PackageOutcome(task_id, label, NOT_BUILT, state, message))
+    return RunReport(plan.submit_uuid, plan.image, tuple(outcomes))

@@ -1,0 +1,67 @@
+"""A copy of butido's example repository set up to build here, with one switchable failure.
+
+The copy's overlay config builds in the test image on the local Docker socket with the
+example source cache, stores in the temporary directory. Package ``h`` differs from the
+example: it fails when the build env sets ``FAIL_H`` (an allowed env name), which drives the
+failure runs: ``c`` and ``a`` depend on it, ``b`` and its subtree do not.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+FAILING_H = """name = "h"
+version = "8"
+
+[sources.src]
+url = "https://example.com"
+hash.hash = "{hash}"
+
+[phases]
+build.script = '''
+    if [[ -n "${{FAIL_H:-}}" ]]; then
+        echo "h fails on purpose"
+        {{{{state "ERR" "FAIL_H is set"}}}}
+        exit 1
+    fi
+    mkdir /outputs
+    echo "{{{{this.version}}}}" > /outputs/{{{{this.name}}}}-{{{{this.version}}}}.pkg
+    {{{{state "OK"}}}}
+'''
+"""
+
+
+def example_workspace(base: Path, butido_examples: Path, build_image: str) -> dict[str, Path]:
+    repo = base / "repo"
+    shutil.copytree(butido_examples / "repo", repo)
+    h_hash = next(
+        line.split('"')[1]
+        for line in (repo / "h" / "pkg.toml").read_text().splitlines()
+        if "hash.hash" in line
+    )
+    (repo / "h" / "pkg.toml").write_text(FAILING_H.format(hash=h_hash))
+    stores = base / "stores"
+    for sub in ("staging", "releases", "logs"):
+        (stores / sub).mkdir(parents=True)
+    overlay = base / "overlay.toml"
+    overlay.write_text(
+        f"""releases_root = "{stores / "releases"}"
+staging = "{stores / "staging"}"
+source_cache = "{butido_examples / "sources"}"
+log_dir = "{stores / "logs"}"
+
+[docker]
+images = [ {{ name = "{build_image}", short_name = "bookworm" }} ]
+
+[docker.endpoints.testhostname]
+uri = "/var/run/docker.sock"
+endpoint_type = "socket"
+maxjobs = 2
+
+[containers]
+check_env_names = true
+allowed_env = ["FAIL_H"]
+"""
+    )
+    return {"base": base, "repo": repo, "stores": stores, "overlay": overlay}

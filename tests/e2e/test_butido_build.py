@@ -1,0 +1,90 @@
+"""`butido build` runs the image's DAG in one process on the real Docker engine.
+
+Uses a copy of butido's example repository (tests/e2e/_example.py) with an embedded SQLite
+build database; no Airflow service runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.e2e._example import example_workspace
+
+pytestmark = [pytest.mark.docker]
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, butido_examples: Path, build_image: str) -> dict[str, Path]:
+    ws = example_workspace(tmp_path_factory.mktemp("build"), butido_examples, build_image)
+    ws["db"] = ws["base"] / "butido.sqlite"
+    (ws["base"] / "airflow-butido.toml").write_text(f'database_url = "sqlite:///{ws["db"]}"\n')
+    return ws
+
+
+def butido_build(ws: dict[str, Path], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "BUTIDO_CONFIG": str(ws["overlay"]),
+        "BUTIDO_SETTINGS": str(ws["base"] / "airflow-butido.toml"),
+        "BUTIDO_PARSE_CACHE": str(ws["base"] / "parse-cache"),
+        "XDG_CACHE_HOME": str(ws["base"] / "cache"),
+    }
+    env.pop("AIRFLOW_HOME", None)
+    return subprocess.run(
+        [str(VENV_BIN / "butido"), "--repo", str(ws["repo"]), "build", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_build_a_builds_the_whole_graph_and_prints_the_artifacts(workspace):
+    done = butido_build(workspace, "a", "-I", "bookworm")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "a-1: built" in done.stdout and "z-26: built" in done.stdout
+    assert "29 built, 0 reused, 0 failed, 0 not built" in done.stdout
+    created = done.stdout.split("Packages created:\n", 1)[1].split()
+    assert len(created) == 29
+    assert all(Path(p).is_file() for p in created)
+    assert Path(next(p for p in created if p.endswith("/a-1.pkg"))).read_text() == "1\n"
+    # recorded in the build database
+    engine = sa.create_engine(f"sqlite:///{workspace['db']}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from submits")).scalar() == 1
+        assert conn.execute(sa.text("select count(*) from jobs")).scalar() == 29
+    engine.dispose()
+    # Airflow's home stays out of ~/airflow
+    assert (workspace["base"] / "cache" / "airflow-butido" / "airflow-home").is_dir()
+
+
+def test_failing_package_fails_the_build_but_not_its_independent_siblings(workspace):
+    done = butido_build(workspace, "c", "-I", "bookworm", "-E", "FAIL_H=1", "--json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    outcomes = {p["package"]: p for p in report["packages"]}
+    assert outcomes["h 8"]["outcome"] == "failed"
+    assert "FAIL_H is set" in outcomes["h 8"]["message"]
+    assert outcomes["c 3"]["outcome"] == "not built"
+    assert outcomes["c 3"]["message"] == "dependency failed: h 8"
+    assert outcomes["g 7"]["outcome"] in ("built", "reused")
+    assert outcomes["i 9"]["outcome"] in ("built", "reused")
+    assert report["ok"] is False
+    assert "h-8: failed" in done.stderr
+
+
+def test_plan_problems_stop_the_build_before_any_container(workspace):
+    done = butido_build(workspace, "s", "-I", "bookworm")
+    assert done.returncode == 1
+    assert "s has several versions (19.0, 19.1, 19.2, 19.3)" in done.stdout
+    tasks = {line.split("] ")[1].split(":")[0] for line in done.stdout.splitlines() if "] " in line}
+    assert tasks == {"plan", "report"}  # no package task started

@@ -1,0 +1,77 @@
+"""docker-compose.airflow.yml is a valid Compose file with the services of the deployment.
+
+Runs ``docker compose config`` (Compose v2 plugin) or Debian's ``docker-compose`` (v1.29, the
+package scripts/ensure-services installs); neither needs a running engine for ``config``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import unavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.airflow.yml"
+
+
+def compose_command() -> list[str]:
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=60)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    unavailable("neither `docker compose` nor `docker-compose` is installed")
+    raise AssertionError("unreachable")
+
+
+def compose(*args: str) -> str:
+    done = subprocess.run(
+        [*compose_command(), "-f", str(COMPOSE_FILE), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_compose_file_is_valid_with_every_service():
+    services = set(compose("config", "--services").split())
+    assert {
+        "postgres",
+        "airflow-init",
+        "api-server",
+        "scheduler",
+        "dag-processor",
+        "triggerer",
+    } <= services
+
+
+def test_celery_profile_adds_redis_and_a_worker():
+    services = set(compose("--profile", "celery", "config", "--services").split())
+    assert {"redis", "celery-worker"} <= services
+
+
+def test_airflow_services_mount_socket_repository_and_stores():
+    rendered = compose("config")
+    assert "/var/run/docker.sock" in rendered
+    assert "target: /repo" in rendered or ":/repo" in rendered
+    assert "/stores" in rendered
+    assert "AIRFLOW__CORE__EXECUTOR: LocalExecutor" in rendered
+    assert "BUTIDO_DATABASE_HOST: postgres" in rendered
+
+
+@pytest.mark.parametrize("service", ["scheduler", "dag-processor", "api-server", "triggerer"])
+def test_airflow_services_wait_for_the_init(service):
+    import yaml
+
+    data = yaml.safe_load(compose("config"))
+    depends = data["services"][service]["depends_on"]
+    assert depends["airflow-init"]["condition"] == "service_completed_successfully"
+    assert depends["postgres"]["condition"] == "service_healthy"
