@@ -78,7 +78,10 @@ def verify_source(path: Path, source: Source) -> None:
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{path}: source file missing")
-    actual = hash_file(path, source.hash_type)
+    try:
+        actual = hash_file(path, source.hash_type)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if actual != source.hash:
         raise SourceError(f"{path}: Hash mismatch, expected '{source.hash}', got '{actual}'")
 

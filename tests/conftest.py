@@ -96,9 +96,7 @@ def pg_url(pg_admin_engine) -> Iterator[str]:
     yield url.render_as_string(hide_password=False)
     with pg_admin_engine.connect() as conn:
         conn.execute(
-            sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-            ),
+            sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
             {"n": name},
         )
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))

@@ -280,6 +280,17 @@ class _Layer:
     text: str | None = None
 
 
+class InvalidConfiguration(ConfigError):
+    """The configuration files were read but hold errors; ``errors`` lists each one."""
+
+    def __init__(self, errors: list[RecipeError] | tuple[RecipeError, ...]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("invalid configuration:\n" + "\n".join(map(str, self.errors)))
+
+    def __reduce__(self):  # keep picklable despite the custom __init__
+        return (type(self), (self.errors,))
+
+
 class _Loader:
     """Holds the layers so each error can name the file (and line) that set the key."""
 
@@ -324,7 +335,7 @@ class _Loader:
 
     def fail_if_errors(self) -> None:
         if self.errors:
-            raise ConfigError("invalid configuration:\n" + "\n".join(map(str, self.errors)))
+            raise InvalidConfiguration(self.errors)
 
 
 def _env_override(raw: str, kind: str) -> Any:
@@ -682,5 +693,5 @@ def load_config(repo_root: Path, *, environ: Mapping[str, str] | None = None) ->
         _apply_settings(settings, settings.merged(), values)
     errors = loader.errors + settings.errors
     if errors:
-        raise ConfigError("invalid configuration:\n" + "\n".join(map(str, errors)))
+        raise InvalidConfiguration(errors)
     return Config(repo_root=root, files=tuple(files), **values)

@@ -11,11 +11,12 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from airflow_butido.recipes.config import Config, load_config
+from airflow_butido.errors import ConfigError
+from airflow_butido.recipes.config import Config, InvalidConfiguration, load_config
 from airflow_butido.recipes.dependency import KINDS, Dependency, parse_dependency
 from airflow_butido.recipes.errors import InvalidValue, RecipeError, RecipeErrors, type_name
 from airflow_butido.recipes.layers import (
@@ -149,8 +150,12 @@ def load_repository(
 def _load_repository(
     root: Path, config: Config | None, environ: Mapping[str, str] | None
 ) -> Repository:
+    config_error: InvalidConfiguration | None = None
     if config is None:
-        config = load_config(root, environ=environ)
+        try:
+            config = load_config(root, environ=environ)
+        except InvalidConfiguration as exc:
+            config_error = exc  # report the broken pkg.toml files along with it
     files, trails = discover(root)
     errors: list[RecipeError] = []
     data: dict[str, dict[str, Any]] = {}
@@ -161,13 +166,14 @@ def _load_repository(
             errors.append(RecipeError(rel, None, exc.line, exc.message))
     merged_prefix: dict[tuple[str, ...], dict[str, Any]] = {(): {}}
     memo: _Memo = {}
+    missing: _Missing = {}
     packages: dict[Key, Package] = {}
     for trail in trails:
         if any(rel not in data for rel in trail):
             continue  # a syntax error in a layer is already reported
         merged = _merged(trail, data, merged_prefix)
         context = _Trail(trail, data, root)
-        package = _build_package(merged, context, root, errors, memo)
+        package = _build_package(merged, context, root, errors, memo, missing)
         if package is None:
             continue
         other = packages.get(package.key)
@@ -182,8 +188,14 @@ def _load_repository(
             )
             continue
         packages[package.key] = package
+    errors.extend(_with_leaves(error, leaves) for error, leaves in missing.items())
+    if config_error is not None:
+        if errors:
+            raise ConfigError(f"{config_error}\ninvalid packages:\n{RecipeErrors(errors)}")
+        raise config_error
     if errors:
         raise RecipeErrors(errors)
+    assert config is not None
     ordered = {key: packages[key] for key in sorted(packages)}
     return Repository(root, config, ordered, tuple(files))
 
@@ -350,6 +362,15 @@ def _resolve_patches(
 
 
 _Memo = dict[tuple[str, int], tuple[Any, Any, list[InvalidValue]]]
+_Missing = dict[RecipeError, list[str]]
+_MISSING = "missing required"
+
+
+def _with_leaves(error: RecipeError, leaves: list[str]) -> RecipeError:
+    """A key missing below a shared layer's table: say which packages lack it."""
+    shown = ", ".join(leaves[:3])
+    more = f" and {len(leaves) - 3} more" if len(leaves) > 3 else ""
+    return replace(error, message=f"{error.message} in {shown}{more}")
 
 
 def _build_package(
@@ -358,9 +379,11 @@ def _build_package(
     root: Path,
     errors: list[RecipeError],
     memo: _Memo,
+    missing: _Missing,
 ) -> Package | None:
     """Validate one merged leaf. ``memo`` shares parsed values between leaves that
-    inherit the very same table from a common layer (phases, environment, ...)."""
+    inherit the very same table from a common layer (phases, environment, ...);
+    ``missing`` gathers the leaves lacking a key of a table a shared layer declared."""
     errs: list[InvalidValue] = []
     for key in merged:
         if key not in TOP_LEVEL_KEYS:
@@ -428,8 +451,13 @@ def _build_package(
     denied = shared("denied_images", checked(lambda v: _string_list(v, "denied_images")))
     phases = shared("phases", _parse_phases) or ()
     meta = shared("meta", checked(lambda v: _string_table(v, "meta")))
+    leaf = context.files[-1]
     for exc in errs:
-        errors.append(context.error(exc.key, exc.message))
+        error = context.error(exc.key, exc.message)
+        if error.file != leaf and exc.message.startswith(_MISSING):
+            missing.setdefault(error, []).append(leaf)
+        else:
+            errors.append(error)
     patches = _resolve_patches(patches_raw, context, root, errors) if patches_raw else ()
     if errs or len(patches) != len(patches_raw or ()):
         return None

@@ -176,6 +176,20 @@ def test_cycle_prints_the_whole_cycle(tmp_path: Path) -> None:
     assert str(info.value) == "dependency cycle: a 1 -> b 2 -> c 3 -> a 1"
 
 
+def test_cycle_below_the_root_prints_only_the_cycle(tmp_path: Path) -> None:
+    repo = repo_of(
+        tmp_path,
+        ("r", "1", ["x =1", "a =1"]),
+        ("x", "1", []),
+        ("a", "1", ["b =2"]),
+        ("b", "2", ["c =3"]),
+        ("c", "3", ["x =1", "b =2"]),
+    )
+    with pytest.raises(ResolveError) as info:
+        resolve(repo, [repo.get("r", "1")])
+    assert str(info.value) == "dependency cycle: b 2 -> c 3 -> b 2"
+
+
 def test_self_dependency_is_a_cycle(tmp_path: Path) -> None:
     repo = repo_of(tmp_path, ("a", "1", ["a =1"]))
     with pytest.raises(ResolveError, match="dependency cycle: a 1 -> a 1"):

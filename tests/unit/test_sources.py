@@ -69,6 +69,22 @@ def test_verify_source_uppercase_hash_never_matches(tmp_path: Path) -> None:
         verify_source(path, Src("src", "u", "sha1", "E5FA44F2B31C1FB553B6021E7360D07D5D91FF5E"))
 
 
+def test_verify_source_turns_a_read_failure_into_a_source_error(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import airflow_butido.sources as sources
+
+    path = tmp_path / "src.source"
+    path.write_bytes(b"1\n")
+
+    def unreadable(*_args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(sources, "hash_file", unreadable)
+    with pytest.raises(SourceError, match=f"{path}: cannot read: Permission denied"):
+        verify_source(path, Src("src", "u", "sha1", "00"))
+
+
 def test_verify_source_names_the_missing_path(tmp_path: Path) -> None:
     path = tmp_path / "a-1" / "src.source"
     with pytest.raises(SourceError, match=f"{path}: source file missing"):

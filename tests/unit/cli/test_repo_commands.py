@@ -187,3 +187,50 @@ def test_metrics(run, small: Path) -> None:
     assert values["pkg.toml files"] == "9"
     assert values["packages"] == "8"
     assert values["images"] == "3" and values["endpoints"] == "1" and values["phases"] == "1"
+
+
+# butido's reverse-dependency filter tests (src/util/filters.rs): by dependency name, any
+# version, conditions ignored, restricted by -t.
+@pytest.mark.parametrize(
+    ("leaves", "args", "rows"),
+    [
+        ({"p": ([], [])}, [], []),
+        ({"p": (["foo =2.0"], [])}, [], ["p 1 runtime foo 2.0"]),
+        ({"p": (["foo =2.0"], [])}, ["-t", "build"], []),
+        ({"p": (["bar =2.0"], [])}, [], []),
+        ({"p": (["foo =2.0", "bar =1"], [])}, [], ["p 1 runtime foo 2.0"]),
+        (
+            {"p": (["foo =2"], []), "q": ([], ["foo =4"])},
+            [],
+            ["p 1 runtime foo 2", "q 1 build foo 4"],
+        ),
+        ({"p": (["foo =2"], []), "q": ([], ["foo =4"])}, ["-t", "build"], ["q 1 build foo 4"]),
+        (
+            {"p": (['{ name = "foo =3", condition.in_image = "nowhere" }'], [])},
+            [],
+            ["p 1 runtime foo 3"],
+        ),
+    ],
+)
+def test_what_depends_filter(run, tmp_path: Path, leaves, args, rows) -> None:
+    files = {f"{n}/pkg.toml": leaf(n, "1", rt, build=bd) for n, (rt, bd) in leaves.items()}
+    files.update({"foo/pkg.toml": leaf("foo", "9"), "bar/pkg.toml": leaf("bar", "9")})
+    code, out, err = run("--repo", write_repo(tmp_path, files), "what-depends", "foo", *args)
+    assert (code, err) == (0, "")
+    assert [" ".join(line.split()) for line in out.splitlines()] == rows
+
+
+def test_tree_of_example_json_gives_the_reference_edges(run, example_repo: Path) -> None:
+    from tests.unit.test_graph import EXAMPLE_EDGES
+
+    code, out, _ = run("--repo", example_repo, "tree-of", "a", "1", "--json")
+    data = json.loads(out)
+    label = {p.split(" ")[0]: p for p in data["packages"] if not p.startswith("s ")}
+    expected = [
+        {"from": label[a], "to": b if b.startswith("s ") else label[b], "kind": "runtime"}
+        for a, b in EXAMPLE_EDGES
+    ]
+    key = lambda e: (e["from"], e["to"])  # noqa: E731
+    assert sorted(data["edges"], key=key) == sorted(expected, key=key)
+    assert set(data) == {"root", "packages", "edges"}
+    assert label["z"] == "z 26" and len(label) == 25

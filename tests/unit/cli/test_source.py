@@ -96,3 +96,16 @@ def test_source_download_passes_the_selection(run, repo: Path, monkeypatch) -> N
         "timeout": 5.0,
     }
     assert code == 1 and "FAILED" in out and "1 of 1 downloads failed" in err
+
+
+def test_source_verify_on_the_butido_examples(
+    run, butido_examples: Path, tmp_path: Path, monkeypatch
+) -> None:
+    overlay = tmp_path / "overlay.toml"
+    overlay.write_text(f'source_cache = "{butido_examples / "sources"}"\n')
+    monkeypatch.setenv("BUTIDO_CONFIG", str(overlay))
+    code, out, err = run("--repo", butido_examples / "repo", "source", "verify")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert len(lines) == 29 and all(line.split("\t")[3] == "ok" for line in lines)
+    assert run("--repo", butido_examples / "repo", "source", "list-missing") == (0, "", "")

@@ -44,9 +44,12 @@ def test_database_keys_make_a_postgres_url_with_the_connect_timeout() -> None:
 
 
 def test_the_airflow_connection_is_used_when_nothing_is_configured() -> None:
-    with mock.patch.object(db_engine, "_airflow_in_play", return_value=True), mock.patch.object(
-        db_engine, "_url_from_airflow_connection", return_value="postgresql+psycopg2://x/y"
-    ) as lookup:
+    with (
+        mock.patch.object(db_engine, "_airflow_in_play", return_value=True),
+        mock.patch.object(
+            db_engine, "_url_from_airflow_connection", return_value="postgresql+psycopg2://x/y"
+        ) as lookup,
+    ):
         assert db_engine.database_url(FakeConfig()) == "postgresql+psycopg2://x/y"
     lookup.assert_called_once_with("butido_db")
 

@@ -277,6 +277,21 @@ def test_settings_overlay_from_environment(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (CONFIG.replace("\n", '\nscript_dialect = "jinja2"\n', 1), "script_dialect"),
+        (CONFIG.replace("\n", '\ndatabase_url = "sqlite:////x.db"\n', 1), "database_url"),
+        (CONFIG + '[airflow]\nschedule = "@daily"\n', "airflow"),
+    ],
+)
+def test_airflow_settings_are_refused_in_config_toml(tmp_path: Path, text: str, key: str) -> None:
+    """butido rejects unknown keys, so they must go to airflow-butido.toml instead."""
+    lines = text.splitlines()
+    line = next(i for i, t in enumerate(lines, 1) if t.startswith(f"{key} =") or t == f"[{key}]")
+    assert f"config.toml:{line}: {key}: unknown key" in error_of(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
     ("text", "fragment"),
     [
         ("dialect = 'jinja2'", "dialect: unknown key"),
@@ -291,3 +306,94 @@ def test_settings_overlay_from_environment(tmp_path: Path) -> None:
 def test_settings_validation(tmp_path: Path, text: str, fragment: str) -> None:
     message = error_of(write(write(tmp_path), text, "airflow-butido.toml"))
     assert "airflow-butido.toml" in message and fragment in message
+
+
+FULL_CONFIG = """\
+compatibility = 1
+log_dir = "/var/log/butido"
+strict_script_interpolation = false
+progress_format = "{msg}"
+package_print_format = "{{p.name}}"
+build_error_lines = 3
+script_highlight_theme = "InspiredGitHub"
+script_linter = "tools/lint.sh"
+shebang = "#!/bin/sh"
+releases_root = "/srv/releases"
+release_stores = ["default", "stable"]
+staging = "/srv/staging"
+source_cache = "/srv/sources"
+database_host = "db"
+database_port = 5433
+database_user = "u"
+database_password = "p"
+database_name = "n"
+database_connection_timeout = 5
+database_default_query_limit = 0
+available_phases = ["unpack", "build"]
+
+[docker]
+docker_versions = ["20.10.24"]
+docker_api_versions = ["1.41"]
+images = [{ name = "debian:bookworm", short_name = "deb12" }]
+
+[docker.endpoints.b]
+uri = "http://10.0.0.2:2375"
+endpoint_type = "http"
+maxjobs = 4
+network_mode = "host"
+timeout = 30
+
+[docker.endpoints.a]
+uri = "/run/docker.sock"
+endpoint_type = "socket"
+maxjobs = 1
+
+[containers]
+check_env_names = true
+allowed_env = ["CC", "GIT_AUTHOR", "GIT_HASH"]
+git_author = "GIT_AUTHOR"
+git_commit_hash = "GIT_HASH"
+"""
+
+
+def test_every_key_of_the_reference_is_read(tmp_path: Path) -> None:
+    config = load(write(tmp_path, FULL_CONFIG))
+    assert (config.log_dir, config.strict_script_interpolation) == (Path("/var/log/butido"), False)
+    assert (config.progress_format, config.package_print_format) == ("{msg}", "{{p.name}}")
+    assert (config.build_error_lines, config.script_highlight_theme) == (3, "InspiredGitHub")
+    assert config.script_linter == tmp_path / "tools/lint.sh"
+    assert config.shebang == "#!/bin/sh"
+    assert config.releases_root == Path("/srv/releases")
+    assert config.release_stores == ("default", "stable")
+    assert (config.staging, config.source_cache) == (Path("/srv/staging"), Path("/srv/sources"))
+    assert (config.database_host, config.database_port) == ("db", 5433)
+    assert (config.database_user, config.database_password, config.database_name) == (
+        "u",
+        "p",
+        "n",
+    )
+    assert config.database_connection_timeout == 5
+    assert config.database_default_query_limit == 0
+    assert config.available_phases == ("unpack", "build")
+    assert config.docker.docker_versions == ("20.10.24",)
+    assert config.docker.docker_api_versions == ("1.41",)
+    a, b = config.endpoints
+    assert (a.name, a.endpoint_type, a.maxjobs, a.network_mode, a.timeout) == (
+        "a",
+        "socket",
+        1,
+        None,
+        10,
+    )
+    assert (b.name, b.uri, b.endpoint_type, b.maxjobs, b.network_mode, b.timeout) == (
+        "b",
+        "http://10.0.0.2:2375",
+        "http",
+        4,
+        "host",
+        30,
+    )
+    containers = config.containers
+    assert containers.check_env_names is True
+    assert containers.allowed_env == ("CC", "GIT_AUTHOR", "GIT_HASH")
+    assert (containers.git_author, containers.git_commit_hash) == ("GIT_AUTHOR", "GIT_HASH")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 
 import pytest
 
@@ -86,8 +87,11 @@ COND = Condition(in_image=("bar",))
     ],
     ids=["simple", "inline", "pretty", "list", "pretty-list", "pretty-list-2", "pretty-list-3"],
 )
-def test_dependency_forms(toml: str, expected: list[Dependency]) -> None:
-    assert [parse_dependency(v, "runtime") for v in _settings(toml)] == expected
+@pytest.mark.parametrize("kind", ["build", "runtime"])
+def test_dependency_forms(toml: str, expected: list[Dependency], kind: str) -> None:
+    """butido pins the same forms for build.rs and runtime.rs."""
+    wanted = [replace(d, kind=kind) for d in expected]
+    assert [parse_dependency(v, kind) for v in _settings(toml)] == wanted
 
 
 def test_raw_keeps_the_value_as_written() -> None:

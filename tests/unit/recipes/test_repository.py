@@ -134,6 +134,71 @@ def test_deeper_layer_replaces_arrays_and_merges_tables(tmp_path: Path) -> None:
     assert q.allowed_images == ("fooimage",)
 
 
+def test_every_pkg_toml_field_is_read(tmp_path: Path) -> None:
+    sha256, sha512 = "ab" * 32, "cd" * 64
+    text = f"""\
+name = "full"
+version = "2.0.1"
+version_is_semver = true
+patches = ["fix.patch"]
+allowed_images = ["debian:bookworm", "fooimage"]
+denied_images = ["barimage"]
+
+[dependencies]
+build = ["b 1", {{ name = "b =1", condition = {{ has_env = ["CC", "CXX"] }} }}]
+runtime = [
+    {{ name = "b =1", condition = {{ env_eq = {{ TARGET = "x86_64" }}, in_image = "fooimage" }} }},
+]
+
+[sources.src]
+url = "https://example.com/full-2.0.1.tar.gz"
+hash.type = "sha256"
+hash.hash = "{sha256}"
+
+[sources.docs]
+url = "ftp://example.com/docs.tar.xz"
+hash = {{ type = "sha512", hash = "{sha512}" }}
+download_manually = true
+
+[environment]
+CFLAGS = "-O2"
+
+[meta]
+description = "all fields"
+
+[phases]
+fixup.path = "scripts/fixup.sh"
+"""
+    root = write_repo(
+        tmp_path, {"g/full/pkg.toml": text, "g/full/fix.patch": "", "b/pkg.toml": leaf("b", "1")}
+    )
+    p = load(root).get("full", "2.0.1")
+    assert p.version_is_semver is True
+    assert p.patches == ("g/full/fix.patch",)
+    assert p.allowed_images == ("debian:bookworm", "fooimage")
+    assert p.denied_images == ("barimage",)
+    assert p.build_dependencies == (
+        Dependency("b", "1", "build"),
+        Dependency("b", "1", "build", Condition(has_env=("CC", "CXX"))),
+    )
+    assert p.runtime_dependencies == (
+        Dependency(
+            "b", "1", "runtime", Condition(env_eq=(("TARGET", "x86_64"),), in_image=("fooimage",))
+        ),
+    )
+    assert [(s.name, s.url, s.hash_type, s.hash, s.download_manually) for s in p.sources] == [
+        ("src", "https://example.com/full-2.0.1.tar.gz", "sha256", sha256, False),
+        ("docs", "ftp://example.com/docs.tar.xz", "sha512", sha512, True),
+    ]
+    assert p.environment == (("CFLAGS", "-O2"),)
+    assert p.meta == (("description", "all fields"),)
+    assert [(ph.name, ph.script, ph.path) for ph in p.phases] == [
+        ("build", "echo build", None),
+        ("fixup", None, "scripts/fixup.sh"),
+    ]
+    assert p.layers == ("pkg.toml", "g/full/pkg.toml")
+
+
 def test_conditional_dependencies_are_loaded(tmp_path: Path) -> None:
     repo = load(
         write_repo(
@@ -283,6 +348,25 @@ def test_error_in_a_shared_layer_is_reported_once_against_that_layer(tmp_path: P
     assert "md5" in errors[0].message
 
 
+def test_key_missing_below_a_shared_table_names_the_packages_lacking_it(tmp_path: Path) -> None:
+    root_pkg = ROOT_PKG.replace("[sources]\n", "[sources.src]\nhash.type = 'sha1'\n")
+    src = f"[sources.src]\nurl = 'https://x'\nhash.hash = '{SHA1}'\n"
+    files = {f"{n}/pkg.toml": leaf(n, "1") for n in "abcde"}
+    files["f/pkg.toml"] = leaf("f", "1") + src
+    errors = errors_of(write_repo(tmp_path, files, root_pkg=root_pkg))
+    assert [(e.file, e.key) for e in errors] == [
+        ("pkg.toml", "sources.src.url"),
+        ("pkg.toml", "sources.src.hash.hash"),
+    ]
+    assert errors[0].message == (
+        "missing required key in a/pkg.toml, b/pkg.toml, c/pkg.toml and 2 more"
+    )
+    assert str(errors[1]) == (
+        "pkg.toml: sources.src.hash.hash: missing required key in a/pkg.toml, b/pkg.toml, "
+        "c/pkg.toml and 2 more"
+    )
+
+
 @pytest.mark.parametrize(
     ("source", "key", "message"),
     [
@@ -413,3 +497,21 @@ def test_package_is_picklable_and_has_the_template_shape(tmp_path: Path) -> None
 def test_root_pkg_fixture_is_valid(tmp_path: Path) -> None:
     assert "phases" in ROOT_PKG
     assert len(load(write_repo(tmp_path, {"a/pkg.toml": leaf("a", "1")}))) == 1
+
+
+def test_broken_config_and_broken_packages_are_reported_together(tmp_path: Path) -> None:
+    from airflow_butido.errors import ConfigError
+    from tests.unit.recipes.repo_factory import CONFIG
+
+    config = CONFIG.replace("maxjobs = 2", "maxjobs = 0")
+    root = write_repo(tmp_path, {"a/pkg.toml": leaf("a", "1", extra="bogus = 1")}, config=config)
+    with pytest.raises(ConfigError) as info:
+        load(root)
+    lines = str(info.value).splitlines()
+    assert lines[0] == "invalid configuration:"
+    assert lines[1].startswith("config.toml:") and "maxjobs: must be at least 1" in lines[1]
+    assert lines[2:] == ["invalid packages:", "a/pkg.toml:3: bogus: unknown key"]
+    (root / "a/pkg.toml").write_text(leaf("a", "1"))
+    with pytest.raises(ConfigError, match="maxjobs") as info:
+        load(root)
+    assert "invalid packages" not in str(info.value)
