@@ -58,12 +58,22 @@ def register(subparsers: Any) -> None:
     add_run_flags(p)
     p.add_argument(
         "--parallel",
-        type=int,
+        type=_positive_int,
         metavar="N",
         help="package tasks at a time (default: the endpoints' maxjobs summed)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="stream the build logs")
     p.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,8 @@ from typing import Any
 
 EXIT_TIMEOUT = 3
 _BOOKKEEPING_TASKS = ("plan", "report")
+# operators.plan.FAILURE_XCOM_KEY; not imported, so that this client does not load Airflow
+FAILURE_XCOM_KEY = "failure"
 
 
 def register(subparsers: Any) -> None:
@@ -114,7 +116,9 @@ def _print_summary(
     from airflow_butido.cli.output import print_table
 
     rows = []
-    for ti in sorted(client.task_instances(dag_id, run_id), key=lambda t: t["task_id"]):
+    task_instances = sorted(client.task_instances(dag_id, run_id), key=lambda t: t["task_id"])
+    failures = _failure_messages(client, dag_id, run_id, task_instances)
+    for ti in task_instances:
         if ti["task_id"] in _BOOKKEEPING_TASKS or ti.get("state") == "skipped":
             continue
         duration = ti.get("duration")
@@ -136,6 +140,7 @@ def _print_summary(
                 "tasks": [{"task": t, "state": s, "seconds": d} for t, s, d in rows],
                 "submit_uuid": report.get("submit_uuid") if isinstance(report, dict) else None,
                 "artifacts": artifacts,
+                "failures": failures,
             },
             sys.stdout,
             indent=2,
@@ -145,6 +150,23 @@ def _print_summary(
     print_table(("task", "state", "seconds"), rows, as_csv=args.csv)
     if args.csv:
         return
+    for task_id, message in failures.items():
+        first, *rest = message.splitlines() or [""]
+        print(f"{task_id} failed: {first}" + "".join(f"\n    {line}" for line in rest))
     for path in artifacts:
         print(f"artifact: {path}")
     print(f"run {run_id}: {final.get('state')}")
+
+
+def _failure_messages(
+    client: Any, dag_id: str, run_id: str, task_instances: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Why the plan or a package failed, as the failed task left it in XCom."""
+    messages = {}
+    for ti in task_instances:
+        if ti.get("state") != "failed" or ti["task_id"] == "report":
+            continue
+        record = client.xcom(dag_id, run_id, ti["task_id"], key=FAILURE_XCOM_KEY)
+        if isinstance(record, dict) and record.get("message"):
+            messages[ti["task_id"]] = str(record["message"])
+    return messages

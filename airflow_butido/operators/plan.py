@@ -74,6 +74,8 @@ class PlanOperator(BaseOperator):
             )
             self._record_submit(repo, plan, context)
         except ButidoError as exc:
+            # also an XCom, so that `butido trigger` can show CI why the run did not start
+            context["ti"].xcom_push(key=FAILURE_XCOM_KEY, value={"message": str(exc)})
             raise AirflowFailException(f"the run cannot start:\n{exc}") from exc
         self.log.info(
             "submit %s: %d package(s) on %s: %s",

@@ -277,6 +277,13 @@ def test_ci_trigger_builds_a_with_every_task_successful(
     assert manifest["package"] == "z" and manifest["version"] == "26"
     (artifact,) = manifest["artifacts"]
     assert artifact["path"] == "z-26.pkg" and len(artifact["sha256"]) == 64
+    assert artifact["size"] == len("26\n") and manifest["reused"] is False
+    assert manifest["job_uuid"] and manifest["image"] == plan["image"]
+    # a-1 received the artifact of every transitive dependency (28 packages)
+    received = client.xcom(DAG_ID, run_id, "a-1")["inputs"]
+    assert sorted(i["path"] for i in received) == sorted(
+        f"{t}.pkg" for t in plan["packages"] if t != "a-1"
+    )
     staged = workspace["stores"] / "staging" / plan["submit_uuid"] / "a-1.pkg"
     assert staged.read_text() == "1\n"
     report = client.xcom(DAG_ID, run_id, "report")
@@ -315,3 +322,19 @@ def test_failing_package_fails_its_dependents_only(deployment: Deployment):
     failure = client.xcom(DAG_ID, run_id, "h-8", key="failure")
     assert "FAIL_H is set" in failure["message"]
     assert any("h fails on purpose" in line for line in failure["log_tail"])
+    assert set(result["failures"]) == {"h-8"} and "FAIL_H is set" in result["failures"]["h-8"]
+
+
+def test_bad_request_fails_the_plan_and_the_ci_client_says_why(deployment: Deployment):
+    done = butido_trigger(deployment, "nosuch", "s", "-I", "bookworm")
+    assert done.returncode == 1, done.stdout + done.stderr + deployment.logs()
+    result = result_of(done)
+    assert result["state"] == "failed"
+    message = result["failures"]["plan"]
+    assert "package 'nosuch' not found in the repository" in message
+    assert "package s has several versions (19.0, 19.1, 19.2, 19.3)" in message
+    states = states_of(deployment, result["run_id"])
+    assert states["plan"] == "failed" and states["report"] == "failed"
+    assert not {s for t, s in states.items() if t not in ("plan", "report")} - {
+        "upstream_failed"
+    }  # no package task ran

@@ -48,6 +48,16 @@ def butido_build(ws: dict[str, Path], *args: str) -> subprocess.CompletedProcess
     )
 
 
+def most_at_once(spans) -> int:
+    """The most jobs whose [started_at, finished_at] overlap (an end before a start at ties)."""
+    events = sorted([(str(a), 1) for a, _ in spans] + [(str(b), -1) for _, b in spans])
+    current = peak = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
 def test_build_a_builds_the_whole_graph_and_prints_the_artifacts(workspace):
     done = butido_build(workspace, "a", "-I", "bookworm")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -62,7 +72,11 @@ def test_build_a_builds_the_whole_graph_and_prints_the_artifacts(workspace):
     with engine.connect() as conn:
         assert conn.execute(sa.text("select count(*) from submits")).scalar() == 1
         assert conn.execute(sa.text("select count(*) from jobs")).scalar() == 29
+        spans = conn.execute(sa.text("select started_at, finished_at from jobs")).all()
     engine.dispose()
+    # packages build in parallel up to the endpoint's maxjobs (2), never more
+    assert "up to 2 at a time" in done.stdout
+    assert most_at_once(spans) == 2
     # Airflow's home stays out of ~/airflow
     assert (workspace["base"] / "cache" / "airflow-butido" / "airflow-home").is_dir()
 

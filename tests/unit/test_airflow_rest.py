@@ -136,3 +136,62 @@ def test_trigger_timeout_exit_code_and_json_output(monkeypatch, capsys):
     result = json.loads(captured.out)
     assert result["state"] == "running" and result["run_id"] == "run1"
     assert "triggered d run run1" in captured.err
+
+
+def test_trigger_with_a_token_from_the_environment_skips_the_login(monkeypatch, capsys):
+    fake = FakeAirflow()
+    monkeypatch.setattr(airflow_rest.requests, "Session", lambda: fake)
+    monkeypatch.setenv("BUTIDO_AIRFLOW_TOKEN", "tok")
+    monkeypatch.delenv("BUTIDO_AIRFLOW_USER", raising=False)
+    argv = ["trigger", "--airflow", "http://af", "--dag-id", "d", "--poll", "0", "a", "-I", "x"]
+    assert main(argv) == 0
+    assert not any(c[1] == "/auth/token" for c in fake.calls)
+    assert "run run1: success" in capsys.readouterr().out
+
+
+def test_trigger_with_a_bad_token_names_the_status_without_a_traceback(monkeypatch, capsys):
+    fake = FakeAirflow()
+    monkeypatch.setattr(airflow_rest.requests, "Session", lambda: fake)
+    monkeypatch.setenv("BUTIDO_AIRFLOW_TOKEN", "expired")
+    argv = ["trigger", "--airflow", "http://af", "--dag-id", "d", "a", "-I", "x"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "HTTP 401: Not authenticated" in err and "Traceback" not in err
+
+
+def test_trigger_shows_why_the_plan_failed(monkeypatch, capsys):
+    """A run the plan refuses (bad input) ends with the plan's message, not just a state."""
+    from airflow_butido.cli import trigger
+    from airflow_butido.operators.plan import FAILURE_XCOM_KEY
+
+    assert trigger.FAILURE_XCOM_KEY == FAILURE_XCOM_KEY
+    fake = FakeAirflow(final_state="failed")
+    fake.tasks = [
+        {"task_id": "plan", "state": "failed"},
+        {"task_id": "p-0", "state": "upstream_failed"},
+        {"task_id": "report", "state": "failed"},
+    ]
+    real = fake.request
+
+    def request(method: str, url: str, **kwargs: Any) -> FakeResponse:
+        if url.endswith("/taskInstances/plan/xcomEntries/failure"):
+            fake.calls.append((method, url, kwargs))
+            message = "package 'nosuch' not found in the repository\nsecond problem"
+            return FakeResponse(200, {"value": {"message": message}})
+        if "/xcomEntries/" in url:
+            fake.calls.append((method, url, kwargs))
+            return FakeResponse(404, {"detail": "not found"})
+        return real(method, url, **kwargs)
+
+    fake.request = request  # type: ignore[method-assign]
+    monkeypatch.setattr(airflow_rest.requests, "Session", lambda: fake)
+    argv = ["trigger", "--airflow", "http://af", "--user", "ci", "--password", "pw"]
+    base = [*argv, "--dag-id", "d", "--poll", "0", "nosuch", "-I", "x"]
+    assert main(base) == 1
+    out = capsys.readouterr().out
+    assert "plan failed: package 'nosuch' not found in the repository\n    second problem" in out
+    assert main([*base, "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["failures"] == {
+        "plan": "package 'nosuch' not found in the repository\nsecond problem"
+    }

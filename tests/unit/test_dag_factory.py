@@ -111,6 +111,10 @@ def test_dag_arguments_and_prefix(example_repo: Path):
     dag = dags["nightly_deb11"]
     assert {"butido", "ci"} <= set(dag.tags)
     assert dag.max_active_runs == 2
+    assert dag.schedule == "@daily"
+    assert dag.get_task("plan").default_packages == ()
+    picked = create_dags(example_repo, default_packages=["c"])["butido_deb11"]
+    assert picked.get_task("plan").default_packages == ("c",)
 
 
 def test_airflow_settings_of_the_repository(tmp_path: Path):
@@ -223,7 +227,7 @@ def test_airflow_dagbag_lists_recipe_errors_as_import_errors(monkeypatch, tmp_pa
     dagbag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not dagbag.dags
     (message,) = dagbag.import_errors.values()
-    assert "app/1/pkg.toml" in message and "colour" in message
+    assert "app/1/pkg.toml:3: colour: unknown key" in message  # file, line, key
 
 
 def test_second_import_comes_from_the_parse_cache(two_image_repo: Path, monkeypatch):
