@@ -381,7 +381,8 @@ def endpoint_problems(repo: Repository, image: str) -> list[str]:
 
 
 def repo_state(root: Path) -> tuple[str, bool]:
-    """HEAD commit and dirty flag of the repository's git work tree ("" when not in git)."""
+    """HEAD commit and dirty flag of the repository's git work tree ("" when not in git).
+    Untracked files that git does not ignore count: a new recipe or patch is built too."""
     import subprocess
 
     def git(*args: str) -> str | None:
@@ -396,7 +397,7 @@ def repo_state(root: Path) -> tuple[str, bool]:
     commit = git("rev-parse", "HEAD")
     if not commit:
         return "", False
-    return commit, bool(git("status", "--porcelain", "--untracked-files=no"))
+    return commit, bool(git("status", "--porcelain", "--untracked-files=normal"))
 
 
 def record_submit(

@@ -64,16 +64,28 @@ def open_db(
 
     url = getattr(args, "db_url", None)
     config = load_config_for(args, required=need_config or not url)
+    url = database_url(config, url=url, repo_root=Path(args.repo))
+    if need_schema:
+        _require_sqlite_file(url)
     # One command, one connection reused by its statements; disposed by disposing().
-    engine = make_engine(
-        database_url(config, url=url, repo_root=Path(args.repo)),
-        pool_size=1,
-        pool_pre_ping=False,
-    )
+    engine = make_engine(url, pool_size=1, pool_pre_ping=False)
     args.db_engines = [*getattr(args, "db_engines", []), engine]
     if need_schema:
         check_schema(engine)
     return DbContext(engine, config)
+
+
+def _require_sqlite_file(url: str) -> None:
+    """A query must not create an empty SQLite file (and its directories) on the way."""
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return  # make_engine reports it
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not Path(path).is_file():
+        raise ButidoError(f"database {path} does not exist: run `butido db setup`")
 
 
 def disposing(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -103,6 +115,10 @@ def check_schema(engine: Any) -> None:
         raise ButidoError(
             f"database {where} is a butido 0.5 database: run `butido db setup` to adopt it"
         )
+    from airflow_butido.db.migrate import known_revisions, unknown_revision_error
+
+    if state not in known_revisions():
+        raise unknown_revision_error(engine, state)
     raise ButidoError(f"database {where} is at revision {state}: run `butido db setup`")
 
 
@@ -407,6 +423,17 @@ def cmd_images(args: argparse.Namespace) -> int:
 # --- parser ------------------------------------------------------------------------------
 
 
+def uuid_arg(value: str) -> str:
+    """A UUID argument in canonical form; anything else is a usage error, not a query
+    PostgreSQL refuses with a traceback."""
+    import uuid
+
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a UUID") from None
+
+
 def add_limit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-L", "--limit", type=int, default=None,
@@ -443,10 +470,10 @@ def register(subparsers: Any) -> None:
     add_limit(p)
 
     p = command("submit", cmd_submit, "one submit: summary and jobs")
-    p.add_argument("uuid", metavar="UUID")
+    p.add_argument("uuid", metavar="UUID", type=uuid_arg)
 
     p = command("jobs", cmd_jobs, "list jobs (one row per artifact)")
-    p.add_argument("-S", "--submit", metavar="UUID", help="jobs of this submit")
+    p.add_argument("-S", "--submit", metavar="UUID", type=uuid_arg, help="jobs of this submit")
     p.add_argument("-I", "--image", help="jobs on this image")
     p.add_argument("-E", "--env", action="append", metavar="K=V", help="jobs with K=V")
     p.add_argument("-e", "--endpoint", help="jobs on this endpoint")
@@ -455,7 +482,7 @@ def register(subparsers: Any) -> None:
     add_limit(p)
 
     p = command("job", cmd_job, "one job's details")
-    p.add_argument("uuid", metavar="UUID")
+    p.add_argument("uuid", metavar="UUID", type=uuid_arg)
     p.add_argument("-L", "--log", action="store_true", help="print the log")
     p.add_argument("-s", "--script", action="store_true", help="print the script")
     p.add_argument("-E", "--env", action="store_true", help="print the environment")
@@ -465,10 +492,10 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
 
     p = command("log-of", cmd_log_of, "print a job's log", table=False)
-    p.add_argument("uuid", metavar="UUID")
+    p.add_argument("uuid", metavar="UUID", type=uuid_arg)
 
     p = command("artifacts", cmd_artifacts, "list artifacts")
-    p.add_argument("-J", "--job", metavar="UUID", help="artifacts of this job")
+    p.add_argument("-J", "--job", metavar="UUID", type=uuid_arg, help="artifacts of this job")
     add_limit(p)
 
     p = command("releases", cmd_releases, "list releases")

@@ -24,6 +24,7 @@ def cmd_find_artifact(args: argparse.Namespace) -> int:
     repo = load_repository(repo_root, config=config)
     image = config.resolve_image(args.image)
     env = parse_env_pairs(args.env)
+    check_env_names(env, config)
     if args.version:
         found = repo.get(args.name, args.version)
         targets = [found] if found else []
@@ -58,9 +59,10 @@ def cmd_find_artifact(args: argparse.Namespace) -> int:
         root = target.key
         candidate = reusable[root]
         if candidate is not None:
+            releases = list_releases(ctx.engine, job=candidate.job_uuid)
             for art in candidate.artifacts:
-                released = list_releases(ctx.engine, package=root[0], version=root[1], limit=1)
-                when = fmt_time(released[0].date) if released else "unknown"
+                dates = [r.date for r in releases if r.path == art.path]  # newest first
+                when = fmt_time(dates[0]) if dates else "unknown"
                 place = staging / art.staging_path
                 if not place.is_file():
                     place = next((d / art.path for d in release_dirs if (d / art.path).is_file()),
@@ -83,6 +85,23 @@ def cmd_find_artifact(args: argparse.Namespace) -> int:
             for line in reuse.explain_difference(ctx.engine, root[0], root[1], root_inputs):
                 print(f"  {line}")
     return status
+
+
+def check_env_names(env: dict[str, str], config: Any) -> None:
+    """The -E names a build would accept; others would make the answer meaningless."""
+    import re
+
+    for name in env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ButidoError(f"-E {name}=...: invalid variable name")
+    containers = config.containers
+    if containers.check_env_names:
+        refused = sorted(set(env) - set(containers.allowed_env))
+        if refused:
+            raise ButidoError(
+                f"-E {', '.join(refused)}: not in containers.allowed_env of config.toml "
+                "(a build would refuse it)"
+            )
 
 
 def register(subparsers: Any) -> None:

@@ -13,6 +13,7 @@ from airflow_butido.cli.db import (
     cmd_releases,
     disposing,
     open_db,
+    uuid_arg,
 )
 from airflow_butido.cli.output import add_format_flags
 
@@ -56,13 +57,31 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Positionals may come after options, as in ``new SUBMIT --to STORE NAME VERSION``
+    (plain argparse takes SUBMIT, NAME and VERSION only as one run of words)."""
+
+    _parsing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._parsing:  # the intermixed parse calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
 def register(subparsers: Any) -> None:
     release = subparsers.add_parser("release", help="release artifacts into a release store")
-    sub = release.add_subparsers(dest="release_command", metavar="RELEASE_COMMAND")
+    sub = release.add_subparsers(
+        dest="release_command", metavar="RELEASE_COMMAND", parser_class=_IntermixedParser
+    )
 
     p = sub.add_parser("new", help="release the artifacts of a submit")
     add_db_flags(p)
-    p.add_argument("submit", metavar="SUBMIT", help="submit UUID")
+    p.add_argument("submit", metavar="SUBMIT", type=uuid_arg, help="submit UUID")
     p.add_argument("--to", required=True, metavar="STORE", help="release store (config)")
     p.add_argument("name", nargs="?", metavar="NAME", help="only this package")
     p.add_argument("version", nargs="?", metavar="VERSION", help="only this exact version")

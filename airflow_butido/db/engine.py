@@ -29,6 +29,7 @@ from airflow_butido.errors import ConfigError, InfrastructureError
 
 AIRFLOW_CONN_ID = "butido_db"
 SQLITE_BUSY_TIMEOUT_S = 60.0
+SUPPORTED_BACKENDS = ("postgresql", "sqlite")
 
 
 def database_url(
@@ -124,9 +125,24 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError as exc:
         raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise ConfigError(f"database URL {shown}: only PostgreSQL and SQLite are supported")
+    try:
+        return _create_engine(parsed, **kwargs)
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        raise ConfigError(f"database URL {shown}: driver not available: {exc}") from exc
+
+
+def _create_engine(parsed: URL, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"database {parsed.database}: cannot create {folder}: "
+                                  f"{exc.strerror}") from exc  # fmt: skip
         connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
         engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)

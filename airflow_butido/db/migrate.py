@@ -20,8 +20,10 @@ from sqlalchemy.engine import Engine
 
 from airflow_butido.db.engine import infrastructure_errors, is_sqlite
 from airflow_butido.db.schema import BUTIDO_05_TABLES
+from airflow_butido.errors import ButidoError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK_ID = 0x62757469646F  # "butido": a PostgreSQL advisory lock key
 
 
 @dataclass(frozen=True)
@@ -68,14 +70,35 @@ def current_state(engine: Engine) -> str:
     return "empty"
 
 
+def known_revisions() -> set[str]:
+    return {r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
+def unknown_revision_error(engine: Engine, revision: str) -> ButidoError:
+    where = engine.url.render_as_string(hide_password=True)
+    return ButidoError(
+        f"database {where} is at schema revision {revision!r}, which this version of "
+        f"airflow-butido does not know (its newest is {head_revision()}): was it set up "
+        "by a newer version?"
+    )
+
+
 def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
     """Migrate the database to ``revision``; safe to run repeatedly."""
     before = current_state(engine)
+    if before not in ("empty", "butido-0.5") and before not in known_revisions():
+        raise unknown_revision_error(engine, before)
     cfg = alembic_config()
     with infrastructure_errors(engine), engine.connect() as conn:
+        # Two processes setting up one database (the first runs of two DAGs): the second
+        # waits for the first's commit, then finds the schema current.
         if is_sqlite(conn):
             # Batch migrations copy tables; foreign keys must not fire meanwhile.
             _sqlite_pragma(conn, "foreign_keys=OFF")
+            conn = conn.execution_options(sqlite_immediate=True)
+            conn.begin()  # BEGIN IMMEDIATE: the write lock, before alembic reads
+        else:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
         conn.commit()

@@ -445,9 +445,13 @@ def list_releases(
     older_than: datetime | None = None,
     newer_than: datetime | None = None,
     limit: int | None = None,
+    job: str | None = None,
 ) -> list[ReleaseRow]:
+    """Newest first; ``job``: only releases of the artifacts that job built."""
     r, p, rs = s.releases, s.packages, s.release_stores
     query = _release_query()
+    if job:
+        query = query.where(s.jobs.c.uuid == job)
     if store:
         query = query.where(rs.c.store_name == store)
     if package:

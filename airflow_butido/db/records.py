@@ -359,27 +359,72 @@ def record_reused_job(
         )
 
 
-def mark_orphaned_jobs(engine: Engine, dag_id: str, run_id: str) -> int:
+def mark_orphaned_jobs(
+    engine: Engine, dag_id: str, run_id: str, *, keep: Iterable[tuple[str, str]] = ()
+) -> int:
     """Mark the still-running jobs of an ended DAG run failed ("orphaned") and free
-    their endpoint slots and build-key claims; returns how many were marked."""
+    their endpoint slots and build-key claims; returns how many were marked.
+
+    ``keep`` names packages (name, version) whose tasks are still in progress: a final
+    task may start while another branch of the run still builds, and those jobs are
+    alive."""
+    kept = {(str(n), str(v)) for n, v in keep}
     with transaction(engine, immediate=True) as conn:
         uuids = [
-            str(u)
-            for u in conn.execute(
-                sa.select(s.jobs.c.uuid).where(
+            str(row.uuid)
+            for row in conn.execute(
+                sa.select(s.jobs.c.uuid, s.packages.c.name, s.packages.c.version)
+                .join(s.packages, s.packages.c.id == s.jobs.c.package_id)
+                .where(
                     s.jobs.c.dag_id == dag_id,
                     s.jobs.c.run_id == run_id,
                     s.jobs.c.state == s.RUNNING,
                 )
+            )
+            if (row.name, row.version) not in kept
+        ]
+        return _orphan(conn, uuids)
+
+
+def mark_earlier_tries_failed(
+    engine: Engine,
+    *,
+    dag_id: str,
+    run_id: str,
+    package_name: str,
+    package_version: str,
+    try_number: int,
+) -> int:
+    """A task retry starts: the jobs its earlier tries left running died with them. They
+    become failed ("orphaned"), and their slot and build-key claim are freed at once, so
+    the retry does not wait for its own dead claim to expire."""
+    with transaction(engine, immediate=True) as conn:
+        uuids = [
+            str(u)
+            for u in conn.execute(
+                sa.select(s.jobs.c.uuid)
+                .join(s.packages, s.packages.c.id == s.jobs.c.package_id)
+                .where(
+                    s.jobs.c.dag_id == dag_id,
+                    s.jobs.c.run_id == run_id,
+                    s.jobs.c.state == s.RUNNING,
+                    s.jobs.c.try_number < try_number,
+                    s.packages.c.name == package_name,
+                    s.packages.c.version == package_version,
+                )
             ).scalars()
         ]
-        if not uuids:
-            return 0
-        conn.execute(
-            sa.update(s.jobs)
-            .where(s.jobs.c.uuid.in_(uuids), s.jobs.c.state == s.RUNNING)
-            .values(state=s.FAILED, failure_class="orphaned", finished_at=rows.utcnow())
-        )
-        conn.execute(sa.delete(s.endpoint_leases).where(s.endpoint_leases.c.job_uuid.in_(uuids)))
-        conn.execute(sa.delete(s.build_claims).where(s.build_claims.c.job_uuid.in_(uuids)))
-        return len(uuids)
+        return _orphan(conn, uuids)
+
+
+def _orphan(conn: Connection, uuids: list[str]) -> int:
+    if not uuids:
+        return 0
+    conn.execute(
+        sa.update(s.jobs)
+        .where(s.jobs.c.uuid.in_(uuids), s.jobs.c.state == s.RUNNING)
+        .values(state=s.FAILED, failure_class="orphaned", finished_at=rows.utcnow())
+    )
+    conn.execute(sa.delete(s.endpoint_leases).where(s.endpoint_leases.c.job_uuid.in_(uuids)))
+    conn.execute(sa.delete(s.build_claims).where(s.build_claims.c.job_uuid.in_(uuids)))
+    return len(uuids)

@@ -164,20 +164,26 @@ def explain_difference(
     engine: Engine, name: str, version: str, inputs: BuildKeyInputs, *, scan: int = 50
 ) -> list[str]:
     """Which inputs differ from the closest earlier build of this package (the one
-    with the fewest differing fields, newest first on ties)."""
+    with the fewest differing fields, newest first on ties). Jobs that reused another
+    build are no builds of their own and are passed over."""
     j, p = s.jobs, s.packages
     with transaction(engine) as conn:
         stored = conn.execute(
-            sa.select(j.c.uuid, j.c.build_key_inputs)
+            sa.select(j.c.uuid, j.c.build_key_inputs, j.c.state)
             .join(p, p.c.id == j.c.package_id)
-            .where(p.c.name == name, p.c.version == version, j.c.build_key_inputs.is_not(None))
+            .where(
+                p.c.name == name,
+                p.c.version == version,
+                j.c.build_key_inputs.is_not(None),
+                sa.or_(j.c.state.is_(None), j.c.state != s.REUSED),
+            )
             .order_by(j.c.id.desc())
             .limit(scan)
         ).all()
     if not stored:
         return [f"no earlier build of {name} {version} with recorded build inputs"]
     now = inputs.to_json()
-    best: tuple[int, str, list[str]] | None = None
+    best: tuple[int, str, list[str], str | None] | None = None
     for row in stored:
         try:
             before = json.loads(row.build_key_inputs)
@@ -185,12 +191,18 @@ def explain_difference(
             continue
         diffs = compare_inputs(before, now)
         if best is None or len(diffs) < best[0]:
-            best = (len(diffs), str(row.uuid), diffs)
+            best = (len(diffs), str(row.uuid), diffs, row.state)
     if best is None:
         return [f"no earlier build of {name} {version} with readable build inputs"]
-    count, job_uuid, diffs = best
+    count, job_uuid, diffs, state = best
     if not count:
-        return [f"no input differs from job {job_uuid}"]
+        why = {
+            s.FAILED: "which failed",
+            s.RUNNING: "which has not finished",
+        }.get(
+            state or "", "but its artifacts are missing from the stores or fail their sha256 check"
+        )
+        return [f"no input differs from job {job_uuid}, {why}"]
     return [f"compared with job {job_uuid}:", *diffs]
 
 

@@ -17,6 +17,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_butido.operators.plan import FAILURE_XCOM_KEY, pull_plan
 from airflow_butido.report import RunReport, summarize
 
+# Task states after which a package task records nothing more.
+FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+
 
 class ReportOperator(BaseOperator):
     ui_color = "#f1f3f4"
@@ -36,15 +39,19 @@ class ReportOperator(BaseOperator):
         ti = context["ti"]
         run_id = context["run_id"]
         dag_id = context["dag"].dag_id
-        self._mark_orphans(dag_id, run_id)
         plan = pull_plan(context)
         if plan is None:
+            self._mark_orphans(dag_id, run_id, keep=())
             raise AirflowFailException("the plan task failed: nothing was built (see its log)")
         states_by_run = ti.get_task_states(dag_id=dag_id, run_ids=[run_id])
         states = {
             task_id: getattr(state, "value", state)
             for task_id, state in (states_by_run.get(run_id) or {}).items()
         }
+        # all_done on the last tasks only: another branch may still be building
+        in_progress = [t for t in plan.packages if states.get(t) not in FINISHED_STATES]
+        keep = [tuple(plan.labels[t].rsplit(" ", 1)) for t in in_progress]
+        self._mark_orphans(dag_id, run_id, keep=keep)
         manifests = _pull(ti, [t for t in plan.packages if states.get(t) == "success"])
         failed = [t for t in plan.packages if states.get(t) == "failed"]
         failures = _pull(ti, failed, key=FAILURE_XCOM_KEY)
@@ -55,8 +62,9 @@ class ReportOperator(BaseOperator):
             raise AirflowFailException(_failure_summary(report))
         return report_json(report)
 
-    def _mark_orphans(self, dag_id: str, run_id: str) -> None:
-        """Jobs recorded as running by tasks of this run that died without finishing."""
+    def _mark_orphans(self, dag_id: str, run_id: str, keep: Sequence[Any]) -> None:
+        """Jobs recorded as running by tasks of this run that died without finishing;
+        ``keep``: (name, version) of packages whose tasks are still in progress."""
         from airflow_butido import parse_cache
         from airflow_butido.db.records import mark_orphaned_jobs
         from airflow_butido.plan import build_engine
@@ -65,7 +73,7 @@ class ReportOperator(BaseOperator):
             config = parse_cache.load(self.repo_path).repo.config
             engine = build_engine(config, self.database_url)
             try:
-                count = mark_orphaned_jobs(engine, dag_id, run_id)
+                count = mark_orphaned_jobs(engine, dag_id, run_id, keep=keep)
             finally:
                 engine.dispose()
         except Exception as exc:  # the report must still be given

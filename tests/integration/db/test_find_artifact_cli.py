@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from pathlib import Path
 
@@ -102,3 +103,50 @@ def test_release_commands_through_the_cli(engine, db_url, example_repo, dirs) ->
     assert code == 1
     code, out = run_cli(*base, "rm", "--from", "default", "h", "8", "--db-url", db_url)
     assert code == 0 and not (dirs["releases"] / "default" / "h-8.pkg").exists()
+
+
+def test_release_new_takes_name_and_version_after_the_store_option(
+    engine, db_url, example_repo, dirs
+) -> None:
+    submit, produced = record_graph(engine, example_repo, "a", "1")
+    assert len(produced) > 1  # a and its dependencies: only a must be released
+    base = ("--repo", str(example_repo), "release", "new", submit)
+    code, out = run_cli(*base, "--to", "default", "a", "1", "--db-url", db_url)
+    assert code == 0 and out == f"{dirs['releases'] / 'default' / 'a-1.pkg'}\n"
+    code, out = run_cli(*base, "--to", "default", "a", "1", "--update", "--db-url", db_url)
+    assert code == 0 and out == f"{dirs['releases'] / 'default' / 'a-1.pkg'} (updated)\n"
+    assert sorted(p.name for p in (dirs["releases"] / "default").iterdir()) == ["a-1.pkg"]
+
+
+def test_find_artifact_shows_the_release_date_of_the_reusable_artifact_itself(
+    engine, db_url, example_repo, dirs
+) -> None:
+    older, _ = record_graph(engine, example_repo, "h", "8")
+    newer, _ = record_graph(engine, example_repo, "h", "8")  # same key: the newest is reused
+    find = ("--repo", str(example_repo), "find-artifact", "h", "8", "-I", "deb11",
+            "--image-digest", DIGEST, "--db-url", db_url)  # fmt: skip
+    release = ("--repo", str(example_repo), "release", "new")
+    assert run_cli(*release, older, "--to", "default", "--db-url", db_url)[0] == 0
+    code, out = run_cli(*find)
+    assert code == 0 and out == f"[unknown] {dirs['staging'] / newer / 'h-8.pkg'}\n"
+    assert run_cli(*release, newer, "--to", "default", "--update", "--db-url", db_url)[0] == 0
+    code, out = run_cli(*find)
+    assert code == 0 and re.fullmatch(
+        rf"\[\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\] {dirs['staging'] / newer / 'h-8.pkg'}\n", out
+    )
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ("1BAD=x", "-E 1BAD=...: invalid variable name"),
+        ("FLAVOR=x", "-E FLAVOR: not in containers.allowed_env of config.toml"),
+    ],
+)
+def test_find_artifact_refuses_environment_a_build_would_refuse(
+    pair, message, engine, db_url, example_repo, dirs, capsys
+) -> None:
+    code, out = run_cli("--repo", str(example_repo), "find-artifact", "a", "1", "-I", "deb11",
+                        "-E", pair, "--image-digest", DIGEST, "--db-url", db_url)  # fmt: skip
+    assert code == 1 and out == ""
+    assert message in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from datetime import UTC, datetime
 
 import pytest
@@ -121,6 +122,54 @@ def test_db_setup_adopts_a_butido_05_database_keeping_every_row(db_url: str) -> 
     code, out = run_cli("db", "releases", "--db-url", db_url, "--csv")
     assert out.splitlines()[1].startswith("a,1,2024-03-02 09:00:00,default,a-1.pkg")
 
+    # every other query command reads the old rows too
+    code, out = run_cli("db", "submit", OLD_SUBMIT, "--db-url", db_url)
+    assert code == 0 and "Jobs         2 success" in out and OLD_JOB_A in out
+    code, out = run_cli("db", "log-of", OLD_JOB_A, "--db-url", db_url)
+    assert code == 0 and out.rstrip().endswith("#BUTIDO:STATE:OK")
+    code, out = run_cli("db", "artifacts", "--db-url", db_url, "--csv")
+    assert sorted(out.splitlines()[1:]) == [
+        f"a-1.pkg,2024-03-02 09:00:00,{OLD_JOB_A},,",
+        "b-2.pkg,no,0d6f5b3e-1111-4c8e-9a0e-5b0f2b7a0001,,",
+    ]
+    assert run_cli("db", "envvars", "--db-url", db_url, "--csv")[1] == "Name,Value\nFLAVOR,fast\n"
+    assert run_cli("db", "images", "--db-url", db_url, "--csv")[1] == "Name\ndebian:bullseye\n"
+
     code, out = run_cli("db", "setup", "--db-url", db_url)
     assert "up to date" in out and table_counts(engine) == before
+    engine.dispose()
+
+
+def test_a_schema_revision_this_version_does_not_know_is_refused_by_name(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    for command in ("setup", "jobs"):
+        code, _ = run_cli("db", command, "--db-url", db_url)
+        assert code == 1
+        err = capsys.readouterr().err
+        assert "is at schema revision '0099', which this version of airflow-butido" in err
+    engine.dispose()
+
+
+def _setup_in_a_process(url: str) -> str:
+    engine = make_engine(url)
+    try:
+        return upgrade(engine).after
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_setups_of_an_empty_database_all_succeed(db_url: str) -> None:
+    """The first runs of several DAGs on a new database each set it up."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(3) as pool:
+        results = pool.map(_setup_in_a_process, [db_url] * 3)
+    assert results == [head_revision()] * 3
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), s.metadata) == []
     engine.dispose()

@@ -81,3 +81,91 @@ def test_unknown_uuids_are_reported_without_a_traceback(db_url, engine, capsys) 
 def test_db_commands_on_an_empty_database_ask_for_setup(tmp_path, capsys) -> None:
     code, _ = run_cli("db", "jobs", "--db-url", f"sqlite:///{tmp_path}/new.sqlite")
     assert code == 1 and "run `butido db setup`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("db", "job", "zz"),
+        ("db", "submit", "zz"),
+        ("db", "log-of", "zz"),
+        ("db", "jobs", "-S", "zz"),
+        ("db", "artifacts", "-J", "zz"),
+        ("release", "new", "zz", "--to", "default"),
+    ],
+)
+def test_a_malformed_uuid_is_a_usage_error_not_a_database_error(
+    argv, db_url, engine, capsys
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        run_cli(*argv, "--db-url", db_url)
+    assert info.value.code == 2
+    assert "'zz' is not a UUID" in capsys.readouterr().err
+
+
+def test_uuids_are_accepted_in_any_spelling(db_url, history) -> None:
+    job = history[-1].job_uuid
+    code, out = run_cli("db", "log-of", job.upper().replace("-", ""), "--db-url", db_url)
+    assert code == 0 and out.endswith("#BUTIDO:STATE:OK\n")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u:secret@host/db", "mysql://u:***@host/db: only PostgreSQL and SQLite"),
+        ("nonsense", "invalid database URL 'nonsense'"),
+    ],
+)
+def test_unsupported_database_urls_are_refused_by_name(url, message, capsys) -> None:
+    code, _ = run_cli("db", "setup", "--db-url", url)
+    assert code == 1 and message in capsys.readouterr().err
+
+
+def test_a_query_does_not_create_a_missing_sqlite_database(tmp_path, capsys) -> None:
+    path = tmp_path / "nowhere" / "butido.sqlite"
+    code, _ = run_cli("db", "submits", "--db-url", f"sqlite:///{path}")
+    assert code == 1
+    assert f"database {path} does not exist: run `butido db setup`" in capsys.readouterr().err
+    assert not path.parent.exists()
+
+
+def test_db_submits_and_jobs_filter_by_commit_and_image(db_url, history) -> None:
+    code, out = run_cli("db", "submits", "--db-url", db_url, "--commit", "ccc", "-L", "0")
+    assert code == 0 and len(out.splitlines()) == 13
+    code, out = run_cli("db", "submits", "--db-url", db_url, "--commit", "ddd")
+    assert code == 0 and out == ""
+    code, out = run_cli("db", "submits", "--db-url", db_url, "-I", "debian:bookworm", "-L", "2")
+    assert len(out.splitlines()) == 2
+    code, out = run_cli("db", "submits", "--db-url", db_url, "-I", "debian:bullseye")
+    assert code == 0 and out == ""
+    code, out = run_cli("db", "jobs", "--db-url", db_url, "-I", "debian:bullseye")
+    assert code == 0 and out == ""
+    code, out = run_cli("db", "jobs", "--db-url", db_url, "-I", "debian:bookworm", "-L", "1")
+    assert history[-1].job_uuid in out
+
+
+def test_db_releases_and_release_list_filter_by_store_package_and_time(
+    db_url, engine, tmp_path
+) -> None:
+    from airflow_butido.release import release_new
+
+    staging, releases = tmp_path / "staging", tmp_path / "releases"
+    for package, store in ((("a", "1"), "default"), (("b", "2"), "stable")):
+        built = record_build(engine, staging=staging, package=package)
+        release_new(
+            engine, submit_uuid=built.submit_uuid, store=store, staging_root=staging,
+            releases_root=releases, stores=("default", "stable"),
+        )  # fmt: skip
+
+    def packages(*argv: str) -> list[str]:
+        code, out = run_cli(*argv, "--db-url", db_url, "--json")
+        assert code == 0
+        return sorted(r["Package"] for r in json.loads(out))
+
+    assert packages("db", "releases") == ["a", "b"]
+    assert packages("db", "releases", "--to", "stable") == ["b"]
+    assert packages("release", "list", "--to", "default") == ["a"]
+    assert packages("db", "releases", "-p", "a") == ["a"]
+    assert packages("db", "releases", "--newer-than", "1h") == ["a", "b"]
+    assert packages("db", "releases", "--older-than", "1h") == []
+    assert packages("release", "list", "-L", "1") in (["a"], ["b"])

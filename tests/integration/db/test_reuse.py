@@ -93,6 +93,24 @@ def test_explain_difference_picks_the_closest_earlier_build(engine) -> None:
     assert lines[1:] == ["environment: FLAVOR changed from 'x' to 'fast'"]
 
 
+def test_explain_difference_says_why_a_build_with_the_same_inputs_is_not_reused(engine) -> None:
+    built = record_build(engine)  # its files are not in any store
+    records.record_reused_job(
+        engine, uuid=str(uuid.uuid4()), submit_uuid=record_submit(engine),
+        package_name="a", package_version="1", image="debian:bookworm",
+        reused_job_uuid=built.job_uuid, reason="same key", build_key=built.key,
+        build_key_inputs=inputs_for(),
+    )  # fmt: skip
+    assert reuse.explain_difference(engine, "a", "1", inputs_for()) == [
+        f"no input differs from job {built.job_uuid}, but its artifacts are missing from "
+        "the stores or fail their sha256 check"
+    ]
+    failed = record_build(engine, inputs=inputs_for(script="other"), state="failed")
+    assert reuse.explain_difference(engine, "a", "1", inputs_for(script="other")) == [
+        f"no input differs from job {failed.job_uuid}, which failed"
+    ]
+
+
 def test_concurrent_runs_build_a_shared_key_once(engine, tmp_path) -> None:
     inputs = inputs_for()
     key = reuse.build_key(inputs)
