@@ -1,10 +1,11 @@
 """One build container on one Docker endpoint, through the Docker SDK's low-level API.
 
 The lifecycle is butido's (reference 4.1): create with ``/bin/bash`` kept alive on an open
-stdin, copy ``/inputs``, ``/patches`` and ``/script`` in through the archive API before the
-start (so remote endpoints work without bind mounts), start, exec ``/bin/bash /script`` and
-stream its output line by line, then fetch ``/outputs`` as a tar stream. Unlike butido the
-container always goes away at the end: killed and removed, whatever happened.
+stdin (attached to this process, so the container stops if the process dies), copy
+``/inputs``, ``/patches`` and ``/script`` in through the archive API before the start (so
+remote endpoints work without bind mounts), start, exec ``/bin/bash /script`` and stream its
+output line by line, then fetch ``/outputs`` as a tar stream. Unlike butido the container
+always goes away at the end: killed and removed, whatever happened.
 
 Nothing here knows Airflow; memory stays bounded: tars are generated on the fly, the log is
 streamed to a callback and spooled to a temporary file, never collected in a list.
@@ -13,6 +14,7 @@ streamed to a callback and spooled to a temporary file, never collected in a lis
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import re
@@ -259,6 +261,7 @@ class BuildContainer:
         self.endpoint_name = endpoint_name
         self.endpoint_url = endpoint_url
         self.id: str | None = None
+        self._lifeline: Any = None
 
     def __enter__(self) -> BuildContainer:
         return self
@@ -277,7 +280,7 @@ class BuildContainer:
                 name=self.spec.name,
                 environment=[f"{k}={v}" for k, v in self.spec.environment],
                 labels=dict(self.spec.labels),
-                stdin_open=True,
+                stdin_open=True,  # with attached stdin: StdinOnce, see start()
                 tty=False,
                 host_config=host_config,
             )
@@ -300,9 +303,16 @@ class BuildContainer:
             raise InfrastructureError(f"copying inputs into {self.spec.name}: {exc}") from exc
 
     def start(self) -> None:
+        """Start the idle ``/bin/bash`` with this process attached to its stdin.
+
+        The container is created with ``StdinOnce``: when the attached connection closes,
+        because the task process died (even by SIGKILL), bash reads end-of-file and exits,
+        and the container stops with everything running in it instead of idling forever.
+        """
         import docker.errors
 
         try:
+            self._lifeline = self.api.attach_socket(self._id(), params={"stdin": 1, "stream": 1})
             self.api.start(self._id())
         except docker.errors.DockerException as exc:
             raise InfrastructureError(f"starting container {self.spec.name}: {exc}") from exc
@@ -407,6 +417,10 @@ class BuildContainer:
             if "already in progress" not in str(exc):
                 log.warning("removing container %s failed: %s", self.spec.name, exc)
         self.id = None
+        lifeline, self._lifeline = self._lifeline, None
+        if lifeline is not None:
+            with contextlib.suppress(OSError):
+                lifeline.close()
 
     def _id(self) -> str:
         if self.id is None:

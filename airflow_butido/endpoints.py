@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from airflow_butido.errors import ConfigError, InfrastructureError
@@ -45,12 +46,15 @@ def tls_config(endpoint: EndpointConfig) -> Any:
         return None
     from docker.tls import TLSConfig
 
+    at = f"airflow-butido.toml: endpoints.{endpoint.name}.tls"
+    if bool(tls.client_cert) != bool(tls.client_key):
+        raise ConfigError(f"{at}: client_cert and client_key go together")
+    for key in ("ca_cert", "client_cert", "client_key"):
+        path = getattr(tls, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{at}.{key}: {path} does not exist")
     client_cert = None
-    if tls.client_cert or tls.client_key:
-        if not (tls.client_cert and tls.client_key):
-            raise ConfigError(
-                f"docker.endpoints.{endpoint.name}.tls: client_cert and client_key go together"
-            )
+    if tls.client_cert and tls.client_key:
         client_cert = (str(tls.client_cert), str(tls.client_key))
     return TLSConfig(
         client_cert=client_cert,
@@ -134,7 +138,12 @@ def usable_endpoints(
             api = connect(endpoint)
             ping(endpoint, api)
             present = image_present(api, full)
-        except (InfrastructureError, docker.errors.DockerException, requests.RequestException) as e:
+        except (
+            ConfigError,  # e.g. a missing TLS file: the other endpoints may still serve
+            InfrastructureError,
+            docker.errors.DockerException,
+            requests.RequestException,
+        ) as e:
             problems.append(f"endpoint {endpoint.name} skipped: {e}")
             warn(problems[-1])
             continue

@@ -337,8 +337,10 @@ class DatabaseBuildCache:
         poll_seconds: float = 2.0,
         timeout_seconds: float | None = None,
         claim_ttl_seconds: float = 600.0,
+        cancelled: Callable[[], bool] | None = None,
     ) -> None:
         self.engine = engine
+        self.cancelled = cancelled  # polled while waiting for another job's claim
         self.staging_root = Path(staging_root)
         self.release_store_dirs = tuple(Path(d) for d in release_store_dirs)
         self.poll_seconds = poll_seconds
@@ -356,6 +358,11 @@ class DatabaseBuildCache:
 
         def find() -> ReuseCandidate | None:
             nonlocal looks
+            if self.cancelled is not None and self.cancelled():
+                raise BuildError(
+                    f"{package_name} {package_version}: cancelled while waiting for job "
+                    f"{reuse.claim_holder(self.engine, key.key)} building the same inputs"
+                )
             looks += 1
             if looks == 2:
                 log.info(

@@ -10,11 +10,14 @@ Airflow service or metadata database is needed; the build database is the config
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -129,7 +132,8 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     out = sys.stderr if (args.json or args.csv) else stdout
     local = LocalRun(dag, request.to_conf(), max_parallel=parallel, on_event=show)
     print(f"building {spec} in {image} ({dag.dag_id}, up to {parallel} at a time)", file=out)
-    states = local.run()
+    with _sigterm_interrupts():
+        states = local.run()
 
     plan_json = local.xcom.get(PLAN_TASK_ID, "return_value")
     if not plan_json:
@@ -164,6 +168,24 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         for path in paths:
             print(path, file=stdout)
     return 0 if report.ok else 1
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job, ``kill``) stops the build as Ctrl-C does: the running
+    tasks are killed, so their containers are removed instead of left running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def artifact_path(config: Any, artifact: dict[str, Any], submit_uuid: str) -> Path:

@@ -92,6 +92,7 @@ class PackageBuildOperator(DockerOperator):
         self.database_url = database_url
         self.force_rebuild = force_rebuild
         self._build_container: BuildContainer | None = None
+        self._killed = False
         self._inputs: list[tuple[dict[str, Any], Path]] = []
 
     # -- execute, in small steps ----------------------------------------------------------
@@ -113,8 +114,10 @@ class PackageBuildOperator(DockerOperator):
             finally:
                 engine.dispose()
         except InfrastructureError as exc:
-            from airflow.sdk.exceptions import AirflowException
+            from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+            if self._killed:  # the container went away because the task was killed
+                raise AirflowFailException(f"the task was killed: {exc}") from exc
             raise AirflowException(f"infrastructure failure (will retry): {exc}") from exc
         except (BuildError, ButidoError) as exc:
             from airflow.sdk.exceptions import AirflowFailException
@@ -274,7 +277,10 @@ class PackageBuildOperator(DockerOperator):
         from airflow_butido.stores import release_dirs
 
         return DatabaseBuildCache(
-            engine, config.staging, release_dirs(config.releases_root, config.release_stores)
+            engine,
+            config.staging,
+            release_dirs(config.releases_root, config.release_stores),
+            cancelled=lambda: self._killed,
         )
 
     def slot_leaser(self, engine: Any) -> SlotLeaser:
@@ -288,14 +294,23 @@ class PackageBuildOperator(DockerOperator):
 
         if plan is None:
             return NullRecorder()
-        from airflow_butido.db.records import InputRef
+        from airflow_butido.db.records import InputRef, mark_earlier_tries_failed
 
         ti = context.get("ti")
+        dag_id = getattr(context.get("dag"), "dag_id", None)
+        try_number = getattr(ti, "try_number", None)
+        if dag_id and context.get("run_id") and isinstance(try_number, int) and try_number > 1:
+            orphans = mark_earlier_tries_failed(
+                engine, dag_id=dag_id, run_id=context["run_id"], package_name=self.package_name,
+                package_version=self.package_version, try_number=try_number,
+            )  # fmt: skip
+            if orphans:
+                self.log.warning("marked %d job(s) of earlier tries as failed", orphans)
         return DatabaseRecorder(
             engine,
-            dag_id=getattr(context.get("dag"), "dag_id", None),
+            dag_id=dag_id,
             run_id=context.get("run_id"),
-            try_number=getattr(ti, "try_number", None),
+            try_number=try_number,
             inputs=[
                 InputRef(entry["path"], entry.get("sha256"), entry.get("job_uuid"))
                 for entry, _ in self._inputs
@@ -327,9 +342,7 @@ class PackageBuildOperator(DockerOperator):
             recorder=recorder,
             on_line=self.log_line,
             on_container=self._track_container,
-            on_wait=lambda waited: self.log.info(
-                "All endpoints are busy; waiting for a slot (%.0f s)", waited
-            ),
+            on_wait=self._waiting_for_slot,
             max_wait=self.max_slot_wait,
             cache=cache,
         )
@@ -402,9 +415,17 @@ class PackageBuildOperator(DockerOperator):
 
     # -- the container, for on_kill ---------------------------------------------------------
 
+    def _waiting_for_slot(self, waited: float) -> None:
+        if self._killed:
+            raise BuildError("the task was killed while waiting for an endpoint slot")
+        self.log.info("All endpoints are busy; waiting for a slot (%.0f s)", waited)
+
     def _track_container(self, container: BuildContainer | None) -> None:
         # A plain assignment: on_kill may read it from a signal handler at any time.
         self._build_container = container
+        if container is not None and self._killed:
+            # killed before the container existed: the job removes it on the way out
+            raise BuildError(f"the task was killed; container {container.spec.name} removed")
         if container is not None and container.id:
             self.container = {"Id": container.id}
             self.docker_url = container.endpoint_url or self.docker_url
@@ -416,7 +437,12 @@ class PackageBuildOperator(DockerOperator):
             )
 
     def on_kill(self) -> None:
-        """Stop and remove the build container; the job then fails and frees its slot."""
+        """Stop and remove the build container; the job then fails and frees its slot.
+
+        Airflow calls this from the task process's SIGTERM handler and sends SIGKILL a few
+        seconds later, so a job killed before its container exists must not start one.
+        """
+        self._killed = True
         container = self._build_container
         if container is None:
             self.log.info("No build container to stop")

@@ -3,7 +3,8 @@
 The copy's overlay config builds in the test image on the local Docker socket with the
 example source cache, stores in the temporary directory. Package ``h`` differs from the
 example: it fails when the build env sets ``FAIL_H`` (an allowed env name), which drives the
-failure runs: ``c`` and ``a`` depend on it, ``b`` and its subtree do not.
+failure runs: ``c`` and ``a`` depend on it, ``b`` and its subtree do not; with ``SLEEP_H`` it
+sleeps ten minutes first (a build to kill).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ hash.hash = "{hash}"
 
 [phases]
 build.script = '''
+    if [[ -n "${{SLEEP_H:-}}" ]]; then
+        echo "h sleeps on purpose"
+        sleep 600
+    fi
     if [[ -n "${{FAIL_H:-}}" ]]; then
         echo "h fails on purpose"
         {{{{state "ERR" "FAIL_H is set"}}}}
@@ -61,7 +66,7 @@ maxjobs = 2
 
 [containers]
 check_env_names = true
-allowed_env = ["FAIL_H"]
+allowed_env = ["FAIL_H", "SLEEP_H"]
 """
     )
     return {"base": base, "repo": repo, "stores": stores, "overlay": overlay}

@@ -338,3 +338,36 @@ def test_bad_request_fails_the_plan_and_the_ci_client_says_why(deployment: Deplo
     assert not {s for t, s in states.items() if t not in ("plan", "report")} - {
         "upstream_failed"
     }  # no package task ran
+
+
+@pytest.mark.parametrize("kill", ["mark the task failed", "stop the DAG run"])
+def test_killing_a_running_build_removes_its_container(deployment: Deployment, kill: str):
+    import docker
+
+    client = deployment.client()
+    client.set_paused(DAG_ID, False)
+    run_id = client.trigger(DAG_ID, {"packages": ["h 8"], "env": {"SLEEP_H": "1"}})
+    label = f"io.butido.dag_run={DAG_ID}/{run_id}"
+    docker_client = docker.from_env()
+
+    def containers() -> list:
+        return docker_client.containers.list(all=True, filters={"label": label})
+
+    try:
+        _wait_until(
+            "the build container of h runs",
+            lambda: any(c.status == "running" for c in containers()),
+            RUN_TIMEOUT,
+            deployment,
+        )
+        run_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}"
+        if kill == "mark the task failed":
+            client._request("PATCH", f"{run_path}/taskInstances/h-8", json={"new_state": "failed"})
+        else:
+            client._request("PATCH", run_path, json={"state": "failed"})
+        _wait_until("the container is removed", lambda: not containers(), 60, deployment)
+        assert states_of(deployment, run_id)["h-8"] == "failed"
+    finally:
+        for container in containers():
+            container.remove(force=True)
+        docker_client.close()

@@ -102,3 +102,50 @@ def test_plan_problems_stop_the_build_before_any_container(workspace):
     assert "s has several versions (19.0, 19.1, 19.2, 19.3)" in done.stdout
     tasks = {line.split("] ")[1].split(":")[0] for line in done.stdout.splitlines() if "] " in line}
     assert tasks == {"plan", "report"}  # no package task started
+
+
+def test_sigterm_stops_the_build_and_removes_its_containers(tmp_path: Path, build_image: str):
+    """A cancelled CI job sends SIGTERM: the running builds' containers must not stay."""
+    import signal
+    import time
+
+    import docker
+
+    from tests.integration.test_jobs import pkg_toml, write_repo
+
+    repo = write_repo(tmp_path / "repo", build_image, {"k": pkg_toml("killme", "1", "sleep 300")})
+    (repo / "airflow-butido.toml").write_text(f'database_url = "sqlite:///{tmp_path}/b.sqlite"\n')
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "BUTIDO_PARSE_CACHE": "off"}
+    for var in ("AIRFLOW_HOME", "BUTIDO_CONFIG", "BUTIDO_SETTINGS"):
+        env.pop(var, None)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "butido"), "--repo", str(repo), "build", "-I", "test", "killme", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    client = docker.from_env()
+
+    def ours() -> list:
+        return client.containers.list(all=True, filters={"label": "io.butido.package=killme"})
+
+    try:
+        deadline = time.monotonic() + 120
+        while not any(c.status == "running" for c in ours()):
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the build container never ran"
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        leftovers = ours()
+        for container in leftovers:
+            container.remove(force=True)
+        client.close()
+    assert leftovers == []
+    assert proc.returncode != 0, output
+    assert "interrupted" in output

@@ -120,8 +120,10 @@ def test_lifecycle_name_labels_env_inputs_and_streamed_output(
         assert labels["io.butido.version"] == "1.0"
         assert labels["io.butido.submit"] == "submit-1"
         assert labels["io.butido.dag_run"] == "dag/run-1"
+        assert info["Name"] == f"/butido-pkg-1.0-{labels['io.butido.job']}"
         assert info["Config"]["Cmd"] == ["/bin/bash"]
         assert info["Config"]["OpenStdin"] is True
+        assert info["Config"]["StdinOnce"] is True  # bash exits when our stdin closes
         container.put_files(
             [
                 InputFile("/inputs/src.source", source=source),
@@ -209,3 +211,18 @@ def test_create_with_unknown_image_is_an_infrastructure_error(api) -> None:
     container = make_container(api, "airflow-butido/does-not-exist:0")
     with pytest.raises(InfrastructureError, match="creating container"):
         container.create()
+
+
+def test_copy_failures_are_infrastructure_errors(api, build_image: str, tmp_path: Path) -> None:
+    gone = make_container(api, build_image)
+    gone.create()
+    other_id = gone.id
+    gone.remove()
+    gone.id = other_id  # the container vanished on the endpoint before the copy
+    with pytest.raises(InfrastructureError, match="copying inputs"):
+        gone.put_files([InputFile("/script", data=b"echo")])
+    with make_container(api, build_image) as container:
+        container.create()
+        missing = tmp_path / "vanished.source"  # deleted between planning and copying
+        with pytest.raises(InfrastructureError, match="copying inputs"):
+            container.put_files([InputFile("/inputs/src.source", source=missing)])

@@ -272,3 +272,28 @@ def test_cli_prune_removes_only_exited_butido_containers(
         for c in (ours, foreign, running):
             with contextlib.suppress(Exception):  # already removed by prune
                 c.remove(force=True)
+
+
+@pytest.mark.docker
+def test_missing_tls_file_names_the_setting_and_skips_only_that_endpoint(
+    tmp_path: Path, build_image: str
+) -> None:
+    (tmp_path / "cert.pem").write_text("x")
+    tls = TlsConfig(None, tmp_path / "cert.pem", tmp_path / "certs" / "key.pem", True)
+    remote = EndpointConfig("remote", "tcp://127.0.0.1:2376", "http", 1, tls=tls)
+    with pytest.raises(ConfigError) as info:
+        tls_config(remote)
+    assert str(info.value) == (
+        "airflow-butido.toml: endpoints.remote.tls.client_key: "
+        f"{tmp_path / 'certs' / 'key.pem'} does not exist"
+    )
+    warnings: list[str] = []
+    usable = usable_endpoints(
+        config_with(build_image, remote, local()), "test", warn=warnings.append
+    )
+    try:
+        assert [c.endpoint.name for c in usable] == ["local"]
+    finally:
+        for candidate in usable:
+            candidate.api.close()
+    assert any("remote skipped" in w and "tls.client_key" in w for w in warnings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -9,6 +10,7 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -283,9 +285,11 @@ def test_hostile_outputs_from_a_container_are_refused(
     )
     request = request_for(repo, "h", "1")
     passwd = Path("/etc/passwd").read_bytes()
+    before = files_under(tmp_path)
     with pytest.raises(ScriptFailed, match="symbolic link to '/etc/passwd'"):
         run_job(request, slots=LocalSlots())
-    assert files_under(tmp_path) == files_under(tmp_path)  # walk does not follow anything
+    assert files_under(tmp_path) == before  # nothing written anywhere, no link followed
+    assert not any(p.is_symlink() for p in tmp_path.rglob("*"))
     assert files_under(repo / "staging") == []
     assert Path("/etc/passwd").read_bytes() == passwd
     assert job_containers(docker_client, request.job_uuid) == []
@@ -520,3 +524,94 @@ def test_environment_order_is_cli_then_git_then_package(tmp_path: Path, build_im
         ("COMMIT", head.stdout.strip()),
         ("PKGVAR", "p"),
     )
+
+
+def test_script_runs_as_bin_bash_script_whatever_the_shebang(
+    tmp_path: Path, build_image: str, docker_client
+) -> None:
+    repo = write_repo(
+        tmp_path / "repo",
+        build_image,
+        {
+            "s": pkg_toml(
+                "s",
+                "1",
+                """
+                echo "argv0=$0 bash=${BASH_VERSION:+yes} mode=$(stat -c %a /script)"
+                head -n 1 /script
+                mkdir /outputs; touch /outputs/s-1.pkg
+                """,
+            )
+        },
+        extra_config='shebang = "#!/bin/false"',
+    )
+    request = request_for(repo, "s", "1")
+    lines: list[str] = []
+    result = run_job(request, slots=LocalSlots(), on_line=lambda line, item: lines.append(line))
+    assert result.state == "success"
+    assert "argv0=/script bash=yes mode=644" in lines
+    assert "#!/bin/false" in lines  # the shebang is only the script's first line
+    assert job_containers(docker_client, request.job_uuid) == []
+
+
+@pytest.fixture
+def http_endpoint() -> Iterator[str]:
+    """The local engine behind a plain TCP port on the loopback: an ``http`` endpoint."""
+    import shutil
+    import socket
+    import socketserver
+
+    socket_path = DOCKER_SOCKET.removeprefix("unix://")
+    if DOCKER_SOCKET.startswith(("tcp://", "http")):
+        pytest.skip("the engine is not on a unix socket")
+
+    class Pipe(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(socket_path)
+
+            def pump(src: socket.socket, dst: socket.socket) -> None:
+                with contextlib.suppress(OSError):
+                    shutil.copyfileobj(src.makefile("rb", buffering=0), dst.makefile("wb", 0))
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+
+            back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
+            back.start()
+            pump(self.request, upstream)
+            back.join()
+            upstream.close()
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    server = Server(("127.0.0.1", 0), Pipe)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_build_on_an_http_endpoint(
+    tmp_path: Path, build_image: str, docker_client, http_endpoint: str
+) -> None:
+    repo = write_repo(
+        tmp_path / "repo",
+        build_image,
+        {"h": pkg_toml("h", "1", 'echo "over http"; mkdir /outputs; echo h1 > /outputs/h-1.pkg')},
+    )
+    config = repo / "config.toml"
+    text = config.read_text()
+    config.write_text(
+        text[: text.index("[docker.endpoints.")]
+        + f'[docker.endpoints.tcp]\nuri = "{http_endpoint}"\nendpoint_type = "http"\nmaxjobs = 1\n'
+    )
+    request = request_for(repo, "h", "1")
+    lines: list[str] = []
+    result = run_job(request, slots=LocalSlots(), on_line=lambda line, item: lines.append(line))
+    assert result.endpoint == "tcp"
+    assert "over http" in lines
+    assert (repo / "staging" / request.submit_uuid / "h-1.pkg").read_text() == "h1\n"
+    assert job_containers(docker_client, request.job_uuid) == []

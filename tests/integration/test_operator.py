@@ -223,15 +223,238 @@ def test_on_kill_removes_the_running_container(repo: Path, tmp_path: Path, docke
         except BaseException as exc:  # collected for the assertion below
             errors.append(exc)
 
-    thread = threading.Thread(target=target)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while op._build_container is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    container_id = op.container["Id"]
-    time.sleep(1)  # let the script start
-    op.on_kill()
-    thread.join(60)
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        thread = threading.Thread(target=target)
+        thread.start()
+        deadline = time.monotonic() + 60
+        # the script's first line reaches the task log while the container still runs
+        while not any(e["event"] == "started" for e in list(logs)):
+            assert time.monotonic() < deadline, "no streamed log line within 60 s"
+            time.sleep(0.1)
+        container_id = op.container["Id"]
+        assert docker_client.api.inspect_container(container_id)["State"]["Running"]
+        op.on_kill()
+        thread.join(60)
     assert not thread.is_alive()
     assert errors, "execute() must fail once its container is gone"
     assert docker_client.api.containers(all=True, filters={"id": container_id}) == []
+
+
+def test_script_output_streams_into_the_task_log_with_readable_protocol_events(
+    repo: Path, tmp_path: Path, docker_client
+) -> None:
+    from structlog.testing import capture_logs
+
+    dag, ops = make_ops(repo, tmp_path)
+    b_manifest = ops["b"].execute(context_for(dag, {}))
+    with capture_logs() as logs:
+        ops["a"].execute(context_for(dag, {"b-2": b_manifest}))
+    messages = [entry["event"] for entry in logs]
+    assert "[butido] phase: compile" in messages
+    assert "[butido] progress: 50%" in messages
+    assert "[butido] state: OK" in messages
+    assert not any(m.startswith("#BUTIDO:") for m in messages)
+
+
+# What Airflow's task runner does when a task is marked failed, cleared or its run stopped:
+# the supervisor sends SIGTERM, the task process's handler calls on_kill(), and SIGKILL
+# follows 5 s later. The operator runs in the main thread of its own process, as in a task.
+KILLED_TASK = """
+import signal, sys
+from airflow.sdk import DAG
+from airflow_butido.operators.build import PackageBuildOperator
+
+repo, db, run_id = sys.argv[1:4]
+with DAG(dag_id="kill_test", schedule=None) as dag:
+    op = PackageBuildOperator(
+        task_id="k-1", repo_path=repo, package_name="k", package_version="1", image="test",
+        plan_task_id=None, database_url=db,
+    )
+signal.signal(signal.SIGTERM, lambda signum, frame: op.on_kill())
+try:
+    op.execute({"run_id": run_id, "dag": dag})
+except BaseException as exc:
+    print("FAILED:", type(exc).__name__, exc, flush=True)
+    sys.exit(1)
+print("SUCCEEDED", flush=True)
+"""
+
+
+def _start_killable_task(repo: Path, db: str, run_id: str):
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c", KILLED_TASK, str(repo), db, run_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _run_containers(docker_client, run_id: str) -> list:
+    label = f"io.butido.dag_run=kill_test/{run_id}"
+    return docker_client.containers.list(all=True, filters={"label": label})
+
+
+def test_sigterm_to_the_task_process_removes_its_container_before_sigkill(
+    repo: Path, tmp_path: Path, docker_client
+) -> None:
+    import signal
+
+    run_id = f"manual__{uuid.uuid4().hex[:8]}"
+    proc = _start_killable_task(repo, f"sqlite:///{tmp_path / 'kill.sqlite'}", run_id)
+    try:
+        deadline = time.monotonic() + 90
+        while not any(c.status == "running" for c in _run_containers(docker_client, run_id)):
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the build container never ran"
+            time.sleep(0.2)
+        time.sleep(1)  # the script runs `sleep 300` now
+        killed_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+        assert time.monotonic() - killed_at < 5, "Airflow would SIGKILL the task after 5 s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        leftovers = _run_containers(docker_client, run_id)
+        for container in leftovers:
+            container.remove(force=True)
+    assert leftovers == []
+    assert proc.returncode == 1, output
+    assert "FAILED: AirflowFailException the task was killed" in output  # no retry
+
+
+def test_a_task_killed_while_waiting_for_a_slot_never_starts_a_container(
+    repo: Path, tmp_path: Path, docker_client
+) -> None:
+    import signal
+
+    from airflow_butido.db.engine import make_engine
+    from airflow_butido.db.migrate import upgrade
+    from airflow_butido.endpoints import DatabaseSlots
+
+    config = repo / "config.toml"
+    config.write_text(config.read_text().replace("maxjobs = 4", "maxjobs = 1"))
+    db = f"sqlite:///{tmp_path / 'kill.sqlite'}"
+    engine = make_engine(db)
+    upgrade(engine)
+    slots = DatabaseSlots(engine)
+    assert slots.acquire("another-job", [("local", 1)]) == "local"
+    run_id = f"manual__{uuid.uuid4().hex[:8]}"
+    proc = _start_killable_task(repo, db, run_id)
+    try:
+        time.sleep(8)  # loaded, endpoints checked, now waiting for the slot
+        assert proc.poll() is None, proc.communicate()[0]
+        proc.send_signal(signal.SIGTERM)
+        slots.release("another-job")  # the slot frees right after the kill
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        leftovers = _run_containers(docker_client, run_id)
+        for container in leftovers:
+            container.remove(force=True)
+        engine.dispose()
+    assert leftovers == []
+    assert proc.returncode == 1, output
+    assert "the task was killed" in output
+
+
+def test_a_task_killed_while_another_run_builds_the_same_key_stops_waiting(
+    repo: Path, tmp_path: Path, docker_client
+) -> None:
+    import signal
+
+    db = f"sqlite:///{tmp_path / 'kill.sqlite'}"
+    first_run, second_run = (f"manual__{uuid.uuid4().hex[:8]}" for _ in range(2))
+    first = _start_killable_task(repo, db, first_run)
+    second = None
+    try:
+        deadline = time.monotonic() + 90
+        while not any(c.status == "running" for c in _run_containers(docker_client, first_run)):
+            assert first.poll() is None, first.communicate()[0]
+            assert time.monotonic() < deadline, "the first build never ran"
+            time.sleep(0.2)
+        second = _start_killable_task(repo, db, second_run)  # same build key: it waits
+        time.sleep(8)
+        assert second.poll() is None, second.communicate()[0]
+        assert _run_containers(docker_client, second_run) == []
+        killed_at = time.monotonic()
+        second.send_signal(signal.SIGTERM)
+        second_output, _ = second.communicate(timeout=30)
+        assert time.monotonic() - killed_at < 5, "Airflow would SIGKILL the task after 5 s"
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        leftovers = [c for r in (first_run, second_run) for c in _run_containers(docker_client, r)]
+        for container in leftovers:
+            container.remove(force=True)
+    assert leftovers == []
+    assert second.returncode == 1, second_output
+    assert "cancelled while waiting for job" in second_output
+
+
+def test_operator_is_a_docker_operator_with_templated_recipe_fields() -> None:
+    import jinja2
+    from airflow.providers.docker.operators.docker import DockerOperator
+    from airflow.sdk import DAG
+
+    from airflow_butido.operators.build import PackageBuildOperator
+
+    with DAG(dag_id=f"t_{uuid.uuid4().hex[:8]}", schedule=None):
+        op = PackageBuildOperator(
+            task_id="x",
+            repo_path="{{ params.repo }}",
+            package_name="{{ params.name }}",
+            package_version="{{ params.version }}",
+            image="test",
+            submit_uuid="{{ run_id }}",
+        )
+    assert isinstance(op, DockerOperator)
+    assert {"image", "environment", "repo_path", "package_version"} <= set(op.template_fields)
+    context = {"params": {"repo": "/r", "name": "a", "version": "2"}, "run_id": "manual__1"}
+    op.render_template_fields(context, jinja_env=jinja2.Environment())
+    assert (op.repo_path, op.package_name, op.package_version) == ("/r", "a", "2")
+    assert op.submit_uuid == "manual__1"
+
+
+def test_a_sigkilled_task_leaves_its_container_stopped_not_building(
+    repo: Path, tmp_path: Path, docker_client
+) -> None:
+    """SIGKILL cannot be handled; the container's bash loses its attached stdin and exits."""
+    run_id = f"manual__{uuid.uuid4().hex[:8]}"
+    proc = _start_killable_task(repo, f"sqlite:///{tmp_path / 'kill.sqlite'}", run_id)
+    status = None
+    try:
+        deadline = time.monotonic() + 90
+        while not any(c.status == "running" for c in _run_containers(docker_client, run_id)):
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the build container never ran"
+            time.sleep(0.2)
+        time.sleep(1)  # the script runs `sleep 300` now
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            [container] = _run_containers(docker_client, run_id)
+            status = container.status
+            if status == "exited":
+                break
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for container in _run_containers(docker_client, run_id):
+            container.remove(force=True)
+    assert status == "exited"  # and `butido endpoint containers prune` removes it

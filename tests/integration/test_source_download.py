@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +33,24 @@ class Src:
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    in_flight = 0
+    most_in_flight = 0
+    lock = threading.Lock()
+
     def log_message(self, *args: object) -> None:  # keep test output quiet
         pass
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path
+        if path == "/slow":
+            cls = type(self)
+            with cls.lock:
+                cls.in_flight += 1
+                cls.most_in_flight = max(cls.most_in_flight, cls.in_flight)
+            time.sleep(0.3)
+            with cls.lock:
+                cls.in_flight -= 1
+            path = "/file"
         if path.startswith("/redirect/"):
             hops = int(path.split("/")[2])
             self.send_response(302)
@@ -101,11 +115,13 @@ def test_download_writes_verified_file_at_cache_path(tmp_path: Path, server: str
 
 
 def test_download_runs_concurrently_and_keeps_item_order(tmp_path: Path, server: str) -> None:
-    items = [(Pkg(f"p{i}", "1"), src(f"{server}/file")) for i in range(20)]
+    Handler.most_in_flight = 0
+    items = [(Pkg(f"p{i}", "1"), src(f"{server}/slow")) for i in range(20)]
     results = download_sources(tmp_path, items, max_concurrency=8)
     assert [r.label for r in results] == [f"p{i} 1" for i in range(20)]
     assert all(r.ok for r in results)
     assert len(cache_files(tmp_path)) == 20
+    assert 2 <= Handler.most_in_flight <= 8  # in parallel, but never more than asked
 
 
 def test_download_follows_redirects_up_to_ten(tmp_path: Path, server: str) -> None:
@@ -188,3 +204,52 @@ def test_unreachable_server_is_a_failed_result(tmp_path: Path) -> None:
     )
     assert not result.ok
     assert "127.0.0.1:9" in result.message
+
+
+def test_cli_download_against_a_local_server_keeps_only_verified_files(
+    tmp_path: Path, server: str, capsys, monkeypatch
+) -> None:
+    from airflow_butido.cli import main as cli_main
+    from tests.unit.recipes.repo_factory import leaf, write_repo
+
+    for var in ("BUTIDO_CONFIG", "BUTIDO_SETTINGS", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+
+    def source(path: str, digest: str = SHA256, manual: bool = False) -> str:
+        extra = "download_manually = true\n" if manual else ""
+        return (
+            f"[sources.src]\nurl = '{server}{path}'\nhash.type = 'sha256'\n"
+            f"hash.hash = '{digest}'\n{extra}"
+        )
+
+    root = write_repo(
+        tmp_path / "repo",
+        {
+            "good/pkg.toml": leaf("good", "1") + source("/file"),
+            "html/pkg.toml": leaf("html", "1") + source("/html"),
+            "bad/pkg.toml": leaf("bad", "1") + source("/file", digest="0" * 64),
+            "gone/pkg.toml": leaf("gone", "1") + source("/missing"),
+            "manual/pkg.toml": leaf("manual", "1") + source("/file", manual=True),
+        },
+    )
+    cache = root / "sources"
+    code = cli_main.main(["--repo", str(root), "source", "download"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "Traceback" not in err
+    assert "3 of 5 downloads failed" in err
+    assert "html 1 src: warning: " in err and "text/html" in err
+    assert "bad 1 src: failed: " in err and "Hash mismatch" in err
+    assert "gone 1 src: failed: " in err and "404" in err
+    assert "manual 1 src: failed: " in err and "manually" in err
+    assert cache_files(cache) == [cache / "good-1/src.source", cache / "html-1/src.source"]
+    assert (cache / "good-1/src.source").read_bytes() == BODY
+
+    # --matching selects; without --force an existing file is an error and stays as it is
+    code = cli_main.main(["--repo", str(root), "source", "download", "--matching", "^go"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "already exists" in err
+    assert "gone 1" in out and "good 1" in out and "bad 1" not in out
+    code = cli_main.main(["--repo", str(root), "source", "download", "good", "--force"])
+    assert code == 0, capsys.readouterr().err
+    assert (cache / "good-1/src.source").read_bytes() == BODY

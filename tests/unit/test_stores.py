@@ -159,3 +159,51 @@ def test_find_artifact_prefers_staging_then_release_and_checks_hash(tmp_path: Pa
 @pytest.mark.parametrize("rel", ["../staging/x", "/etc/passwd", ""])
 def test_find_artifact_never_leaves_the_stores(tmp_path: Path, rel: str) -> None:
     assert find_artifact(rel, None, [tmp_path / "s"], []) is None
+
+
+def test_extraction_memory_does_not_grow_with_the_archive(tmp_path: Path) -> None:
+    import tracemalloc
+
+    size = 128 * 1024 * 1024
+    block = bytes(range(256)) * 256  # 64 KiB
+
+    def stream() -> Iterator[bytes]:
+        header = tarfile.TarInfo("outputs/big.bin")
+        header.size = size
+        yield header.tobuf(format=tarfile.GNU_FORMAT)
+        for _ in range(size // len(block)):
+            yield block
+        yield b"\0" * 1024  # end-of-archive marker
+
+    expected = hashlib.sha256()
+    for _ in range(size // len(block)):
+        expected.update(block)
+    tracemalloc.start()
+    try:
+        [artifact] = extract_outputs(stream(), tmp_path / "store")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (artifact.path, artifact.size) == ("big.bin", size)
+    assert artifact.sha256 == expected.hexdigest()
+    assert peak < 8 * 1024 * 1024  # a fixed few MiB of buffers; 128 MiB went through
+
+
+def test_a_file_appears_under_its_name_only_when_complete(tmp_path: Path) -> None:
+    data = tar_bytes(reg("outputs/big.pkg", b"y" * 200_000), reg("outputs/next", b"n"))
+    dest = tmp_path / "store"
+    seen_midway: list[tuple[bool, list[str]]] = []
+
+    def stream() -> Iterator[bytes]:
+        for i, chunk in enumerate(chunks(data, 8192)):
+            if i == 12:  # about half of big.pkg has been read
+                names = sorted(p.name for p in dest.iterdir()) if dest.exists() else []
+                seen_midway.append(((dest / "big.pkg").exists(), names))
+            yield chunk
+
+    extract_outputs(stream(), dest)
+    [(final_name_existed, names)] = seen_midway
+    assert not final_name_existed
+    assert len(names) == 1 and names[0] != "big.pkg"  # written under a temporary name
+    assert sorted(p.name for p in dest.iterdir()) == ["big.pkg", "next"]
+    assert (dest / "big.pkg").read_bytes() == b"y" * 200_000

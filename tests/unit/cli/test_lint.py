@@ -124,3 +124,30 @@ def test_lint_renders_and_runs_the_script_linter(run, tmp_path: Path, monkeypatc
     assert calls == [(root / "lint.sh", "script of a 1", root)]
     assert "a 1 (a/pkg.toml): script linter" in out and "SC2086: quote this" in out
     assert "b 1 (b/pkg.toml): script does not render: strict mode: no such variable" in out
+
+
+def test_lint_pipes_every_rendered_script_into_the_real_linter(run, tmp_path: Path) -> None:
+    config = CONFIG.replace("compatibility = 1", 'compatibility = 1\nscript_linter = "lint.sh"')
+    forbidden = "[phases]\nbuild.script = 'echo FORBIDDEN {{name}}-{{version}}'\n"
+    root = write_repo(
+        tmp_path,
+        {"a/pkg.toml": leaf("a", "1"), "b/pkg.toml": leaf("b", "2") + forbidden},
+        config=config,
+    )
+    linter = root / "lint.sh"
+    linter.write_text(
+        "#!/bin/sh\n"
+        'script=$(cat)\nprintf "%s\\n----\\n" "$script" >> seen.txt\n'
+        'case "$script" in *FORBIDDEN*) echo "line 3: FORBIDDEN used"; exit 1;; esac\n'
+    )
+    linter.chmod(0o755)
+    code, out, err = run("--repo", root, "lint")
+    assert code == 1
+    assert "Traceback" not in err
+    assert "b 2 (b/pkg.toml): script linter" in out and "line 3: FORBIDDEN used" in out
+    assert "a 1 (a/pkg.toml)" not in out
+    seen = (root / "seen.txt").read_text().split("----\n")  # $(cat) drops final newlines
+    assert sorted(seen[:-1]) == [
+        "#!/bin/bash\n### phase build\necho FORBIDDEN b-2\n### / build phase\n",
+        "#!/bin/bash\n### phase build\necho build\n### / build phase\n",
+    ]

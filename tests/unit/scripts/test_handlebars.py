@@ -291,3 +291,9 @@ def test_context_mappings_and_tuples_are_accepted() -> None:
 )
 def test_floats_print_like_serde_json(value: float, text: str) -> None:
     assert format_float(value) == text
+
+
+def test_values_are_never_html_escaped() -> None:
+    value = '<a href="x">&\'=`</a>'
+    rendered = render("{{v}} {{{v}}} {{this.v}} {{joinwith v v}}", {"v": value})
+    assert rendered == " ".join([value] * 4)

@@ -298,3 +298,8 @@ def test_jinja2_helper_misuse_is_a_template_error(template: str) -> None:
 def test_unknown_dialect_is_rejected() -> None:
     with pytest.raises(TemplateError, match="script_dialect"):
         render_script(StubPackage(), config(script_dialect="mustache"))
+
+
+def test_jinja2_values_are_never_html_escaped() -> None:
+    value = '<a href="x">&\'=`</a>'
+    assert render_jinja2("{{ v }} {{ this.v }}\n", {"v": value}) == f"{value} {value}\n"
