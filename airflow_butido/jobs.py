@@ -234,21 +234,27 @@ class DatabaseRecorder:
             )
         return values
 
+    def _job_values(self, job: JobStarted | JobReused) -> dict[str, Any]:
+        """The columns a started and a reused job both record."""
+        return {
+            "uuid": job.job_uuid,
+            "submit_uuid": job.submit_uuid,
+            "package_name": job.package_name,
+            "package_version": job.package_version,
+            "image": job.image,
+            "script": job.script,
+            "env": dict(job.env),
+            **self._key_values(job.build_key),
+        }
+
     def job_started(self, job: JobStarted) -> None:
         from airflow_butido.db.records import record_job_start
 
         record_job_start(
             self.engine,
-            uuid=job.job_uuid,
-            submit_uuid=job.submit_uuid,
-            package_name=job.package_name,
-            package_version=job.package_version,
-            image=job.image,
             endpoint=job.endpoint,
             container_id=job.container_id,
-            script=job.script,
-            env=dict(job.env),
-            **self._key_values(job.build_key),
+            **self._job_values(job),
         )
         self._record_inputs(job.job_uuid)
 
@@ -257,16 +263,9 @@ class DatabaseRecorder:
 
         record_reused_job(
             self.engine,
-            uuid=job.job_uuid,
-            submit_uuid=job.submit_uuid,
-            package_name=job.package_name,
-            package_version=job.package_version,
-            image=job.image,
             reused_job_uuid=job.reused.job_uuid,
             reason=job.reused.reason,
-            script=job.script,
-            env=dict(job.env),
-            **self._key_values(job.build_key),
+            **self._job_values(job),
         )
         self._record_inputs(job.job_uuid)
 

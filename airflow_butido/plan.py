@@ -420,15 +420,3 @@ def record_submit(
         dag_id=dag_id,
         run_id=run_id,
     )
-
-
-def build_engine(config: Config, url: str | None = None) -> Any:
-    """The build database (``url`` or the one ``config`` names), migrated to the current
-    schema."""
-    from airflow_butido.db.engine import database_url, make_engine
-    from airflow_butido.db.migrate import is_current, upgrade
-
-    engine = make_engine(database_url(config, url=url, repo_root=Path(config.repo_root)))
-    if not is_current(engine):
-        upgrade(engine)
-    return engine

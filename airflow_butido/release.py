@@ -23,6 +23,7 @@ from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
 from airflow_butido.db.queries import ReleaseRow, list_releases
 from airflow_butido.errors import ButidoError
+from airflow_butido.stores import hash_artifact
 
 COPY_CHUNK = 1024 * 1024
 
@@ -137,20 +138,12 @@ def _copy_verified(source: Path, dest: Path, recorded_sha256: str | None) -> Non
             raise ReleaseError(
                 f"{source}: sha256 {expected} differs from the recorded {recorded_sha256}"
             )
-        copied = _sha256(tmp)
+        copied = hash_artifact(tmp)
         if copied != expected:
             raise ReleaseError(f"{dest}: the copy's sha256 {copied} differs from {expected}")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(COPY_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def release_rm(

@@ -179,6 +179,7 @@ def _safe_rel(rel_path: str) -> PurePosixPath | None:
 
 
 def hash_artifact(path: Path) -> str:
+    """The sha256 (hex) of a file, read in chunks: artifacts can be large."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK_SIZE):

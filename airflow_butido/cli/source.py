@@ -16,6 +16,8 @@ from airflow_butido.cli.repo_commands import (
 from airflow_butido.errors import ButidoError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from airflow_butido.recipes.package import Package, Source
     from airflow_butido.recipes.repository import Repository
 
@@ -41,40 +43,34 @@ def cmd_url(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_of(args: argparse.Namespace) -> int:
+def _cached(args: argparse.Namespace) -> list[tuple[Package, Source, Path]]:
+    """The selected sources with their places in the repository's source cache."""
     from airflow_butido.sources import source_path
 
     repo = load_repo(args)
     cache = repo.config.source_cache
-    rows = [(p.name, p.version, s.name, source_path(cache, p, s)) for p, s in _items(args, repo)]
+    return [(p, s, source_path(cache, p, s)) for p, s in _items(args, repo)]
+
+
+def cmd_of(args: argparse.Namespace) -> int:
+    rows = [(p.name, p.version, s.name, path) for p, s, path in _cached(args)]
     _table(args, ("package", "version", "source", "path"), rows)
     return 0
 
 
 def cmd_list_missing(args: argparse.Namespace) -> int:
-    from airflow_butido.sources import source_path
-
-    repo = load_repo(args)
-    cache = repo.config.source_cache
-    rows = []
-    for p, s in _items(args, repo):
-        path = source_path(cache, p, s)
-        if not path.is_file():
-            rows.append((p.name, p.version, s.name, path))
+    rows = [(p.name, p.version, s.name, path) for p, s, path in _cached(args) if not path.is_file()]
     _table(args, ("package", "version", "source", "path"), rows)
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from airflow_butido.sources import SourceError, source_path, verify_source
+    from airflow_butido.sources import SourceError, verify_source
 
-    repo = load_repo(args)
-    cache = repo.config.source_cache
     rows = []
     failed = 0
-    items = _items(args, repo)
-    for p, s in items:
-        path = source_path(cache, p, s)
+    items = _cached(args)
+    for p, s, path in items:
         try:
             verify_source(path, s)
             rows.append((p.name, p.version, s.name, "ok", ""))

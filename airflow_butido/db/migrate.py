@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -116,3 +117,15 @@ def _sqlite_pragma(conn: sa.Connection, pragma: str) -> None:
 
 def is_current(engine: Engine) -> bool:
     return current_state(engine) == head_revision()
+
+
+def open_database(config: Any, url: str | None = None, repo_root: Path | None = None) -> Engine:
+    """The build database (``url``, or the one ``config`` names) migrated to the current
+    schema when it is not: what a plan, build or report task opens before its first query."""
+    from airflow_butido.db.engine import database_url, make_engine
+
+    root = repo_root if repo_root is not None else Path(config.repo_root)
+    engine = make_engine(database_url(config, url=url, repo_root=root))
+    if not is_current(engine):
+        upgrade(engine)
+    return engine

@@ -25,6 +25,7 @@ from airflow_butido.db import rows
 from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
 from airflow_butido.errors import InfrastructureError
+from airflow_butido.stores import hash_artifact
 
 KEY_FORMAT = 1
 CANDIDATES_CHECKED = 20
@@ -145,19 +146,11 @@ def store_checker(
         _submit, _, path = staging_relative.partition("/")
         places = [staging_root / staging_relative, *(d / path for d in release_store_dirs)]
         for place in places:
-            if place.is_file() and (not verify or file_sha256(place) == sha256):
+            if place.is_file() and (not verify or hash_artifact(place) == sha256):
                 return True
         return False
 
     return exists
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def explain_difference(

@@ -261,15 +261,9 @@ class PackageBuildOperator(DockerOperator):
         return list(found.values())
 
     def database_engine(self, config: Config) -> Any:
-        from airflow_butido.db.engine import database_url, make_engine
-        from airflow_butido.db.migrate import is_current, upgrade
+        from airflow_butido.db.migrate import open_database
 
-        engine = make_engine(
-            database_url(config, url=self.database_url, repo_root=Path(self.repo_path))
-        )
-        if not is_current(engine):
-            upgrade(engine)
-        return engine
+        return open_database(config, url=self.database_url, repo_root=Path(self.repo_path))
 
     def build_cache(self, engine: Any, config: Config) -> BuildCache | None:
         """Where earlier builds are looked up: the build database and the stores."""

@@ -87,9 +87,10 @@ class PlanOperator(BaseOperator):
         return plan.to_json()
 
     def _record_submit(self, repo: Any, plan: Plan, context: Any) -> None:
-        from airflow_butido.plan import build_engine, record_submit
+        from airflow_butido.db.migrate import open_database
+        from airflow_butido.plan import record_submit
 
-        engine = build_engine(repo.config, self.database_url)
+        engine = open_database(repo.config, url=self.database_url)
         try:
             record_submit(
                 engine, repo, plan, dag_id=context["dag"].dag_id, run_id=context["run_id"]

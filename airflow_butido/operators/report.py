@@ -66,12 +66,12 @@ class ReportOperator(BaseOperator):
         """Jobs recorded as running by tasks of this run that died without finishing;
         ``keep``: (name, version) of packages whose tasks are still in progress."""
         from airflow_butido import parse_cache
+        from airflow_butido.db.migrate import open_database
         from airflow_butido.db.records import mark_orphaned_jobs
-        from airflow_butido.plan import build_engine
 
         try:
             config = parse_cache.load(self.repo_path).repo.config
-            engine = build_engine(config, self.database_url)
+            engine = open_database(config, url=self.database_url)
             try:
                 count = mark_orphaned_jobs(engine, dag_id, run_id, keep=keep)
             finally:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from tests.support import make_dirs, overlay_toml
+
 FAILING_H = """name = "h"
 version = "8"
 
@@ -47,26 +49,15 @@ def example_workspace(base: Path, butido_examples: Path, build_image: str) -> di
     )
     (repo / "h" / "pkg.toml").write_text(FAILING_H.format(hash=h_hash))
     stores = base / "stores"
-    for sub in ("staging", "releases", "logs"):
-        (stores / sub).mkdir(parents=True)
+    make_dirs(stores, ("staging", "releases", "logs"))
     overlay = base / "overlay.toml"
     overlay.write_text(
-        f"""releases_root = "{stores / "releases"}"
-staging = "{stores / "staging"}"
-source_cache = "{butido_examples / "sources"}"
-log_dir = "{stores / "logs"}"
-
-[docker]
-images = [ {{ name = "{build_image}", short_name = "bookworm" }} ]
-
-[docker.endpoints.testhostname]
-uri = "/var/run/docker.sock"
-endpoint_type = "socket"
-maxjobs = 2
-
-[containers]
-check_env_names = true
-allowed_env = ["FAIL_H", "SLEEP_H"]
-"""
+        overlay_toml(
+            stores,
+            source_cache=butido_examples / "sources",
+            images=[(build_image, "bookworm")],
+            endpoints={"testhostname": 2},
+            allowed_env=("FAIL_H", "SLEEP_H"),
+        )
     )
     return {"base": base, "repo": repo, "stores": stores, "overlay": overlay}

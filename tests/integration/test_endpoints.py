@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import uuid
 from pathlib import Path
 
@@ -29,8 +28,8 @@ from airflow_butido.recipes.config import (
     ImageSpec,
     TlsConfig,
 )
+from tests.support import DOCKER_SOCKET, config_toml, make_dirs, write_files
 
-DOCKER_SOCKET = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 GONE = EndpointConfig("gone", "/nonexistent/docker.sock", "socket", 1, timeout=2)
 
 
@@ -185,32 +184,8 @@ def test_database_slots_hold_maxjobs_across_engines(pg_url: str) -> None:
 
 
 def write_config(root: Path, image: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for d in ("logs", "staging", "sources", "releases"):
-        (root / d).mkdir(exist_ok=True)
-    (root / "config.toml").write_text(
-        f"""compatibility = 1
-log_dir = "logs"
-releases_root = "releases"
-release_stores = ["default"]
-staging = "staging"
-source_cache = "sources"
-available_phases = ["build"]
-
-[docker]
-images = [{{ name = "{image}", short_name = "test" }}]
-
-[docker.endpoints.local]
-uri = "{DOCKER_SOCKET}"
-endpoint_type = "socket"
-maxjobs = 1
-
-[containers]
-check_env_names = false
-allowed_env = []
-"""
-    )
-    return root
+    config = config_toml(images=[(image, "test")], endpoints={"local": 1}, uri=DOCKER_SOCKET)
+    return write_files(make_dirs(root), {"config.toml": config})
 
 
 def butido(repo: Path, *argv: str) -> int:

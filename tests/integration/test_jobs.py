@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import textwrap
 import threading
 import time
@@ -20,10 +19,9 @@ from airflow_butido.errors import InfrastructureError
 from airflow_butido.jobs import JobRequest, JobResult, ScriptFailed, run_job
 from airflow_butido.recipes.config import load_config
 from airflow_butido.recipes.repository import load_repository
+from tests.support import DOCKER_SOCKET, config_toml, make_dirs, overlay_toml, write_files
 
 pytestmark = pytest.mark.docker
-
-DOCKER_SOCKET = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
 def write_repo(
@@ -37,41 +35,18 @@ def write_repo(
 ) -> Path:
     """A package repository in ``root``: config.toml (local endpoint(s), the test image,
     stores under ``root``) and one ``<dir>/pkg.toml`` per entry of ``packages``."""
-    root.mkdir(parents=True, exist_ok=True)
-    for d in ("logs", "staging", "sources", "releases"):
-        (root / d).mkdir(exist_ok=True)
-    endpoint_tables = "\n".join(
-        f'[docker.endpoints.{name}]\nuri = "{DOCKER_SOCKET}"\nendpoint_type = "socket"\n'
-        f"maxjobs = {maxjobs}\n"
-        for name, maxjobs in (endpoints or {"local": 4}).items()
+    make_dirs(root)
+    config = config_toml(
+        images=[(image, "test")],
+        endpoints=endpoints or {"local": 4},
+        uri=DOCKER_SOCKET,
+        phases=phases,
+        check_env_names=True,
+        allowed_env=("FOO", "PKGVAR"),
+        extra="build_error_lines = 5\n" + extra_config,
     )
-    (root / "config.toml").write_text(
-        textwrap.dedent(
-            f"""\
-            compatibility = 1
-            log_dir = "logs"
-            releases_root = "releases"
-            release_stores = ["default"]
-            staging = "staging"
-            source_cache = "sources"
-            build_error_lines = 5
-            available_phases = {list(phases)!r}
-            {extra_config}
-
-            [docker]
-            images = [{{ name = "{image}", short_name = "test" }}]
-
-            [containers]
-            check_env_names = true
-            allowed_env = ["FOO", "PKGVAR"]
-            """
-        )
-        + endpoint_tables
-    )
-    for directory, text in packages.items():
-        (root / directory).mkdir(parents=True, exist_ok=True)
-        (root / directory / "pkg.toml").write_text(textwrap.dedent(text))
-    return root
+    files = {str(Path(d, "pkg.toml")): textwrap.dedent(text) for d, text in packages.items()}
+    return write_files(root, {"config.toml": config, **files})
 
 
 def pkg_toml(
@@ -393,25 +368,14 @@ def test_example_repository_package_builds_unmodified_with_overlay_config(
     name: str,
     version: str,
 ) -> None:
-    for d in ("staging", "releases", "logs"):
-        (tmp_path / d).mkdir()
+    make_dirs(tmp_path, ("staging", "releases", "logs"))
     overlay = tmp_path / "overlay.toml"
     overlay.write_text(
-        textwrap.dedent(
-            f"""\
-            staging = "{tmp_path / "staging"}"
-            releases_root = "{tmp_path / "releases"}"
-            log_dir = "{tmp_path / "logs"}"
-            source_cache = "{butido_examples / "sources"}"
-
-            [docker]
-            images = [{{ name = "{build_image}", short_name = "deb12" }}]
-
-            [docker.endpoints.local]
-            uri = "{DOCKER_SOCKET}"
-            endpoint_type = "socket"
-            maxjobs = 2
-            """
+        overlay_toml(
+            tmp_path,
+            source_cache=butido_examples / "sources",
+            images=[(build_image, "deb12")],
+            uri=DOCKER_SOCKET,
         )
     )
     config = load_config(example_repo, environ={"BUTIDO_CONFIG": str(overlay)})

@@ -299,6 +299,16 @@ def _run_containers(docker_client, run_id: str) -> list:
     return docker_client.containers.list(all=True, filters={"label": label})
 
 
+def _wait_for_running_build(proc, docker_client, run_id: str) -> None:
+    """Until the task's build container runs its script (`sleep 300`)."""
+    deadline = time.monotonic() + 90
+    while not any(c.status == "running" for c in _run_containers(docker_client, run_id)):
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "the build container never ran"
+        time.sleep(0.2)
+    time.sleep(1)  # the script runs `sleep 300` now
+
+
 def test_sigterm_to_the_task_process_removes_its_container_before_sigkill(
     repo: Path, tmp_path: Path, docker_client
 ) -> None:
@@ -307,12 +317,7 @@ def test_sigterm_to_the_task_process_removes_its_container_before_sigkill(
     run_id = f"manual__{uuid.uuid4().hex[:8]}"
     proc = _start_killable_task(repo, f"sqlite:///{tmp_path / 'kill.sqlite'}", run_id)
     try:
-        deadline = time.monotonic() + 90
-        while not any(c.status == "running" for c in _run_containers(docker_client, run_id)):
-            assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < deadline, "the build container never ran"
-            time.sleep(0.2)
-        time.sleep(1)  # the script runs `sleep 300` now
+        _wait_for_running_build(proc, docker_client, run_id)
         killed_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
@@ -436,12 +441,7 @@ def test_a_sigkilled_task_leaves_its_container_stopped_not_building(
     proc = _start_killable_task(repo, f"sqlite:///{tmp_path / 'kill.sqlite'}", run_id)
     status = None
     try:
-        deadline = time.monotonic() + 90
-        while not any(c.status == "running" for c in _run_containers(docker_client, run_id)):
-            assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < deadline, "the build container never ran"
-            time.sleep(0.2)
-        time.sleep(1)  # the script runs `sleep 300` now
+        _wait_for_running_build(proc, docker_client, run_id)
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 20

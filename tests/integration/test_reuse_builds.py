@@ -18,7 +18,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +29,6 @@ import pytest
 import sqlalchemy as sa
 
 from airflow_butido.db import schema
-from airflow_butido.db.engine import make_engine
-from airflow_butido.db.migrate import upgrade
 from airflow_butido.db.records import record_submit
 from tests.integration.test_jobs import pkg_toml, write_repo
 from tests.integration.test_operator import context_for
@@ -41,21 +39,6 @@ ORDER = ("lib-1", "other-1", "app-1")
 DEPENDENCIES = {"lib-1": [], "other-1": [], "app-1": ["lib-1"]}
 SOURCE = b"lib source v1\n"
 PATCH = "# a comment\nlib patched\n"
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("pg_url"))
-    return f"sqlite:///{tmp_path}/butido.sqlite"
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Any]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def lib_toml(source: bytes) -> str:

@@ -7,29 +7,15 @@ import http.server
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from airflow_butido.recipes.package import Source
 from airflow_butido.sources import DownloadEvent, download_sources, source_path
+from tests.support import Pkg
 
 BODY = b"source tarball contents\n" * 1000
-
-
-@dataclass(frozen=True)
-class Pkg:
-    name: str
-    version: str
-
-
-@dataclass(frozen=True)
-class Src:
-    name: str
-    url: str
-    hash_type: str
-    hash: str
-    download_manually: bool = False
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -96,8 +82,10 @@ def server() -> Iterator[str]:
 SHA256 = hashlib.sha256(BODY).hexdigest()
 
 
-def src(url: str, *, hash_type: str = "sha256", digest: str = SHA256, manual: bool = False) -> Src:
-    return Src("src", url, hash_type, digest, manual)
+def src(
+    url: str, *, hash_type: str = "sha256", digest: str = SHA256, manual: bool = False
+) -> Source:
+    return Source("src", url, hash_type, digest, manual)
 
 
 def cache_files(root: Path) -> list[Path]:

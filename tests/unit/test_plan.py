@@ -208,7 +208,8 @@ def test_env_names_are_checked_up_front(tmp_path: Path):
     root = write_repo(
         tmp_path / "repo",
         {"app/1": '[environment]\nCFLAGS = "-O2"\nSECRET = "x"'},
-        containers='check_env_names = true\nallowed_env = ["CFLAGS", "DEBUG"]\n',
+        check_env_names=True,
+        allowed_env=("CFLAGS", "DEBUG"),
     )
     repo = load_repository(root)
     with pytest.raises(PlanError) as info:

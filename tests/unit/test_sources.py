@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from airflow_butido.recipes.package import Source
 from airflow_butido.sources import SourceError, hash_file, source_path, verify_source
-
-
-@dataclass(frozen=True)
-class Pkg:
-    name: str
-    version: str
-
-
-@dataclass(frozen=True)
-class Src:
-    name: str
-    url: str
-    hash_type: str
-    hash: str
-    download_manually: bool = False
+from tests.support import Pkg
 
 
 def test_source_path_is_name_dash_version_dir_and_source_suffix(tmp_path: Path) -> None:
-    src = Src("src", "https://example.com", "sha1", "00")
+    src = Source("src", "https://example.com", "sha1", "00")
     assert source_path(tmp_path, Pkg("s", "19.0"), src) == tmp_path / "s-19.0" / "src.source"
 
 
@@ -49,7 +35,7 @@ def test_hash_file_rejects_unknown_hash_type(tmp_path: Path) -> None:
 def test_verify_source_accepts_the_example_sha1(tmp_path: Path) -> None:
     path = tmp_path / "src.source"
     path.write_bytes(b"1\n")
-    verify_source(path, Src("src", "u", "sha1", "e5fa44f2b31c1fb553b6021e7360d07d5d91ff5e"))
+    verify_source(path, Source("src", "u", "sha1", "e5fa44f2b31c1fb553b6021e7360d07d5d91ff5e"))
 
 
 def test_verify_source_reports_mismatch_with_expected_and_actual(tmp_path: Path) -> None:
@@ -58,7 +44,7 @@ def test_verify_source_reports_mismatch_with_expected_and_actual(tmp_path: Path)
     expected = "e5fa44f2b31c1fb553b6021e7360d07d5d91ff5e"
     actual = hashlib.sha1(b"2\n").hexdigest()
     with pytest.raises(SourceError) as info:
-        verify_source(path, Src("src", "u", "sha1", expected))
+        verify_source(path, Source("src", "u", "sha1", expected))
     assert str(info.value) == f"{path}: Hash mismatch, expected '{expected}', got '{actual}'"
 
 
@@ -66,7 +52,7 @@ def test_verify_source_uppercase_hash_never_matches(tmp_path: Path) -> None:
     path = tmp_path / "src.source"
     path.write_bytes(b"1\n")
     with pytest.raises(SourceError, match="Hash mismatch"):
-        verify_source(path, Src("src", "u", "sha1", "E5FA44F2B31C1FB553B6021E7360D07D5D91FF5E"))
+        verify_source(path, Source("src", "u", "sha1", "E5FA44F2B31C1FB553B6021E7360D07D5D91FF5E"))
 
 
 def test_verify_source_turns_a_read_failure_into_a_source_error(
@@ -82,10 +68,10 @@ def test_verify_source_turns_a_read_failure_into_a_source_error(
 
     monkeypatch.setattr(sources, "hash_file", unreadable)
     with pytest.raises(SourceError, match=f"{path}: cannot read: Permission denied"):
-        verify_source(path, Src("src", "u", "sha1", "00"))
+        verify_source(path, Source("src", "u", "sha1", "00"))
 
 
 def test_verify_source_names_the_missing_path(tmp_path: Path) -> None:
     path = tmp_path / "a-1" / "src.source"
     with pytest.raises(SourceError, match=f"{path}: source file missing"):
-        verify_source(path, Src("src", "u", "sha1", "00"))
+        verify_source(path, Source("src", "u", "sha1", "00"))

@@ -1,36 +1,17 @@
-"""Every database test runs on a fresh PostgreSQL database and on a SQLite file."""
+"""Every database test runs on a fresh PostgreSQL database and on a SQLite file (the
+``db_url`` and ``engine`` fixtures of tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
 from unittest import mock
 
-import pytest
-
 from airflow_butido.cli import main as cli_main
-from airflow_butido.db.engine import make_engine
-from airflow_butido.db.migrate import upgrade
 
 SCHEMA_05 = Path(__file__).resolve().parents[3].parent / "shared/reference/butido-0.5-schema.sql"
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("pg_url"))
-    return f"sqlite:///{tmp_path}/butido.sqlite"
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[object]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def new_uuid() -> str:

@@ -53,6 +53,21 @@ def repo_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
 
 
+def start_running_jobs(
+    engine: Any, submit: str, dag_id: str, run_id: str, names: tuple[str, ...]
+) -> dict[str, str]:
+    """A running job (first try) of version 1 of each package in ``names``: name -> job UUID."""
+    jobs = {}
+    for name in names:
+        jobs[name] = str(uuid.uuid4())
+        records.record_job_start(
+            engine, uuid=jobs[name], submit_uuid=submit, package_name=name,
+            package_version="1", image=IMAGE_ONE, endpoint="local", container_id="c",
+            script="#!/bin/bash\n", dag_id=dag_id, run_id=run_id, try_number=1,
+        )  # fmt: skip
+    return jobs
+
+
 def git(root: Path, *args: str) -> str:
     done = subprocess.run(
         ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args],
@@ -112,14 +127,7 @@ def test_the_report_marks_running_jobs_of_finished_tasks_failed_and_spares_live_
     run_id = "manual__orphans"
     submit = record_submit(engine, package=("app", "1"), submit_uuid=plan.submit_uuid,
                            dag_id=StubDag.dag_id, run_id=run_id)  # fmt: skip
-    jobs = {}
-    for name in ("lib", "gfx"):
-        jobs[name] = str(uuid.uuid4())
-        records.record_job_start(
-            engine, uuid=jobs[name], submit_uuid=submit, package_name=name,
-            package_version="1", image=IMAGE_ONE, endpoint="local", container_id="c",
-            script="#!/bin/bash\n", dag_id=StubDag.dag_id, run_id=run_id, try_number=1,
-        )  # fmt: skip
+    jobs = start_running_jobs(engine, submit, StubDag.dag_id, run_id, ("lib", "gfx"))
     states = {"plan": "success", "lib-1": "failed", "gfx-1": "running", "app-1": "upstream_failed"}
     ti = StubTaskInstance({"plan": plan.to_json()}, states)
     report = ReportOperator(
@@ -208,14 +216,7 @@ def test_a_task_retry_fails_the_job_its_dead_try_left_and_frees_its_slot_and_cla
 
     run_id = "manual__retry"
     submit = record_submit(engine, package=("lib", "1"), dag_id="butido_one", run_id=run_id)
-    jobs = {}
-    for name in ("lib", "gfx"):
-        jobs[name] = str(uuid.uuid4())
-        records.record_job_start(
-            engine, uuid=jobs[name], submit_uuid=submit, package_name=name,
-            package_version="1", image=IMAGE_ONE, endpoint="local", container_id="c",
-            script="#!/bin/bash\n", dag_id="butido_one", run_id=run_id, try_number=1,
-        )  # fmt: skip
+    jobs = start_running_jobs(engine, submit, "butido_one", run_id, ("lib", "gfx"))
     assert reuse.claim_build_key(engine, "k" * 64, jobs["lib"])
     assert leases.acquire_slot(engine, jobs["lib"], [("local", 2)]) == "local"
 

@@ -5,31 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-CONFIG = """\
-compatibility = 1
-log_dir = "logs"
-releases_root = "releases"
-release_stores = ["default"]
-staging = "staging"
-source_cache = "sources"
-available_phases = ["build"]
+from tests.support import config_toml, write_files
 
-[docker]
-images = [
-    { name = "debian:bookworm", short_name = "deb12" },
-    { name = "fooimage", short_name = "foo" },
-    { name = "barimage", short_name = "bar" },
-]
-
-[docker.endpoints.local]
-uri = "/var/run/docker.sock"
-endpoint_type = "socket"
-maxjobs = 2
-
-[containers]
-check_env_names = false
-allowed_env = []
-"""
+CONFIG = config_toml(
+    images=[("debian:bookworm", "deb12"), ("fooimage", "foo"), ("barimage", "bar")]
+)
 
 ROOT_PKG = """\
 version_is_semver = false
@@ -74,17 +54,12 @@ def write_repo(
     root_pkg: str | None = ROOT_PKG,
 ) -> Path:
     """Write ``files`` (repo-relative path -> text) plus config.toml and a root pkg.toml."""
-    root.mkdir(parents=True, exist_ok=True)
     all_files = dict(files)
     if config is not None:
         all_files.setdefault("config.toml", config)
     if root_pkg is not None:
         all_files.setdefault("pkg.toml", root_pkg)
-    for rel, text in all_files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
+    return write_files(root, all_files)
 
 
 def packages(*specs: tuple[str, str, list[str]]) -> dict[str, str]:
