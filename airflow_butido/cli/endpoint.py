@@ -126,11 +126,13 @@ def cmd_containers_list(args: argparse.Namespace) -> int:
     from airflow_butido.errors import InfrastructureError
 
     rows = []
+    unreachable = 0
     for endpoint in _endpoints(args):
         try:
             api = connect(endpoint, timeout=endpoint.timeout)
         except InfrastructureError as exc:
             print(f"{endpoint.name}: {exc}", file=sys.stderr)
+            unreachable += 1
             continue
         try:
             found = _containers(api, stopped=args.list_stopped, everything=args.all)
@@ -165,7 +167,9 @@ def cmd_containers_list(args: argparse.Namespace) -> int:
         "status",
     )
     print_table(headers, rows, as_csv=args.csv, as_json=args.json)
-    return 0
+    # The rows of the endpoints that answered are printed; the exit status says the
+    # list is incomplete.
+    return 1 if unreachable else 0
 
 
 def cmd_containers_prune(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
 import uuid
 from pathlib import Path
 
@@ -247,6 +248,27 @@ def test_cli_prune_removes_only_exited_butido_containers(
         for c in (ours, foreign, running):
             with contextlib.suppress(Exception):  # already removed by prune
                 c.remove(force=True)
+
+
+@pytest.mark.docker
+def test_cli_containers_list_says_by_its_exit_status_when_an_endpoint_is_missing(
+    tmp_path: Path, build_image: str, capsys
+) -> None:
+    repo = write_config(tmp_path / "repo", build_image)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = repo / "config.toml"
+    config.write_text(
+        config.read_text()
+        + "\n[docker.endpoints.gone]\n"
+        + f'uri = "http://127.0.0.1:{port}"\nendpoint_type = "http"\nmaxjobs = 1\ntimeout = 2\n'
+    )
+    assert butido(repo, "containers", "list", "--json") == 1
+    captured = capsys.readouterr()
+    assert isinstance(json.loads(captured.out), list)  # the reachable endpoint's rows
+    assert "gone:" in captured.err
+    assert butido(repo, "local", "containers", "list", "--json") == 0
 
 
 @pytest.mark.docker
