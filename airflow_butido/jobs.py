@@ -324,7 +324,8 @@ class DatabaseBuildCache:
     holds the claim on the key, wait for it and look again.
 
     A claim lives ``claim_ttl_seconds`` and is renewed every ``claim_ttl_seconds / 5``
-    while the build runs, so the claim of a killed task frees itself within minutes.
+    while the build runs (every 24 s by default), so the claim of a killed task frees
+    itself within two minutes.
     """
 
     def __init__(
@@ -335,7 +336,7 @@ class DatabaseBuildCache:
         *,
         poll_seconds: float = 2.0,
         timeout_seconds: float | None = None,
-        claim_ttl_seconds: float = 600.0,
+        claim_ttl_seconds: float = 120.0,
         cancelled: Callable[[], bool] | None = None,
     ) -> None:
         self.engine = engine
