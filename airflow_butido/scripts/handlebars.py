@@ -1132,10 +1132,17 @@ class _Each(Helper):
                         scope.params[h.block_params[1]] = ("value", key)
                 r.render(h.template, out)
             r.pop_scope()
-        elif h.inverse is not None:
-            r.render(h.inverse, out)
-        elif r.strict:
-            raise r.strict_failure(p.written)
+        else:
+            _render_empty_case(r, h, p, out)
+
+
+def _render_empty_case(r: Renderer, h: HelperCall, p: Value, out: list[str]) -> None:
+    """``#each`` / ``#with`` over an empty or missing value: the ``{{else}}`` block, or in
+    strict mode an error for a missing value."""
+    if h.inverse is not None:
+        r.render(h.inverse, out)
+    elif r.strict:
+        raise r.strict_failure(p.written)
 
 
 class _With(Helper):
@@ -1151,10 +1158,8 @@ class _With(Helper):
             if h.template is not None:
                 r.render(h.template, out)
             r.pop_scope()
-        elif h.inverse is not None:
-            r.render(h.inverse, out)
-        elif r.strict:
-            raise r.strict_failure(p.written)
+        else:
+            _render_empty_case(r, h, p, out)
 
 
 class _Lookup(Helper):
