@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_butido.errors import ButidoError
+from airflow_butido.manifest import Manifest
 
 if TYPE_CHECKING:
     from airflow_butido.recipes.config import Config
@@ -187,6 +188,10 @@ class Plan:
     packages: tuple[str, ...]  # every task id in the closure, dependencies first
     labels: Mapping[str, str] = field(default_factory=dict)  # task id -> "NAME VERSION"
     edges: tuple[tuple[str, str], ...] = ()  # active (dependent, dependency)
+    # packages reused up front: their tasks never run, dependents read these manifests
+    reused: Mapping[str, Manifest] = field(default_factory=dict)
+    # packages that cannot build in this run, and why: their tasks fail at once
+    failures: Mapping[str, str] = field(default_factory=dict)
 
     def includes(self, task_id: str) -> bool:
         return task_id in self.labels
@@ -224,6 +229,8 @@ class Plan:
             "packages": list(self.packages),
             "labels": dict(self.labels),
             "edges": [list(e) for e in self.edges],
+            "reused": {task_id: m.to_json() for task_id, m in self.reused.items()},
+            "failures": dict(self.failures),
         }
 
     @classmethod
@@ -237,6 +244,8 @@ class Plan:
             packages=tuple(data.get("packages") or ()),
             labels=dict(data.get("labels") or {}),
             edges=tuple((a, b) for a, b in data.get("edges") or ()),
+            reused={t: Manifest.from_json(m) for t, m in (data.get("reused") or {}).items()},
+            failures={str(t): str(m) for t, m in (data.get("failures") or {}).items()},
         )
 
 

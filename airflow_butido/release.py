@@ -23,7 +23,7 @@ from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
 from airflow_butido.db.queries import ReleaseRow, list_releases
 from airflow_butido.errors import ButidoError
-from airflow_butido.stores import hash_artifact
+from airflow_butido.stores import hash_artifact, release_dir, staging_dir
 
 COPY_CHUNK = 1024 * 1024
 
@@ -82,11 +82,11 @@ def release_new(
         what = " ".join(x for x in (name, version) if x) or "any package"
         raise ReleaseError(f"submit {submit_uuid} has no artifacts of {what}")
 
-    store_dir = releases_root / store
+    store_dir = release_dir(releases_root, store)
     released: list[Released] = []
     errors: list[str] = []
     for art in selected:
-        source = staging_root / submit_uuid / art.path
+        source = staging_dir(staging_root, submit_uuid) / art.path
         dest = store_dir / art.path
         if not source.is_file():
             errors.append(f"{source}: artifact file is missing in the staging store")
@@ -162,7 +162,7 @@ def release_rm(
     if not found:
         raise ReleaseError(f"no release of {name} {version} in store {store!r}")
     release = found[0]
-    path = releases_root / store / release.path
+    path = release_dir(releases_root, store) / release.path
     if path.is_file():
         path.unlink()
     with transaction(engine, immediate=True) as conn:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_butido.manifest import Manifest
 from airflow_butido.plan import Plan
 
 BUILT = "built"
@@ -61,13 +62,13 @@ class RunReport:
 def summarize(
     plan: Plan,
     states: Mapping[str, str | None],
-    manifests: Mapping[str, Mapping[str, Any] | None],
+    manifests: Mapping[str, Manifest | None],
     failures: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> RunReport:
     """One outcome per planned package, in build order.
 
     ``states`` maps task ids to Airflow task states; ``manifests`` to the package tasks'
-    return values; ``failures`` to what a failed task recorded (``message``, ``log_tail``).
+    manifests; ``failures`` to what a failed task recorded (``message``, ``log_tail``).
     """
     failures = failures or {}
     failed_ids = {t for t in plan.packages if states.get(t) == "failed"}
@@ -76,9 +77,9 @@ def summarize(
         label = plan.labels.get(task_id, task_id)
         state = states.get(task_id)
         manifest = manifests.get(task_id)
-        if state == "success" and manifest:
-            outcome = REUSED if manifest.get("reused") else BUILT
-            paths = tuple(str(a.get("path")) for a in manifest.get("artifacts") or ())
+        if state == "success" and manifest is not None:
+            outcome = REUSED if manifest.reused else BUILT
+            paths = tuple(a.path for a in manifest.artifacts)
             outcomes.append(PackageOutcome(task_id, label, outcome, state, artifacts=paths))
         elif state == "failed":
             failure = failures.get(task_id) or {}
@@ -99,3 +100,22 @@ def summarize(
                 message = f"task state {state or 'none'}"
             outcomes.append(PackageOutcome(task_id, label, NOT_BUILT, state, message))
     return RunReport(plan.submit_uuid, plan.image, tuple(outcomes))
+
+
+def report_json(report: RunReport) -> dict[str, Any]:
+    """The report as the report task returns it (XCom) and ``butido build --json`` prints it."""
+    return {
+        "submit_uuid": report.submit_uuid,
+        "image": report.image,
+        "ok": report.ok,
+        "packages": [
+            {
+                "task_id": o.task_id,
+                "package": o.label,
+                "outcome": o.outcome,
+                "message": o.message,
+                "artifacts": list(o.artifacts),
+            }
+            for o in report.outcomes
+        ],
+    }

@@ -17,9 +17,13 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from airflow_butido.errors import BuildError, InfrastructureError
+
+if TYPE_CHECKING:
+    from airflow_butido.manifest import ArtifactRef
+    from airflow_butido.recipes.config import Config
 
 CHUNK_SIZE = 1 << 20
 OUTPUTS_DIR = "outputs"
@@ -50,6 +54,14 @@ def release_dir(releases_root: Path, store: str) -> Path:
 
 def release_dirs(releases_root: Path, stores: Iterable[str]) -> list[Path]:
     return [release_dir(releases_root, store) for store in stores]
+
+
+def artifact_file(config: Config, ref: ArtifactRef) -> Path:
+    """Where a manifest's artifact lies: its release store, or the staging directory of the
+    submit that built it."""
+    if ref.store:
+        return release_dir(config.releases_root, ref.store) / ref.path
+    return staging_dir(config.staging, ref.submit_uuid or "") / ref.path
 
 
 class _ChunkReader(io.RawIOBase):

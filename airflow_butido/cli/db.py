@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow_butido.cli.output import add_format_flags, print_table
 from airflow_butido.errors import ButidoError
+from airflow_butido.stores import release_dir
 
 DEFAULT_LIMIT = 10
 
@@ -399,7 +400,7 @@ def cmd_releases(args: argparse.Namespace) -> int:
     for x in found:
         where = x.path
         if root is not None:
-            full = Path(root) / x.store / x.path
+            full = release_dir(root, x.store) / x.path
             where = str(full) if full.is_file() else f"{full} (is not available locally)"
         cells.append((x.package, x.version, fmt_time(x.date), x.store, where))
     _out(args, ("Package", "Version", "Date", "Store", "Path"), cells)

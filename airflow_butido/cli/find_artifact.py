@@ -12,11 +12,13 @@ from airflow_butido.errors import ButidoError
 
 
 def cmd_find_artifact(args: argparse.Namespace) -> int:
+    from airflow_butido.build_key import git_environment, key_inputs
+    from airflow_butido.container import local_image_digest
     from airflow_butido.db import reuse
-    from airflow_butido.db.build_inputs import current_build_inputs, local_image_digest
     from airflow_butido.db.queries import list_releases
     from airflow_butido.graph import resolve
     from airflow_butido.recipes.repository import load_repository
+    from airflow_butido.stores import release_dirs as store_dirs
 
     ctx = open_db(args, need_config=True)
     config = ctx.config
@@ -34,30 +36,26 @@ def cmd_find_artifact(args: argparse.Namespace) -> int:
         raise ButidoError(f"no package {args.name} {args.version or ''}".rstrip())
     digest = args.image_digest or local_image_digest(image)
     staging = Path(args.staging_dir) if args.staging_dir else Path(config.staging)
-    release_dirs = [Path(config.releases_root) / s for s in config.release_stores]
+    release_dirs = store_dirs(config.releases_root, config.release_stores)
     exists = reuse.store_checker(staging, release_dirs)
+    run_env = tuple(sorted(env.items()))
+    git_env = git_environment(config, repo_root)
 
     status = 0
     for target in targets:
         graph = resolve(repo, [target], image=image, env=env)
-        reusable: dict[Any, reuse.ReuseCandidate | None] = {}
-        inputs: dict[Any, reuse.BuildKeyInputs | None] = {}
-        for key in graph.build_order():
-            deps = graph.transitive_dependencies(key)
-            if any(reusable.get(d) is None for d in deps):
-                inputs[key] = None  # a dependency is rebuilt, so is this package
-                reusable[key] = None
-                continue
-            dep_hashes = [a.sha256 for d in deps for a in reusable[d].artifacts]  # type: ignore[union-attr]
-            package = graph.packages[key]
-            inputs[key] = now = current_build_inputs(
-                package, config, repo_root, image_digest=digest, env=env,
-                dependency_artifacts=dep_hashes,
+
+        def inputs_of(key: tuple[str, str], hashes: list[str], graph: Any = graph) -> Any:
+            return key_inputs(
+                graph.packages[key], config, repo_root, image_digest=digest, env=run_env,
+                dependency_sha256=hashes, git_env=git_env,
             )  # fmt: skip
-            key_hex = reuse.build_key(now)
-            reusable[key] = reuse.find_reusable(ctx.engine, key[0], key[1], key_hex, exists)
+
+        decisions = reuse.decide_reuse(
+            ctx.engine, graph.build_order(), graph.transitive_dependencies, inputs_of, exists
+        )
         root = target.key
-        candidate = reusable[root]
+        candidate = decisions[root].candidate
         if candidate is not None:
             releases = list_releases(ctx.engine, job=candidate.job_uuid)
             for art in candidate.artifacts:
@@ -71,13 +69,13 @@ def cmd_find_artifact(args: argparse.Namespace) -> int:
             continue
         status = 1
         print(f"{target.label} would be rebuilt:")
-        blocked = [k for k in graph.transitive_dependencies(root) if reusable.get(k) is None]
-        root_inputs = inputs[root]
+        blocked = [k for k in graph.transitive_dependencies(root) if decisions[k].candidate is None]
+        root_inputs = decisions[root].inputs
         if root_inputs is None:
             labels = ", ".join(f"{n} {v}" for n, v in sorted(blocked))
             print(f"  dependencies would be rebuilt: {labels}")
             for dep in sorted(blocked):
-                dep_inputs = inputs.get(dep)
+                dep_inputs = decisions[dep].inputs
                 if dep_inputs is not None:
                     for line in reuse.explain_difference(ctx.engine, dep[0], dep[1], dep_inputs):
                         print(f"  {dep[0]} {dep[1]}: {line}")

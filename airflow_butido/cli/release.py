@@ -16,6 +16,7 @@ from airflow_butido.cli.db import (
     uuid_arg,
 )
 from airflow_butido.cli.output import add_format_flags
+from airflow_butido.stores import release_dir
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -53,7 +54,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
         releases_root=Path(cfg.releases_root),
         stores=tuple(cfg.release_stores),
     )
-    print(f"removed {Path(cfg.releases_root) / removed.store / removed.path}")
+    print(f"removed {release_dir(cfg.releases_root, removed.store) / removed.path}")
     return 0
 
 

@@ -9,30 +9,36 @@ and builds through :class:`~airflow_butido.operators.build.PackageBuildOperator`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from airflow_butido.errors import ButidoError
+from airflow_butido.errors import BuildError, ButidoError
 from airflow_butido.operators.build import PackageBuildOperator
 from airflow_butido.plan import PLAN_TASK_ID, Plan, RunRequest, parse_run_conf
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_butido.recipes.config import Config
+    from airflow_butido.recipes.package import Package
+    from airflow_butido.recipes.repository import Repository
 
 FAILURE_XCOM_KEY = "failure"
 
 
-def run_request(context: Any) -> RunRequest:
+def run_request(context: Context) -> RunRequest:
     """The run conf as validated params (the trigger form and REST ``conf`` alike)."""
     params = context.get("params") or {}
     conf = {k: params[k] for k in params if k in ("packages", "env", "force_rebuild")}
-    dag_run = context.get("dag_run")
-    extra = set(getattr(dag_run, "conf", None) or {}) - set(conf)
-    for key in extra:  # unknown keys are reported, not silently dropped
-        conf[key] = dag_run.conf[key]
+    dag_run_conf = getattr(context.get("dag_run"), "conf", None) or {}
+    for key in set(dag_run_conf) - set(conf):  # unknown keys are reported, not dropped
+        conf[key] = dag_run_conf[key]
     return parse_run_conf(conf)
 
 
-def pull_plan(context: Any) -> Plan | None:
+def pull_plan(context: Context) -> Plan | None:
     """The plan of this run, or None when the plan task failed."""
     data = context["ti"].xcom_pull(task_ids=PLAN_TASK_ID)
     return Plan.from_json(data) if data else None
@@ -60,7 +66,7 @@ class PlanOperator(BaseOperator):
         self.default_packages = tuple(default_packages)
         self.database_url = database_url
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         from airflow_butido import parse_cache
         from airflow_butido.plan import prepare_plan
 
@@ -86,7 +92,7 @@ class PlanOperator(BaseOperator):
         )
         return plan.to_json()
 
-    def _record_submit(self, repo: Any, plan: Plan, context: Any) -> None:
+    def _record_submit(self, repo: Repository, plan: Plan, context: Context) -> None:
         from airflow_butido.db.migrate import open_database
         from airflow_butido.plan import record_submit
 
@@ -101,37 +107,31 @@ class PlanOperator(BaseOperator):
 
 class PlannedBuildOperator(PackageBuildOperator):
     """A package task that follows the plan: it skips itself outside the plan; inside, the
-    base operator builds with the manifests of the plan's active transitive dependencies
-    (one ``xcom_pull``). On failure it leaves the message and log tail for the report."""
+    base operator builds with the manifests of the plan's active transitive dependencies.
+    On failure it leaves the message and log tail for the report."""
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
         plan = self.read_plan(context)
         if plan is None:
             raise AirflowFailException("no plan: the plan task did not succeed")
-        if self.task_id not in (plan.get("labels") or {}):
+        if not plan.includes(self.task_id):
             raise AirflowSkipException(f"{self.task_id} is not part of this run")
         try:
-            return super().execute(context)
+            return self.build(context, plan)
         except Exception as exc:
             context["ti"].xcom_push(key=FAILURE_XCOM_KEY, value=failure_record(exc))
             raise
 
-    def read_plan(self, context: Any) -> Any:
-        """The plan, with this task's transitive dependencies spelled out for the base
-        operator (the plan itself stores only direct edges)."""
-        data = super().read_plan(context)
-        if data is None:
-            return None
-        deps = Plan.from_json(data).dependencies_of(self.task_id)
-        return {**data, "dependencies": {self.task_id: list(deps)}}
-
-    def load_config(self) -> Any:
+    def load_config(self) -> Config:
         return self._repository().config
 
-    def load_package(self, config: Any) -> Any:
-        return self._repository().get(self.package_name, self.package_version)
+    def load_package(self, config: Config) -> Package:
+        package = self._repository().get(self.package_name, self.package_version)
+        if package is None:
+            raise BuildError(f"no package {self.package_name} {self.package_version}")
+        return package
 
-    def _repository(self) -> Any:
+    def _repository(self) -> Repository:
         """From the parse cache: the DAG file's import has just loaded it."""
         from airflow_butido import parse_cache
 
@@ -139,12 +139,13 @@ class PlannedBuildOperator(PackageBuildOperator):
 
 
 def failure_record(exc: BaseException) -> dict[str, Any]:
-    """What the report shows about a failed package: the message and the log tail."""
+    """What the report shows about a failed package: the message and the log tail (of the
+    ScriptFailed behind the task's exception, which is raised ``from None``)."""
     cause: BaseException | None = exc
     result = None
     while cause is not None and result is None:
         result = getattr(cause, "result", None)
-        cause = cause.__cause__
+        cause = cause.__cause__ or cause.__context__
     tail = getattr(result, "log_tail", None) or ()
     message = getattr(result, "failure_message", None) or str(exc) or type(exc).__name__
     return {"message": str(message).splitlines()[0][:500], "log_tail": [str(t) for t in tail]}

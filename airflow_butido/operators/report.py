@@ -14,8 +14,9 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_butido.manifest import Manifest, is_manifest
 from airflow_butido.operators.plan import FAILURE_XCOM_KEY, pull_plan
-from airflow_butido.report import RunReport, summarize
+from airflow_butido.report import RunReport, report_json, summarize
 
 # Task states after which a package task records nothing more.
 FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -52,7 +53,13 @@ class ReportOperator(BaseOperator):
         in_progress = [t for t in plan.packages if states.get(t) not in FINISHED_STATES]
         keep = [tuple(plan.labels[t].rsplit(" ", 1)) for t in in_progress]
         self._mark_orphans(dag_id, run_id, keep=keep)
-        manifests = _pull(ti, [t for t in plan.packages if states.get(t) == "success"])
+        manifests = {
+            task_id: Manifest.from_json(value)
+            for task_id, value in _pull(
+                ti, [t for t in plan.packages if states.get(t) == "success"]
+            ).items()
+            if is_manifest(value)
+        }
         failed = [t for t in plan.packages if states.get(t) == "failed"]
         failures = _pull(ti, failed, key=FAILURE_XCOM_KEY)
         report = summarize(plan, states, manifests, failures)
@@ -94,20 +101,3 @@ def _failure_summary(report: RunReport) -> str:
     failed = ", ".join(o.label for o in report.of("failed")) or "none"
     not_built = len(report.of("not built"))
     return f"package(s) failed: {failed}; {not_built} not built"
-
-
-def report_json(report: RunReport) -> dict[str, Any]:
-    return {
-        "submit_uuid": report.submit_uuid,
-        "image": report.image,
-        "packages": [
-            {
-                "task_id": o.task_id,
-                "package": o.label,
-                "outcome": o.outcome,
-                "message": o.message,
-                "artifacts": list(o.artifacts),
-            }
-            for o in report.outcomes
-        ],
-    }

@@ -103,13 +103,6 @@ class EndpointConfig:
     timeout: int = 10
     tls: TlsConfig | None = None
 
-    @property
-    def base_url(self) -> str:
-        """The URL a Docker client takes: ``unix:///path`` for sockets, else the uri."""
-        if self.endpoint_type == "socket" and not self.uri.startswith("unix://"):
-            return f"unix://{self.uri}"
-        return self.uri
-
 
 @dataclass(frozen=True)
 class DockerConfig:
@@ -204,9 +197,6 @@ class Config:
             if image.name == full_name:
                 return image.short_name
         return full_name
-
-    def release_store_path(self, store: str) -> Path:
-        return self.releases_root / store
 
 
 # --------------------------------------------------------------------------- loading

@@ -28,6 +28,7 @@ from unittest import mock
 import pytest
 import sqlalchemy as sa
 
+from airflow_butido.build_key import BuildKeyInputs, build_key
 from airflow_butido.db import schema
 from airflow_butido.db.records import record_submit
 from tests.integration.test_jobs import pkg_toml, write_repo
@@ -353,7 +354,7 @@ def test_a_changed_patch_rebuilds_the_package_and_dependents_only_when_its_outpu
 def test_a_changed_source_rebuilds_the_package_and_its_dependents(
     repo: Path, db_url: str, engine: Any, build_image: str, docker_client: Any
 ) -> None:
-    from airflow_butido.db.reuse import compare_inputs
+    from airflow_butido.build_key import compare_inputs
 
     first = run_all(repo, db_url, engine, build_image)
     set_source(repo, b"lib source v2\n")
@@ -464,8 +465,10 @@ def test_find_artifact_computes_the_key_of_the_build_path(
 def test_run_job_with_a_database_cache_reuses_without_the_operator(
     repo: Path, engine: Any, build_image: str, docker_client: Any
 ) -> None:
+    from airflow_butido.db.build_cache import DatabaseBuildCache
+    from airflow_butido.db.recorder import DatabaseRecorder
     from airflow_butido.endpoints import DatabaseSlots
-    from airflow_butido.jobs import DatabaseBuildCache, DatabaseRecorder, run_job
+    from airflow_butido.jobs import run_job
     from tests.integration.test_jobs import request_for
 
     cache = DatabaseBuildCache(engine, repo / "staging", [repo / "releases" / "default"])
@@ -502,11 +505,12 @@ def test_run_job_with_a_database_cache_reuses_without_the_operator(
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_build_claim_is_renewed_while_the_build_runs(engine: Any, tmp_path: Path) -> None:
     from airflow_butido.db import reuse
-    from airflow_butido.jobs import BuildKey, DatabaseBuildCache
+    from airflow_butido.db.build_cache import DatabaseBuildCache
+    from airflow_butido.jobs import BuildKey
 
     cache = DatabaseBuildCache(engine, tmp_path, claim_ttl_seconds=1.0)
-    inputs = reuse.BuildKeyInputs(script="s", phases=("build",), image_digest="sha256:x")
-    key = BuildKey(reuse.build_key(inputs), inputs, "sha256:x")
+    inputs = BuildKeyInputs(script="s", phases=("build",), image_digest="sha256:x")
+    key = BuildKey(build_key(inputs), inputs)
     assert cache.claim_or_reuse("p", "1", key, "job-1") is None
     time.sleep(2.5)  # beyond the TTL: only the heartbeat keeps the claim alive
     assert not reuse.claim_build_key(engine, key.key, "job-2", ttl_seconds=1.0)

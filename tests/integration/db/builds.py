@@ -7,7 +7,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from airflow_butido.db import records, reuse
+from airflow_butido.build_key import BuildKeyInputs, build_key
+from airflow_butido.db import records
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Built:
     artifacts: tuple[records.ArtifactRecord, ...]
 
 
-def inputs_for(script: str = "#!/bin/bash\necho a\n", **changes: object) -> reuse.BuildKeyInputs:
+def inputs_for(script: str = "#!/bin/bash\necho a\n", **changes: object) -> BuildKeyInputs:
     values: dict[str, object] = {
         "script": script,
         "phases": ("build",),
@@ -29,7 +30,7 @@ def inputs_for(script: str = "#!/bin/bash\necho a\n", **changes: object) -> reus
         "dependency_artifacts": (),
     }
     values.update(changes)
-    return reuse.BuildKeyInputs(**values)  # type: ignore[arg-type]
+    return BuildKeyInputs(**values)  # type: ignore[arg-type]
 
 
 def record_submit(engine, *, package=("a", "1"), submit_uuid=None, dag_id="d", run_id="r1"):
@@ -54,7 +55,7 @@ def record_build(
     *,
     staging: Path | None = None,
     package=("a", "1"),
-    inputs: reuse.BuildKeyInputs | None = None,
+    inputs: BuildKeyInputs | None = None,
     contents: dict[str, bytes] | None = None,
     submit_uuid: str | None = None,
     state: str = "success",
@@ -63,7 +64,7 @@ def record_build(
     """A submit (unless given) and one finished job with its artifact files."""
     submit_uuid = submit_uuid or record_submit(engine, package=package, run_id=run_id)
     inputs = inputs or inputs_for()
-    key = reuse.build_key(inputs)
+    key = build_key(inputs)
     job_uuid = str(uuid.uuid4())
     records.record_job_start(
         engine,

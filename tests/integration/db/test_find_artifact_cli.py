@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_butido.db import records, reuse
-from airflow_butido.db.build_inputs import current_build_inputs
+from airflow_butido.build_key import build_key, key_inputs
+from airflow_butido.db import records
 from airflow_butido.graph import resolve
 from airflow_butido.recipes.config import load_config
 from airflow_butido.recipes.repository import load_repository
@@ -47,8 +47,8 @@ def record_graph(engine, root: Path, name: str, version: str) -> tuple[str, dict
     for key in graph.build_order():
         deps = [produced[d] for d in sorted(graph.transitive_dependencies(key))]
         package = graph.packages[key]
-        inputs = current_build_inputs(
-            package, config, root, image_digest=DIGEST, env={}, dependency_artifacts=deps
+        inputs = key_inputs(
+            package, config, root, image_digest=DIGEST, env=(), dependency_sha256=deps
         )
         data = f"{key[0]}-{key[1]} built".encode()
         path = f"{key[0]}-{key[1]}.pkg"
@@ -58,7 +58,7 @@ def record_graph(engine, root: Path, name: str, version: str) -> tuple[str, dict
         records.record_job_start(
             engine, uuid=job, submit_uuid=submit, package_name=key[0], package_version=key[1],
             image=IMAGE, endpoint="testhostname", container_id="c", script=inputs.script,
-            build_key=reuse.build_key(inputs), build_key_inputs=inputs, image_digest=DIGEST,
+            build_key=build_key(inputs), build_key_inputs=inputs, image_digest=DIGEST,
         )  # fmt: skip
         records.record_job_finish(engine, uuid=job, state="success", exit_status=0, log="ok")
         sha = hashlib.sha256(data).hexdigest()

@@ -175,8 +175,9 @@ def test_a_package_task_fails_retryably_naming_the_database_when_it_is_unreachab
 def test_the_job_row_is_written_when_the_container_starts_and_completed_when_it_ends(
     tmp_path: Path, engine: Any, build_image: str
 ) -> None:
+    from airflow_butido.db.recorder import DatabaseRecorder
     from airflow_butido.endpoints import DatabaseSlots
-    from airflow_butido.jobs import DatabaseRecorder, run_job
+    from airflow_butido.jobs import run_job
     from tests.integration.test_jobs import pkg_toml, request_for
     from tests.integration.test_jobs import write_repo as write_build_repo
 

@@ -18,7 +18,8 @@ import pytest
 import sqlalchemy as sa
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from airflow_butido.operators.build import MANIFEST_KIND, PackageBuildOperator
+from airflow_butido.manifest import BUILT, ArtifactRef, Manifest
+from airflow_butido.operators.build import LocatedInput, PackageBuildOperator
 from airflow_butido.operators.plan import (
     FAILURE_XCOM_KEY,
     PlannedBuildOperator,
@@ -31,6 +32,9 @@ from tests.unit._repos import IMAGE_ONE, write_repo
 
 class StubTaskInstance:
     """Records every ``xcom_pull`` and ``xcom_push``."""
+
+    dag_id = "butido_one"
+    try_number = 1
 
     def __init__(self, xcoms: Mapping[str, Any]) -> None:
         self.xcoms = dict(xcoms)
@@ -95,23 +99,14 @@ def staged_manifest(repo_root: Path, submit: str, name: str) -> dict[str, Any]:
     path = repo_root / "staging" / submit / f"{name}-1.pkg"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    return {
-        "kind": MANIFEST_KIND,
-        "job_uuid": f"job-{name}",
-        "submit_uuid": submit,
-        "package": name,
-        "version": "1",
-        "image": IMAGE_ONE,
-        "reused": False,
-        "artifacts": [
-            {
-                "path": f"{name}-1.pkg",
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "size": len(data),
-            }
-        ],
-        "inputs": [],
-    }
+    sha = hashlib.sha256(data).hexdigest()
+    artifact = ArtifactRef(f"{name}-1.pkg", sha, len(data), submit, f"job-{name}")
+    return Manifest(name, "1", IMAGE_ONE, submit, f"job-{name}", BUILT, (artifact,)).to_json()
+
+
+def inputs_of(task: PlannedBuildOperator, context: Any, config: Any) -> list[LocatedInput]:
+    run = task.run_settings(context, task.read_plan(context))
+    return task.locate_inputs(config, task.upstream_artifacts(context, run))
 
 
 def test_package_tasks_are_package_build_operators(repo_root: Path):
@@ -147,12 +142,12 @@ def test_active_transitive_dependencies_arrive_in_one_xcom_pull(repo_root: Path)
     task = package_task(repo_root, "app")
     context = {"ti": ti, "run_id": "r1", "dag": StubDag()}
 
-    inputs = task.dependency_inputs(context, repo.config, task.read_plan(context))
+    inputs = inputs_of(task, context, repo.config)
 
     list_pulls = [p for p in ti.pulls if isinstance(p, list)]
     assert len(list_pulls) == 1 and sorted(list_pulls[0]) == ["base-1", "gfx-1", "tool-1"]
-    assert sorted(path.name for _, path in inputs) == ["base-1.pkg", "gfx-1.pkg", "tool-1.pkg"]
-    assert all(entry["submit_uuid"] == submit for entry, _ in inputs)
+    assert sorted(i.path.name for i in inputs) == ["base-1.pkg", "gfx-1.pkg", "tool-1.pkg"]
+    assert all(i.ref.submit_uuid == submit for i in inputs)
 
 
 def test_inactive_conditional_dependency_delivers_nothing(repo_root: Path):
@@ -164,8 +159,8 @@ def test_inactive_conditional_dependency_delivers_nothing(repo_root: Path):
     ti = StubTaskInstance(xcoms)
     task = package_task(repo_root, "app")
     context = {"ti": ti, "run_id": "r1", "dag": StubDag()}
-    inputs = task.dependency_inputs(context, repo.config, task.read_plan(context))
-    assert [path.name for _, path in inputs] == ["gfx-1.pkg"]
+    inputs = inputs_of(task, context, repo.config)
+    assert [i.path.name for i in inputs] == ["gfx-1.pkg"]
     assert [p for p in ti.pulls if isinstance(p, list)] == [["gfx-1"]]
 
 
@@ -177,9 +172,9 @@ def test_failed_package_task_leaves_message_for_the_report(repo_root: Path):
     manifest = staged_manifest(repo_root, plan.submit_uuid, "gfx")
     (repo_root / "staging" / plan.submit_uuid / "gfx-1.pkg").unlink()
     ti = StubTaskInstance({"plan": plan.to_json(), "gfx-1": manifest})
-    with pytest.raises(AirflowFailException, match="gfx-1.pkg of gfx 1 is in no store"):
+    with pytest.raises(AirflowFailException, match="gfx-1.pkg of job job-gfx is in no store"):
         package_task(repo_root, "app").execute({"ti": ti, "run_id": "r1", "dag": StubDag()})
-    assert "gfx-1.pkg of gfx 1 is in no store" in ti.pushed[FAILURE_XCOM_KEY]["message"]
+    assert "gfx-1.pkg of job job-gfx is in no store" in ti.pushed[FAILURE_XCOM_KEY]["message"]
 
 
 # --- the plan task --------------------------------------------------------------------------
