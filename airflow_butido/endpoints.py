@@ -18,11 +18,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_butido.errors import ConfigError, InfrastructureError
 from airflow_butido.heartbeat import heartbeat
 from airflow_butido.recipes.config import Config, EndpointConfig
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +196,7 @@ class SlotLeaser(Protocol):
 class DatabaseSlots:
     """Slot leases in the build database: ``maxjobs`` holds across processes."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     def acquire(self, job_uuid: str, candidates: Sequence[tuple[str, int]]) -> str | None:

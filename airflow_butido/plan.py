@@ -24,6 +24,8 @@ from airflow_butido.errors import ButidoError
 from airflow_butido.manifest import Manifest
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from airflow_butido.recipes.config import Config
     from airflow_butido.recipes.package import Package
     from airflow_butido.recipes.repository import Repository
@@ -410,7 +412,7 @@ def repo_state(root: Path) -> tuple[str, bool]:
 
 
 def record_submit(
-    engine: Any, repo: Repository, plan: Plan, *, dag_id: str | None, run_id: str | None
+    engine: Engine, repo: Repository, plan: Plan, *, dag_id: str | None, run_id: str | None
 ) -> None:
     """The submit row: requested (first) package, image, repository commit, env, run."""
     from airflow_butido.db.records import record_submit as write_submit

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -27,13 +27,16 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from airflow_butido.errors import ConfigError, InfrastructureError
 
+if TYPE_CHECKING:
+    from airflow_butido.recipes.config import Config
+
 AIRFLOW_CONN_ID = "butido_db"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 SUPPORTED_BACKENDS = ("postgresql", "sqlite")
 
 
 def database_url(
-    config: Any | None = None,
+    config: Config | None = None,
     *,
     url: str | None = None,
     repo_root: Path | None = None,
@@ -54,7 +57,7 @@ def database_url(
     return f"sqlite:///{default_sqlite_path(config, repo_root=repo_root)}"
 
 
-def default_sqlite_path(config: Any | None = None, *, repo_root: Path | None = None) -> Path:
+def default_sqlite_path(config: Config | None = None, *, repo_root: Path | None = None) -> Path:
     staging = getattr(config, "staging", None) if config is not None else None
     if staging:
         return Path(staging).resolve().parent / "butido.sqlite"
@@ -62,7 +65,7 @@ def default_sqlite_path(config: Any | None = None, *, repo_root: Path | None = N
     return Path(root).resolve() / ".butido" / "butido.sqlite"
 
 
-def _url_from_database_keys(config: Any | None) -> str | None:
+def _url_from_database_keys(config: Config | None) -> str | None:
     if config is None:
         return None
     host = getattr(config, "database_host", None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from alembic import command
@@ -22,6 +22,9 @@ from sqlalchemy.engine import Engine
 from airflow_butido.db.engine import infrastructure_errors, is_sqlite
 from airflow_butido.db.schema import BUTIDO_05_TABLES
 from airflow_butido.errors import ButidoError
+
+if TYPE_CHECKING:
+    from airflow_butido.recipes.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK_ID = 0x62757469646F  # "butido": a PostgreSQL advisory lock key
@@ -119,7 +122,7 @@ def is_current(engine: Engine) -> bool:
     return current_state(engine) == head_revision()
 
 
-def open_database(config: Any, url: str | None = None, repo_root: Path | None = None) -> Engine:
+def open_database(config: Config, url: str | None = None, repo_root: Path | None = None) -> Engine:
     """The build database (``url``, or the one ``config`` names) migrated to the current
     schema when it is not: what a plan, build or report task opens before its first query."""
     from airflow_butido.db.engine import database_url, make_engine

@@ -9,7 +9,7 @@ succeeds would otherwise make a run with failed packages look successful.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
@@ -17,6 +17,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_butido.manifest import Manifest, is_manifest
 from airflow_butido.operators.plan import FAILURE_XCOM_KEY, pull_plan
 from airflow_butido.report import RunReport, report_json, summarize
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 # Task states after which a package task records nothing more.
 FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -36,7 +39,7 @@ class ReportOperator(BaseOperator):
         self.image = image
         self.database_url = database_url
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
         run_id = context["run_id"]
         dag_id = context["dag"].dag_id
