@@ -71,18 +71,26 @@ def summarize(
     manifests; ``failures`` to what a failed task recorded (``message``, ``log_tail``).
     """
     failures = failures or {}
-    failed_ids = {t for t in plan.packages if states.get(t) == "failed"}
+    failed_ids = {t for t in plan.packages if states.get(t) == "failed" or t in plan.failures}
     outcomes = []
     for task_id in plan.packages:
         label = plan.labels.get(task_id, task_id)
         state = states.get(task_id)
-        manifest = manifests.get(task_id)
-        if state == "success" and manifest is not None:
+        manifest = plan.reused.get(task_id) or manifests.get(task_id)
+        if task_id in plan.reused and manifest is not None:
+            reason = manifest.reused_from.reason if manifest.reused_from else ""
+            paths = tuple(a.path for a in manifest.artifacts)
+            outcomes.append(
+                PackageOutcome(
+                    task_id, label, REUSED, state, f"up front: {reason}", artifacts=paths
+                )
+            )
+        elif state == "success" and manifest is not None:
             outcome = REUSED if manifest.reused else BUILT
             paths = tuple(a.path for a in manifest.artifacts)
             outcomes.append(PackageOutcome(task_id, label, outcome, state, artifacts=paths))
-        elif state == "failed":
-            failure = failures.get(task_id) or {}
+        elif state == "failed" or task_id in plan.failures:
+            failure = failures.get(task_id) or {"message": plan.failures.get(task_id)}
             tail = failure.get("log_tail") or ()
             if isinstance(tail, str):
                 tail = tail.splitlines()

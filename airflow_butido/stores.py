@@ -56,6 +56,16 @@ def release_dirs(releases_root: Path, stores: Iterable[str]) -> list[Path]:
     return [release_dir(releases_root, store) for store in stores]
 
 
+def release_store_holding(
+    staging_root: Path, release_store_dirs: Sequence[Path], submit_uuid: str, path: str
+) -> str | None:
+    """The release store (by name) holding ``path`` when its staged copy in the staging
+    directory of ``submit_uuid`` is gone; None while the staged copy is there."""
+    if (staging_dir(staging_root, submit_uuid) / path).is_file():
+        return None
+    return next((Path(d).name for d in release_store_dirs if (Path(d) / path).is_file()), None)
+
+
 def artifact_file(config: Config, ref: ArtifactRef) -> Path:
     """Where a manifest's artifact lies: its release store, or the staging directory of the
     submit that built it."""

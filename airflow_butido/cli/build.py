@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -123,6 +124,8 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         text = event.state
         if not bookkeeping and event.state == "success" and is_manifest(event.value):
             text = Manifest.from_json(event.value).outcome
+        elif not bookkeeping and event.task_id in (plan.get("reused") or {}):
+            text, event = "reused up front", replace(event, message="")
         if event.message and event.state != "success":
             first, *rest = event.message.splitlines()
             text += f": {first}" + "".join(

@@ -19,7 +19,7 @@ from airflow_butido.db import reuse
 from airflow_butido.errors import BuildError
 from airflow_butido.heartbeat import heartbeat
 from airflow_butido.jobs import BuildKey, ReusedBuild
-from airflow_butido.stores import Artifact
+from airflow_butido.stores import Artifact, release_store_holding
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,14 @@ class DatabaseBuildCache:
         released = tuple(
             (a.path, store)
             for a in artifacts
-            if (store := self._release_store_of(found.submit_uuid, a.path)) is not None
+            if (
+                store := release_store_holding(
+                    self.staging_root, self.release_store_dirs, found.submit_uuid, a.path
+                )
+            )
+            is not None
         )
         return ReusedBuild(found.job_uuid, found.submit_uuid, reason, artifacts, released)
-
-    def _release_store_of(self, submit_uuid: str, path: str) -> str | None:
-        if (self.staging_root / submit_uuid / path).is_file():
-            return None
-        return next((d.name for d in self.release_store_dirs if (d / path).is_file()), None)
 
     def _keep_alive(self, key: str, job_uuid: str) -> None:
         stack = ExitStack()

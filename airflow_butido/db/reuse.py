@@ -159,14 +159,15 @@ def decide_reuse(
     engine: Engine,
     order: Sequence[Key],
     dependencies: Callable[[Key], Collection[Key]],
-    inputs_of: Callable[[Key, list[str]], BuildKeyInputs],
+    inputs_of: Callable[[Key, list[str]], BuildKeyInputs | None],
     artifact_exists: ArtifactExists,
 ) -> dict[Key, ReuseDecision]:
     """Which packages of a graph can be reused now, deciding dependencies first.
 
     ``order`` lists the packages dependencies first; ``dependencies(key)`` names every
     transitive dependency whose artifacts the package receives; ``inputs_of(key, hashes)``
-    gives its build-key inputs once the sha256 of those artifacts are known. A package whose
+    gives its build-key inputs once the sha256 of those artifacts are known, or None when the
+    package cannot be reused whatever the database holds. A package whose
     dependencies are all reusable gets a key and a lookup; the others are left undecided
     (``inputs`` None) because their key depends on artifacts not built yet. One batched
     lookup per dependency level: a handful of queries for a deep graph.
@@ -184,7 +185,11 @@ def decide_reuse(
                 decisions[key] = ReuseDecision(None, None)
                 continue
             hashes = [a.sha256 for c in found if c is not None for a in c.artifacts]
-            ready[key] = inputs_of(key, hashes)
+            inputs = inputs_of(key, hashes)
+            if inputs is None:
+                decisions[key] = ReuseDecision(None, None)
+            else:
+                ready[key] = inputs
         wanted = {key: (key[0], key[1], inputs.key) for key, inputs in ready.items()}
         looked_up = find_reusable_many(engine, list(wanted.values()), artifact_exists)
         for key, inputs in ready.items():

@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_butido.manifest import Manifest, is_manifest
 from airflow_butido.operators.plan import FAILURE_XCOM_KEY, pull_plan
+from airflow_butido.plan import PLAN_TASK_ID
 from airflow_butido.report import RunReport, report_json, summarize
 
 if TYPE_CHECKING:
@@ -46,7 +47,11 @@ class ReportOperator(BaseOperator):
         plan = pull_plan(context)
         if plan is None:
             self._mark_orphans(dag_id, run_id, keep=())
-            raise AirflowFailException("the plan task failed: nothing was built (see its log)")
+            failure = ti.xcom_pull(task_ids=PLAN_TASK_ID, key=FAILURE_XCOM_KEY) or {}
+            message = failure.get("message") or "see its log"
+            for line in f"the plan task failed, nothing was built:\n{message}".splitlines():
+                self.log.error("%s", line)
+            raise AirflowFailException(f"the plan task failed: {message.splitlines()[0]}")
         states_by_run = ti.get_task_states(dag_id=dag_id, run_ids=[run_id])
         states = {
             task_id: getattr(state, "value", state)

@@ -121,7 +121,10 @@ def make_ops(repo: Path, db_url: str, **kw: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def plan_for(engine: Any, image: str, *, force: bool = False) -> dict[str, Any]:
-    """What the plan task does: record the submit, return the plan."""
+    """What the plan task does: record the submit, return the plan (no reuse up front, so
+    that the package tasks' own reuse is what is tested here)."""
+    from airflow_butido.plan import Plan
+
     submit = str(uuid.uuid4())
     record_submit(
         engine,
@@ -131,12 +134,16 @@ def plan_for(engine: Any, image: str, *, force: bool = False) -> dict[str, Any]:
         image=image,
         repo_commit="0" * 40,
     )
-    return {
-        "submit_uuid": submit,
-        "env": {"FOO": "x"},
-        "force_rebuild": force,
-        "dependencies": DEPENDENCIES,
-    }
+    return Plan(
+        submit_uuid=submit,
+        image=image,
+        env=(("FOO", "x"),),
+        force_rebuild=force,
+        requested=("app-1",),
+        packages=ORDER,
+        labels={t: f"{t.split('-')[0]} 1" for t in ORDER},
+        edges=tuple((t, d) for t, deps in DEPENDENCIES.items() for d in deps),
+    ).to_json()
 
 
 def run_all(
@@ -185,7 +192,7 @@ def job_uuid_by_id(engine: Any, job_id: int) -> str:
 
 
 def states(run: Run) -> dict[str, bool]:
-    return {task_id: m["reused"] for task_id, m in run.manifests.items()}
+    return {task_id: m["outcome"] == "reused" for task_id, m in run.manifests.items()}
 
 
 def test_a_build_is_recorded_completely(
@@ -417,10 +424,12 @@ def test_concurrent_runs_build_a_shared_key_once(
     for thread in threads:
         thread.join(180)
     assert not errors, errors
-    assert sorted(m["reused"] for m in manifests) == [False] + [True] * (runs - 1)
+    assert sorted(m["outcome"] == "reused" for m in manifests) == [False] + [True] * (runs - 1)
     assert sum(containers_created(docker_client, s, started) for s in submits) == 1
-    builder = next(m for m in manifests if not m["reused"])
-    assert {m["reused_from"]["job_uuid"] for m in manifests if m["reused"]} == {builder["job_uuid"]}
+    builder = next(m for m in manifests if m["outcome"] != "reused")
+    assert {m["reused_from"]["job_uuid"] for m in manifests if m["outcome"] == "reused"} == {
+        builder["job_uuid"]
+    }
     with engine.connect() as conn:
         assert (
             conn.execute(sa.select(sa.func.count()).select_from(schema.build_claims)).scalar() == 0
@@ -532,8 +541,8 @@ def test_without_a_plan_the_run_conf_flag_forces_a_rebuild(
         return ops["other-1"].execute(context)
 
     reused = other({})
-    assert reused["reused"] is True
+    assert reused["outcome"] == "reused"
     assert reused["reused_from"]["job_uuid"] == first.manifests["other-1"]["job_uuid"]
     forced = other({"force_rebuild": True})
-    assert forced["reused"] is False
+    assert forced["outcome"] == "built"
     assert (repo / "staging" / forced["submit_uuid"] / "other-1.pkg").read_text() == "other\n"

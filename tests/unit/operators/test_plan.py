@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSkipException,
+    DownstreamTasksSkipped,
+)
 
 from airflow_butido.manifest import BUILT, ArtifactRef, Manifest
 from airflow_butido.operators.build import LocatedInput, PackageBuildOperator
@@ -231,14 +235,18 @@ def test_plan_lists_every_problem_of_the_run_conf(repo_root: Path, tmp_path: Pat
     assert "invalid variable name '1BAD'" in text
 
 
-def test_plan_records_the_submit_and_publishes_the_plan(
+def test_plan_records_the_submit_publishes_the_plan_and_skips_the_rest(
     repo_root: Path, tmp_path: Path, monkeypatch
 ):
     # the endpoint check needs Docker (tests/integration, tests/e2e); here it passes
-    monkeypatch.setattr("airflow_butido.plan.endpoint_problems", lambda repo, image: [])
+    monkeypatch.setattr("airflow_butido.operators.plan.image_digest", lambda c, i: "sha256:x")
     db = tmp_path / "butido.sqlite"
     conf = {"packages": ["app"], "env": {"WITH_TOOL": "1"}, "force_rebuild": True}
-    plan = plan_task(repo_root, db).execute(plan_context(conf))
+    context = plan_context(conf)
+    with pytest.raises(DownstreamTasksSkipped) as skip:
+        plan_task(repo_root, db).execute(context)
+    assert sorted(skip.value.tasks) == ["lib-1", "other-1"]  # outside the run: no process
+    plan = context["ti"].pushed["return_value"]
     assert plan["requested"] == ["app-1"] and plan["force_rebuild"] is True
     assert set(plan["packages"]) == {"app-1", "gfx-1", "tool-1", "base-1"}
     assert plan["packages"][-1] == "app-1"
@@ -249,3 +257,13 @@ def test_plan_records_the_submit_and_publishes_the_plan(
     engine.dispose()
     assert uuid.UUID(str(row[0])) == uuid.UUID(plan["submit_uuid"])
     assert tuple(row[1:]) == ("butido_one", "manual__1")
+
+
+def test_a_package_that_cannot_build_fails_at_once_with_the_plans_message(repo_root: Path):
+    plan = resolve_plan(load_repository(repo_root), IMAGE_ONE, RunRequest(("gfx",)))
+    plan = plan.with_failures({"gfx-1": "gfx 1: source src: missing"})
+    ti = StubTaskInstance({"plan": plan.to_json()})
+    with pytest.raises(AirflowFailException, match="gfx 1: source src: missing"):
+        package_task(repo_root, "gfx").execute({"ti": ti, "run_id": "r1", "dag": StubDag()})
+    assert ti.pushed[FAILURE_XCOM_KEY] == {"message": "gfx 1: source src: missing"}
+    assert ti.pulls == ["plan"]  # nothing else read, no build started
