@@ -134,7 +134,7 @@ def render_script(
             return render_jinja2(script, context, strict=strict, name=label)
     except TemplateError as exc:
         phase = None if exc.line is None else _phase_at_line(package, config, shebang, exc.line)
-        name = label if phase is None else f"{label} (phase {phase})"
+        name = label if phase is None else f"{label[:-1]}, phase {phase})"
         raise exc.named(name) from None
     raise TemplateError(f"unknown script_dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
 
