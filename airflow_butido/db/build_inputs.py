@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow_butido.db.reuse import BuildKeyInputs
 from airflow_butido.errors import ButidoError
+from airflow_butido.recipes.paths import confine
 
 
 def source_hashes(package: Any) -> dict[str, str]:
@@ -23,7 +24,7 @@ def source_hashes(package: Any) -> dict[str, str]:
 def patch_hashes(package: Any, repo_root: Path) -> dict[str, str]:
     hashes: dict[str, str] = {}
     for patch in package.patches:
-        path = Path(repo_root) / patch
+        path = confine(repo_root, patch, what=f"{package.path}: patch {patch}")
         try:
             hashes[patch] = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError as exc:

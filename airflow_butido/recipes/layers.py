@@ -62,12 +62,13 @@ def merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-def discover(root: Path) -> tuple[list[str], list[tuple[str, ...]]]:
+def discover(root: Path, links: list[str] | None = None) -> tuple[list[str], list[tuple[str, ...]]]:
     """All ``pkg.toml`` files (repo-relative) and, per leaf, its trail root -> leaf.
 
-    Entries starting with ``.`` are skipped, symbolic links are not followed, and
-    directories without a ``pkg.toml`` are simply skipped in a trail. Both lists are
-    sorted by path.
+    Entries starting with ``.`` are skipped, symbolic links are not followed (each
+    symlinked directory or ``pkg.toml`` is appended to ``links``, repo-relative, for the
+    caller to report), and directories without a ``pkg.toml`` are simply skipped in a
+    trail. Both lists are sorted by path.
     """
     files: list[str] = []
     trails: list[tuple[str, ...]] = []
@@ -79,6 +80,10 @@ def discover(root: Path) -> tuple[list[str], list[tuple[str, ...]]]:
             with os.scandir(dirpath) as it:
                 for entry in it:
                     if entry.name.startswith("."):
+                        continue
+                    if links is not None and entry.is_symlink():
+                        if entry.name == PKG_TOML or entry.is_dir():
+                            links.append(f"{rel}/{entry.name}" if rel else entry.name)
                         continue
                     if entry.is_dir(follow_symlinks=False):
                         subdirs.append(entry.name)
