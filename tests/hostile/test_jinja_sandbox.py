@@ -10,7 +10,8 @@ from airflow_butido.recipes import load_repository
 from airflow_butido.scripts.handlebars import TemplateError
 from airflow_butido.scripts.render import render_jinja2, render_script
 
-from .conftest import CliRunner, hostile_repo
+from .conftest import CliRunner
+from .repos import hostile_repo
 
 # Each would touch the marker file if the template could reach Python internals.
 ESCAPES = {

@@ -14,7 +14,8 @@ from airflow_butido.recipes.names import name_problem
 from airflow_butido.sources import SourceError, download_sources, source_path
 from airflow_butido.stores import release_dir, staging_dir
 
-from .conftest import CliRunner, hostile_repo
+from .conftest import CliRunner
+from .repos import hostile_repo
 
 SHA1 = "a" * 40
 

@@ -13,7 +13,8 @@ from airflow_butido.jobs import job_inputs
 from airflow_butido.recipes import RecipeErrors, load_repository
 from airflow_butido.scripts.lint import resolve_linter
 
-from .conftest import CliRunner, hostile_repo
+from .conftest import CliRunner
+from .repos import hostile_repo
 
 LEAF = 'name = "p"\nversion = "1"\n[phases.build]\nscript = "true"\n'
 
