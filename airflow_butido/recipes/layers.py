@@ -18,6 +18,9 @@ from typing import Any
 from airflow_butido.recipes.errors import InvalidValue
 
 PKG_TOML = "pkg.toml"
+# Deeper nesting than any recipe needs; beyond it parsing, merging and pickling recurse
+# towards Python's stack limit.
+MAX_DEPTH = 64
 _TOML_LINE_RE = re.compile(r"at line (\d+)")
 
 
@@ -32,7 +35,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise InvalidValue(f"cannot read: {exc.strerror or exc}") from None
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
+    except RecursionError:
+        raise InvalidValue(f"TOML nested too deeply (more than {MAX_DEPTH} levels)") from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         m = _TOML_LINE_RE.search(message)
@@ -43,6 +48,27 @@ def read_toml(path: Path) -> dict[str, Any]:
         else:
             line = None
         raise InvalidValue(f"TOML syntax error: {message}", line=line) from None
+    if _depth(data) > MAX_DEPTH:
+        raise InvalidValue(f"TOML nested too deeply (more than {MAX_DEPTH} levels)")
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value``, counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH:
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
