@@ -18,7 +18,7 @@ ESCAPES = {
     "cycler": "{{ cycler.__init__.__globals__.os.system('touch MARK') }}",
     "joiner": "{{ joiner.__init__.__globals__.os.system('touch MARK') }}",
     "namespace": "{{ namespace.__init__.__globals__['os'].system('touch MARK') }}",
-    "globals": "{{ phase.__globals__['os'].system('touch MARK') }}",
+    "globals": "{{ phase.__globals__.__builtins__.__import__('os').system('touch MARK') }}",
     "subclasses": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
     "class_attr": "{{ this.__class__ }}",
     "format": "{{ '{0.__class__.__mro__}'.format(this) }}",
