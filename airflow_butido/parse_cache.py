@@ -128,12 +128,9 @@ def _private_directory(path: Path) -> str | None:
     return None
 
 
-_SECRETS = ("database_password", "database_url")
-
-
 def _without_secrets(loaded: LoadedRepository) -> LoadedRepository:
     """The same, its configuration without credentials: what goes into a pickle."""
-    config = replace(loaded.repo.config, **dict.fromkeys(_SECRETS))
+    config = replace(loaded.repo.config, database_password=None, database_url=None)
     return replace(loaded, repo=replace(loaded.repo, config=config))
 
 
@@ -144,7 +141,11 @@ def _with_secrets(
     from airflow_butido.recipes.config import load_config
 
     fresh = load_config(root, environ=environ)
-    config = replace(cached.repo.config, **{k: getattr(fresh, k) for k in _SECRETS})
+    config = replace(
+        cached.repo.config,
+        database_password=fresh.database_password,
+        database_url=fresh.database_url,
+    )
     return replace(cached, repo=replace(cached.repo, config=config))
 
 
