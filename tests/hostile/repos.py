@@ -5,16 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support import config_toml, make_dirs, write_files
-
-ROOT_PKG = """version_is_semver = false
-patches = []
-
-[sources]
-
-[dependencies]
-build = []
-runtime = []
-"""
+from tests.unit._repos import ROOT_LAYER
 
 
 def hostile_repo(
@@ -31,7 +22,7 @@ def hostile_repo(
     stores = make_dirs(root / "stores")
     written = {
         "config.toml": config_toml(images=[("img:1", "img")], stores=stores, extra=extra_config),
-        "pkg.toml": ROOT_PKG,
+        "pkg.toml": ROOT_LAYER,
         f"{at}/pkg.toml": leaf,
         **(files or {}),
     }
