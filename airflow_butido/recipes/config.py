@@ -332,7 +332,7 @@ class _Loader:
             self.error(key, f"{message}; {STRICT_KEYS_HINT}")
             return
         before = len(self.errors)
-        self.error(key, f"{message}; ignored (strict_keys)")
+        self.error(key, f"{message}; ignored (strict_keys = false)")
         self.warnings.extend(self.errors[before:])
         del self.errors[before:]
 

@@ -521,7 +521,9 @@ def _build_package(
     for exc in errs:
         if exc in accepted:
             if warnings is not None:
-                warnings.append(context.error(exc.key, f"{exc.message}; ignored (strict_keys)"))
+                warnings.append(
+                    context.error(exc.key, f"{exc.message}; ignored (strict_keys = false)")
+                )
             continue
         message = (
             f"{exc.message}; {STRICT_KEYS_HINT}" if isinstance(exc, UnknownKey) else exc.message
