@@ -24,6 +24,7 @@ from typing import Any
 from airflow_butido.errors import ButidoError, ConfigError
 from airflow_butido.recipes.config import Config
 from airflow_butido.recipes.package import Package
+from airflow_butido.recipes.paths import confine
 
 KEY_FORMAT = 1
 
@@ -105,7 +106,7 @@ def source_hashes(package: Package) -> dict[str, str]:
 def patch_hashes(package: Package, repo_root: Path) -> dict[str, str]:
     hashes: dict[str, str] = {}
     for patch in package.patches:
-        path = Path(repo_root) / patch
+        path = confine(repo_root, patch, what=f"{package.path}: patch {patch}")
         try:
             hashes[patch] = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError as exc:

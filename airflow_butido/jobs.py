@@ -44,6 +44,7 @@ from airflow_butido.endpoints import Candidate, SlotLeaser, base_url, lease_endp
 from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
 from airflow_butido.recipes.config import Config
 from airflow_butido.recipes.package import Package
+from airflow_butido.recipes.paths import confine
 from airflow_butido.sources import SourceError, source_path, verify_source
 from airflow_butido.stores import (
     Artifact,
@@ -296,7 +297,7 @@ def job_inputs(
         by_name[artifact.name] = artifact
     files.extend(InputFile(f"/inputs/{name}", source=path) for name, path in by_name.items())
     for patch in package.patches:
-        path = Path(repo_root) / patch
+        path = confine(repo_root, patch, what=f"{package.path}: patch {patch}")
         if not path.is_file():
             raise BuildError(f"{package.path}: patches: {patch} does not exist")
         files.append(InputFile(f"/patches/{patch}", source=path))

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
 
-from airflow_butido.errors import BuildError, InfrastructureError
+from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
+from airflow_butido.recipes.paths import confine
 
 if TYPE_CHECKING:
     from airflow_butido.manifest import ArtifactRef
@@ -44,11 +45,16 @@ class Artifact:
 
 
 def staging_dir(staging_root: Path, submit_uuid: str) -> Path:
-    """``<staging>/<submit uuid>``: one staging store per submit."""
+    """``<staging>/<submit uuid>``: one staging store per submit, never outside ``staging``."""
+    confine(staging_root, str(submit_uuid), what=f"staging directory of submit {submit_uuid}")
     return Path(staging_root) / str(submit_uuid)
 
 
 def release_dir(releases_root: Path, store: str) -> Path:
+    """``<releases_root>/<store>``: one directory below the root (it may be a link to
+    another disk, the store name may not climb out)."""
+    if store in ("", ".", "..") or "/" in store or "\0" in store:
+        raise ConfigError(f"release store {store!r} must be a directory name below {releases_root}")
     return Path(releases_root) / store
 
 
