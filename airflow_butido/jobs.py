@@ -39,6 +39,7 @@ from airflow_butido.endpoints import (
 from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
 from airflow_butido.recipes.config import Config
 from airflow_butido.recipes.package import Package
+from airflow_butido.run_inputs import disallowed_env_names
 from airflow_butido.sources import SourceError, source_path, verify_source
 from airflow_butido.stores import (
     Artifact,
@@ -463,11 +464,7 @@ def container_environment(package: Package, cli_env: Env, git_env: Env) -> Env:
 
 
 def check_env_names(config: Config, package: Package, env: Env) -> None:
-    containers = config.containers
-    if not containers.check_env_names:
-        return
-    allowed = set(containers.allowed_env)
-    bad = sorted({name for name, _ in env if name not in allowed})
+    bad = disallowed_env_names((name for name, _ in env), config.containers)
     if bad:
         raise BuildError(
             f"{package.path}: {package.label}: environment variable name(s) not allowed by "

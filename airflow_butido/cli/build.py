@@ -17,33 +17,12 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from airflow_butido.cli.output import add_format_flags
-
-
-def add_run_flags(p: argparse.ArgumentParser) -> None:
-    """-I, -E, --force-rebuild and the output format: shared with `butido trigger`."""
-    p.add_argument("-I", "--image", required=True, help="build image (full or short name)")
-    p.add_argument(
-        "-E",
-        "--env",
-        action="append",
-        metavar="K=V",
-        help="environment variable for every build container and env conditions (repeatable)",
-    )
-    p.add_argument(
-        "--force-rebuild", action="store_true", help="build even when an artifact is reusable"
-    )
-    add_format_flags(p)
-
-
-def env_pairs(assignments: Iterable[str] | None) -> tuple[tuple[str, str], ...]:
-    from airflow_butido.cli.repo_commands import parse_env
-
-    return tuple(sorted(parse_env(assignments).items()))
+from airflow_butido.cli.common import add_run_flags
+from airflow_butido.run_inputs import env_pairs
 
 
 def register(subparsers: Any) -> None:

@@ -72,7 +72,7 @@ def test_find_artifact_prints_reusable_artifacts_or_why_not(
 ) -> None:
     submit, _ = record_graph(engine, example_repo, "a", "1")
     args = ("--repo", str(example_repo), "find-artifact", "a", "1", "-I", "deb11",
-            "--db-url", db_url)  # fmt: skip
+            "--database-url", db_url)  # fmt: skip
 
     code, out = run_cli(*args, "--image-digest", DIGEST)
     assert code == 0
@@ -91,17 +91,19 @@ def test_find_artifact_prints_reusable_artifacts_or_why_not(
 def test_release_commands_through_the_cli(engine, db_url, example_repo, dirs) -> None:
     submit, _ = record_graph(engine, example_repo, "h", "8")
     base = ("--repo", str(example_repo), "release")
-    code, out = run_cli(*base, "new", submit, "--to", "default", "--db-url", db_url)
+    code, out = run_cli(*base, "new", submit, "--to", "default", "--database-url", db_url)
     assert code == 0 and out == f"{dirs['releases'] / 'default' / 'h-8.pkg'}\n"
-    code, _ = run_cli(*base, "new", submit, "--to", "default", "--db-url", db_url)
+    code, _ = run_cli(*base, "new", submit, "--to", "default", "--database-url", db_url)
     assert code == 1
-    code, out = run_cli(*base, "new", submit, "--to", "default", "--update", "--db-url", db_url)
+    code, out = run_cli(
+        *base, "new", submit, "--to", "default", "--update", "--database-url", db_url
+    )
     assert code == 0 and out.endswith("(updated)\n")
-    code, out = run_cli(*base, "list", "--db-url", db_url, "--json")
+    code, out = run_cli(*base, "list", "--database-url", db_url, "--json")
     assert code == 0 and out.count('"Package": "h"') == 2
-    code, _ = run_cli(*base, "new", submit, "--to", "nightly", "--db-url", db_url)
+    code, _ = run_cli(*base, "new", submit, "--to", "nightly", "--database-url", db_url)
     assert code == 1
-    code, out = run_cli(*base, "rm", "--from", "default", "h", "8", "--db-url", db_url)
+    code, out = run_cli(*base, "rm", "--from", "default", "h", "8", "--database-url", db_url)
     assert code == 0 and not (dirs["releases"] / "default" / "h-8.pkg").exists()
 
 
@@ -111,9 +113,9 @@ def test_release_new_takes_name_and_version_after_the_store_option(
     submit, produced = record_graph(engine, example_repo, "a", "1")
     assert len(produced) > 1  # a and its dependencies: only a must be released
     base = ("--repo", str(example_repo), "release", "new", submit)
-    code, out = run_cli(*base, "--to", "default", "a", "1", "--db-url", db_url)
+    code, out = run_cli(*base, "--to", "default", "a", "1", "--database-url", db_url)
     assert code == 0 and out == f"{dirs['releases'] / 'default' / 'a-1.pkg'}\n"
-    code, out = run_cli(*base, "--to", "default", "a", "1", "--update", "--db-url", db_url)
+    code, out = run_cli(*base, "--to", "default", "a", "1", "--update", "--database-url", db_url)
     assert code == 0 and out == f"{dirs['releases'] / 'default' / 'a-1.pkg'} (updated)\n"
     assert sorted(p.name for p in (dirs["releases"] / "default").iterdir()) == ["a-1.pkg"]
 
@@ -124,12 +126,12 @@ def test_find_artifact_shows_the_release_date_of_the_reusable_artifact_itself(
     older, _ = record_graph(engine, example_repo, "h", "8")
     newer, _ = record_graph(engine, example_repo, "h", "8")  # same key: the newest is reused
     find = ("--repo", str(example_repo), "find-artifact", "h", "8", "-I", "deb11",
-            "--image-digest", DIGEST, "--db-url", db_url)  # fmt: skip
+            "--image-digest", DIGEST, "--database-url", db_url)  # fmt: skip
     release = ("--repo", str(example_repo), "release", "new")
-    assert run_cli(*release, older, "--to", "default", "--db-url", db_url)[0] == 0
+    assert run_cli(*release, older, "--to", "default", "--database-url", db_url)[0] == 0
     code, out = run_cli(*find)
     assert code == 0 and out == f"[unknown] {dirs['staging'] / newer / 'h-8.pkg'}\n"
-    assert run_cli(*release, newer, "--to", "default", "--update", "--db-url", db_url)[0] == 0
+    assert run_cli(*release, newer, "--to", "default", "--update", "--database-url", db_url)[0] == 0
     code, out = run_cli(*find)
     assert code == 0 and re.fullmatch(
         rf"\[\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\] {dirs['staging'] / newer / 'h-8.pkg'}\n", out
@@ -147,6 +149,6 @@ def test_find_artifact_refuses_environment_a_build_would_refuse(
     pair, message, engine, db_url, example_repo, dirs, capsys
 ) -> None:
     code, out = run_cli("--repo", str(example_repo), "find-artifact", "a", "1", "-I", "deb11",
-                        "-E", pair, "--image-digest", DIGEST, "--db-url", db_url)  # fmt: skip
+                        "-E", pair, "--image-digest", DIGEST, "--database-url", db_url)  # fmt: skip
     assert code == 1 and out == ""
     assert message in capsys.readouterr().err
