@@ -127,10 +127,8 @@ def load_config_for(args: argparse.Namespace, *, required: bool) -> Config | Non
 
 
 def _flags_name_a_database(args: argparse.Namespace) -> bool:
-    if getattr(args, "database_url", None):
-        return True
-    given = db_overrides(args)
-    return "database_host" in given and "database_name" in given
+    """Whether the flags select the database (so that config.toml is optional)."""
+    return bool(getattr(args, "database_url", None) or db_overrides(args))
 
 
 def database_url_for(args: argparse.Namespace, config: Config | None) -> str:

@@ -16,7 +16,7 @@ from airflow_butido.db.engine import make_engine
 from airflow_butido.db.migrate import current_state, head_revision, upgrade
 from airflow_butido.db.queries import table_counts
 
-from .conftest import SCHEMA_05, run_cli
+from .conftest import butido_05_schema_sql, run_cli
 
 pytestmark = pytest.mark.postgres
 
@@ -28,7 +28,7 @@ def load_butido_05(engine: sa.Engine) -> None:
     """A database as butido 0.5 leaves it: its tables and history, no alembic_version."""
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
-            conn.connection.driver_connection.cursor().execute(SCHEMA_05.read_text())
+            conn.connection.driver_connection.cursor().execute(butido_05_schema_sql())
             conn.exec_driver_sql("CREATE TABLE __diesel_schema_migrations (version VARCHAR)")
         return
     # SQLite cannot run the PostgreSQL script: the same tables (first migration only)
