@@ -113,19 +113,3 @@ def test_find_artifact_shows_the_release_date_of_the_reusable_artifact_itself(
     assert code == 0 and re.fullmatch(
         rf"\[\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\] {dirs['staging'] / newer / 'h-8.pkg'}\n", out
     )
-
-
-@pytest.mark.parametrize(
-    ("pair", "message"),
-    [
-        ("1BAD=x", "-E 1BAD=...: invalid variable name"),
-        ("FLAVOR=x", "-E FLAVOR: not in containers.allowed_env of config.toml"),
-    ],
-)
-def test_find_artifact_refuses_environment_a_build_would_refuse(
-    pair, message, engine, db_url, example_repo, dirs, capsys
-) -> None:
-    code, out = run_cli("--repo", str(example_repo), "find-artifact", "a", "1", "-I", "deb11",
-                        "-E", pair, "--image-digest", DIGEST, "--database-url", db_url)  # fmt: skip
-    assert code == 1 and out == ""
-    assert message in capsys.readouterr().err
