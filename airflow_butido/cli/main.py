@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("BUTIDO_REPO", ".")),
         help="package repository root (default: $BUTIDO_REPO or the current directory)",
     )
+    parser.add_argument(
+        "--hide-bars",
+        action="store_true",
+        help="accepted for butido's scripts; there are no progress bars to hide",
+    )
     add_db_flags(parser, is_global=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
