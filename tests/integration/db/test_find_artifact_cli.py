@@ -40,17 +40,8 @@ def test_release_commands_through_the_cli(engine, db_url, example_repo, dirs) ->
     assert code == 0 and out == f"{dirs['releases'] / 'default' / 'h-8.pkg'}\n"
     code, _ = run_cli(*base, "new", submit, "--to", "default", "--database-url", db_url)
     assert code == 1
-    code, out = run_cli(
-        *base,
-        "new",
-        submit,
-        "--to",
-        "default",
-        "--update",
-        "--non-interactive",
-        "--database-url",
-        db_url,
-    )
+    update = ("--update", "--non-interactive")
+    code, out = run_cli(*base, "new", submit, "--to", "default", *update, "--database-url", db_url)
     assert code == 0 and out.endswith("(updated)\n")
     code, out = run_cli(*base, "list", "--database-url", db_url, "--json")
     assert code == 0 and out.count('"Package": "h"') == 2
@@ -70,17 +61,8 @@ def test_release_new_takes_name_and_version_after_the_store_option(
     base = ("--repo", str(example_repo), "release", "new", submit)
     code, out = run_cli(*base, "--to", "default", "a", "1", "--database-url", db_url)
     assert code == 0 and out == f"{dirs['releases'] / 'default' / 'a-1.pkg'}\n"
-    code, out = run_cli(
-        *base,
-        "--to",
-        "default",
-        "a",
-        "1",
-        "--update",
-        "--non-interactive",
-        "--database-url",
-        db_url,
-    )
+    update = ("--update", "--non-interactive")
+    code, out = run_cli(*base, "--to", "default", "a", "1", *update, "--database-url", db_url)
     assert code == 0 and out == f"{dirs['releases'] / 'default' / 'a-1.pkg'} (updated)\n"
     assert sorted(p.name for p in (dirs["releases"] / "default").iterdir()) == ["a-1.pkg"]
 
@@ -96,19 +78,8 @@ def test_find_artifact_shows_the_release_date_of_the_reusable_artifact_itself(
     assert run_cli(*release, older, "--to", "default", "--database-url", db_url)[0] == 0
     code, out = run_cli(*find)
     assert code == 0 and out == f"[unknown] {dirs['staging'] / newer / 'h-8.pkg'}\n"
-    assert (
-        run_cli(
-            *release,
-            newer,
-            "--to",
-            "default",
-            "--update",
-            "--non-interactive",
-            "--database-url",
-            db_url,
-        )[0]
-        == 0
-    )
+    update = ("--update", "--non-interactive")
+    assert run_cli(*release, newer, "--to", "default", *update, "--database-url", db_url)[0] == 0
     code, out = run_cli(*find)
     assert code == 0 and re.fullmatch(
         rf"\[\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\] {dirs['staging'] / newer / 'h-8.pkg'}\n", out
