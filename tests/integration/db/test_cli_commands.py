@@ -329,3 +329,14 @@ def test_release_new_update_asks_on_a_terminal(engine, db_url, example_repo, dir
     assert code == 0 and "(updated)" in shown
     code, out = run_cli(*new, "--update", "--non-interactive")
     assert code == 0 and out.endswith("(updated)\n")
+
+
+def test_db_job_script_numbering_and_highlighting(engine, db_url, example_repo, capsys) -> None:
+    built = record_build(engine, inputs=inputs_for("#!/bin/bash\necho a\n"))
+    job = ("--repo", str(example_repo), "db", "job", built.job_uuid, "--database-url", db_url)
+    code, out = run_cli(*job, "-s", "--line-numbers")
+    assert code == 0 and "1 | #!/bin/bash\n2 | echo a\n" in out
+    code, out = run_cli(*job, "-s", "--no-line-numbers")
+    assert code == 0 and "\n#!/bin/bash\necho a\n" in out
+    code, _ = run_cli(*job, "-s", "--highlighting")  # the example config names no theme
+    assert code == 1 and "--highlighting needs script_highlight_theme" in capsys.readouterr().err
