@@ -338,5 +338,8 @@ def test_db_job_script_numbering_and_highlighting(engine, db_url, example_repo, 
     assert code == 0 and "1 | #!/bin/bash\n2 | echo a\n" in out
     code, out = run_cli(*job, "-s", "--no-line-numbers")
     assert code == 0 and "\n#!/bin/bash\necho a\n" in out
-    code, _ = run_cli(*job, "-s", "--highlighting")  # the example config names no theme
+    code, out = run_cli(*job, "-s", "--highlighting")  # a theme is configured; piped: plain
+    assert code == 0 and "\n#!/bin/bash\necho a\n" in out and "\x1b[" not in out
+    no_config = ("--repo", "/nonexistent", *job[2:])
+    code, _ = run_cli(*no_config, "-s", "--highlighting")
     assert code == 1 and "--highlighting needs script_highlight_theme" in capsys.readouterr().err
