@@ -131,9 +131,12 @@ def _flags_name_a_database(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "database_url", None) or db_overrides(args))
 
 
-def database_url_for(args: argparse.Namespace, config: Config | None) -> str:
+def database_url_for(
+    args: argparse.Namespace, config: Config | None, *, use_airflow: bool = True
+) -> str:
     """The build database's URL: ``--database-url``, else the ``database_*`` settings with
-    the ``--db-*`` flags over them, else the configured default."""
+    the ``--db-*`` flags over them, else the configured default (``use_airflow``: see
+    ``db.engine.database_url``)."""
     from airflow_butido.db.engine import DB_SETTING_KEYS, database_url
 
     url = getattr(args, "database_url", None)
@@ -141,7 +144,7 @@ def database_url_for(args: argparse.Namespace, config: Config | None) -> str:
         return str(url)
     overrides = db_overrides(args)
     if not overrides:
-        return database_url(config, repo_root=Path(args.repo))
+        return database_url(config, repo_root=Path(args.repo), use_airflow=use_airflow)
     settings = {key: getattr(config, key, None) for key in DB_SETTING_KEYS} | overrides
     missing = [k for k in ("database_host", "database_name") if not settings.get(k)]
     if missing:
