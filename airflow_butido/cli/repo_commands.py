@@ -147,6 +147,21 @@ def _kinds(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(args.type) if args.type else DEPENDENCY_KINDS
 
 
+PRINT_SWITCHES = (
+    "print_runtime_deps",
+    "print_build_deps",
+    "print_dependencies",
+    "print_sources",
+    "print_patches",
+    "print_env",
+    "print_flags",
+    "print_allowed_images",
+    "print_denied_images",
+    "print_phases",
+    "print_script",
+)
+
+
 def print_packages(
     repo: Repository,
     packages: list[Package],
@@ -172,21 +187,6 @@ def print_packages(
             **switches,
         }
         sys.stdout.write(render(template, context, strict=False, name="package_print_format"))
-
-
-PRINT_SWITCHES = (
-    "print_runtime_deps",
-    "print_build_deps",
-    "print_dependencies",
-    "print_sources",
-    "print_patches",
-    "print_env",
-    "print_flags",
-    "print_allowed_images",
-    "print_denied_images",
-    "print_phases",
-    "print_script",
-)
 
 
 def _dependency_switches(kinds: tuple[str, ...]) -> dict[str, bool]:

@@ -181,3 +181,9 @@ def test_butido_05_schema_is_needed_from_shared(monkeypatch, tmp_path: Path) -> 
     monkeypatch.setattr(tests.conftest, "IN_CI", True)
     with pytest.raises(pytest.fail.Exception, match="required infrastructure missing in CI"):
         db_conftest.butido_05_schema_sql()
+
+
+def test_hide_bars_is_accepted(capsys) -> None:
+    """butido's scripts pass it; there are no progress bars to hide."""
+    assert cli_main.main(["--hide-bars", "generate-completions", "fish"]) == 0
+    assert "butido" in capsys.readouterr().out
