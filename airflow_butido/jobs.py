@@ -45,6 +45,7 @@ from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
 from airflow_butido.recipes.config import Config
 from airflow_butido.recipes.package import Package
 from airflow_butido.recipes.paths import confine
+from airflow_butido.run_inputs import disallowed_env_names
 from airflow_butido.sources import SourceError, source_path, verify_source
 from airflow_butido.stores import (
     Artifact,
@@ -252,12 +253,7 @@ class DockerRuntime:
 
 
 def check_env_names(config: Config, package: Package, env: Env) -> None:
-    """Every variable the container gets must be allowed (``containers.allowed_env``)."""
-    containers = config.containers
-    if not containers.check_env_names:
-        return
-    allowed = set(containers.allowed_env)
-    bad = sorted({name for name, _ in env if name not in allowed})
+    bad = disallowed_env_names((name for name, _ in env), config.containers)
     if bad:
         raise BuildError(
             f"{package.path}: {package.label}: environment variable name(s) not allowed by "

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_butido.errors import ButidoError
 from airflow_butido.manifest import Manifest
+from airflow_butido.run_inputs import disallowed_env_names, env_value_problem
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -36,7 +37,6 @@ PLAN_TASK_ID = "plan"
 REPORT_TASK_ID = "report"
 _TASK_ID_BAD = re.compile(r"[^\w.-]")
 _TASK_ID_MAX = 250
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class PlanError(ButidoError):
@@ -91,10 +91,9 @@ def parse_run_conf(conf: Mapping[str, Any] | None) -> RunRequest:
         problems.append('run conf: "env" must be an object of NAME: value')
     else:
         for name, value in env.items():
-            if not isinstance(name, str) or not _ENV_NAME.match(name):
-                problems.append(f"run conf: env: invalid variable name {name!r}")
-            elif not isinstance(value, str | int | float | bool):
-                problems.append(f"run conf: env: {name}: value must be a string")
+            problem = env_value_problem(name, value)
+            if problem is not None:
+                problems.append(f"run conf: env: {problem}")
             else:
                 env_pairs.append((name, str(value)))
 
@@ -342,8 +341,7 @@ def _run_env_problems(config: Config, env: Mapping[str, str]) -> list[str]:
     allowed = set(containers.allowed_env)
     problems = [
         f"config.toml: containers.allowed_env: environment variable {name} is not allowed"
-        for name in sorted(env)
-        if name not in allowed
+        for name in disallowed_env_names(env, containers)
     ]
     for var in (containers.git_author, containers.git_commit_hash):
         if var and var not in allowed:
@@ -354,14 +352,10 @@ def _run_env_problems(config: Config, env: Mapping[str, str]) -> list[str]:
 
 
 def _package_env_problems(config: Config, package: Package) -> list[str]:
-    containers = config.containers
-    if not containers.check_env_names:
-        return []
-    allowed = set(containers.allowed_env)
+    names = (name for name, _ in package.environment or ())
     return [
         f"{package.path}: environment.{name}: not in containers.allowed_env ({package.label})"
-        for name, _ in package.environment or ()
-        if name not in allowed
+        for name in disallowed_env_names(names, config.containers)
     ]
 
 

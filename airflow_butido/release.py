@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,10 +57,12 @@ def release_new(
     name: str | None = None,
     version: str | None = None,
     update: bool = False,
+    confirm_update: Callable[[Path], bool] | None = None,
 ) -> list[Released]:
     """Release the artifacts built in ``submit_uuid`` (optionally of one package
     NAME, VERSION matched exactly). Problems are collected; after every artifact
-    was tried, ReleaseError lists them."""
+    was tried, ReleaseError lists them. With ``update``, ``confirm_update(dest)`` is
+    asked before an existing file is replaced."""
     check_store(store, stores)
     _check_uuid(submit_uuid)
     a, j, p, sub = s.artifacts, s.jobs, s.packages, s.submits
@@ -94,6 +96,9 @@ def release_new(
         existed = dest.exists()
         if existed and not update:
             errors.append(f"{dest}: already released (use --update to replace it)")
+            continue
+        if existed and confirm_update is not None and not confirm_update(dest):
+            errors.append(f"{dest}: not updated (declined)")
             continue
         try:
             _copy_verified(source, dest, art.sha256)

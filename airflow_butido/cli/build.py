@@ -17,35 +17,14 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from airflow_butido.cli.output import add_format_flags
+from airflow_butido.cli.common import add_run_flags, database_url_for
+from airflow_butido.run_inputs import env_pairs
 from airflow_butido.stores import artifact_file
-
-
-def add_run_flags(p: argparse.ArgumentParser) -> None:
-    """-I, -E, --force-rebuild and the output format: shared with `butido trigger`."""
-    p.add_argument("-I", "--image", required=True, help="build image (full or short name)")
-    p.add_argument(
-        "-E",
-        "--env",
-        action="append",
-        metavar="K=V",
-        help="environment variable for every build container and env conditions (repeatable)",
-    )
-    p.add_argument(
-        "--force-rebuild", action="store_true", help="build even when an artifact is reusable"
-    )
-    add_format_flags(p)
-
-
-def env_pairs(assignments: Iterable[str] | None) -> tuple[tuple[str, str], ...]:
-    from airflow_butido.cli.repo_commands import parse_env
-
-    return tuple(sorted(parse_env(assignments).items()))
 
 
 def register(subparsers: Any) -> None:
@@ -96,7 +75,6 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     _quiet_airflow(args.verbose)
     from airflow_butido import parse_cache
     from airflow_butido.dag_factory import create_dags
-    from airflow_butido.db.engine import database_url
     from airflow_butido.local_build import LocalRun, TaskEvent
     from airflow_butido.manifest import Manifest, is_manifest
     from airflow_butido.plan import PLAN_TASK_ID, REPORT_TASK_ID, Plan, RunRequest
@@ -109,7 +87,7 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     request = RunRequest((spec,), env_pairs(args.env), args.force_rebuild)
     (dag,) = create_dags(repo_root, images=[image]).values()
 
-    url = database_url(config, repo_root=repo_root, use_airflow=False)
+    url = database_url_for(args, config, use_airflow=False)
     for task in dag.tasks:
         task.database_url = url  # type: ignore[union-attr]
     slots = sum(e.maxjobs for e in config.docker.endpoints)

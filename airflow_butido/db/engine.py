@@ -34,6 +34,15 @@ if TYPE_CHECKING:
 AIRFLOW_CONN_ID = "butido_db"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 SUPPORTED_BACKENDS = ("postgresql", "sqlite")
+# config.toml's keys of the PostgreSQL connection (butido's --db-* flags override them).
+DB_SETTING_KEYS = (
+    "database_host",
+    "database_port",
+    "database_user",
+    "database_password",
+    "database_name",
+    "database_connection_timeout",
+)
 
 
 def database_url(

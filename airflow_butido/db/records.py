@@ -142,7 +142,7 @@ def record_job_start(
 ) -> int:
     """Write (or, on a retry, reset) the job row as running; returns its id.
 
-    ``build_key_inputs`` is a reuse.BuildKeyInputs, a mapping or a JSON string.
+    ``build_key_inputs`` is a build_key.BuildKeyInputs, a mapping or a JSON string.
     """
     values = {
         "endpoint_id": None,

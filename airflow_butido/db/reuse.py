@@ -161,6 +161,7 @@ def decide_reuse(
     dependencies: Callable[[Key], Collection[Key]],
     inputs_of: Callable[[Key, list[str]], BuildKeyInputs | None],
     artifact_exists: ArtifactExists,
+    fallback: Callable[[Key, BuildKeyInputs], ReuseCandidate | None] | None = None,
 ) -> dict[Key, ReuseDecision]:
     """Which packages of a graph can be reused now, deciding dependencies first.
 
@@ -170,7 +171,8 @@ def decide_reuse(
     package cannot be reused whatever the database holds. A package whose
     dependencies are all reusable gets a key and a lookup; the others are left undecided
     (``inputs`` None) because their key depends on artifacts not built yet. One batched
-    lookup per dependency level: a handful of queries for a deep graph.
+    lookup per dependency level: a handful of queries for a deep graph. ``fallback`` is
+    asked about a package with a key but no candidate (``find-artifact -S``).
     """
     level: dict[Key, int] = {}
     for key in order:
@@ -193,7 +195,10 @@ def decide_reuse(
         wanted = {key: (key[0], key[1], inputs.key) for key, inputs in ready.items()}
         looked_up = find_reusable_many(engine, list(wanted.values()), artifact_exists)
         for key, inputs in ready.items():
-            decisions[key] = ReuseDecision(inputs, looked_up[wanted[key]])
+            candidate = looked_up[wanted[key]]
+            if candidate is None and fallback is not None:
+                candidate = fallback(key, inputs)
+            decisions[key] = ReuseDecision(inputs, candidate)
     return decisions
 
 

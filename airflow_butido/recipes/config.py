@@ -78,6 +78,33 @@ DEFAULT_PACKAGE_PRINT_FORMAT = """\
         {{@key}} = {{this}}
     {{/each}}
 {{/if}}
+{{#if print_flags}}
+    Flags:
+    {{#each p.flags}}
+        {{this}}
+    {{/each}}
+{{/if}}
+{{#if print_allowed_images}}
+    Allowed images:
+    {{#each p.allowed_images}}
+        {{this}}
+    {{/each}}
+{{/if}}
+{{#if print_denied_images}}
+    Denied images:
+    {{#each p.denied_images}}
+        {{this}}
+    {{/each}}
+{{/if}}
+{{#if print_phases}}
+    Phases:
+    {{#each p.phases}}
+        {{@key}}
+    {{/each}}
+{{/if}}
+{{#if print_script}}
+{{script}}
+{{/if}}
 """
 SCRIPT_DIALECTS = ("handlebars", "jinja2")
 CONFIG_FILE = "config.toml"

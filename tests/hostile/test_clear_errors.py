@@ -76,7 +76,7 @@ def test_a_broken_sqlite_file_is_named_by_every_db_command(
 ) -> None:
     database = tmp_path / "broken.sqlite"
     database.write_bytes(header + bytes(range(256)) * 40)
-    code, out, err = butido("db", *command, "--db-url", f"sqlite:///{database}")
+    code, out, err = butido("db", *command, "--database-url", f"sqlite:///{database}")
     assert code == 1, (out, err)
     assert f"database {database}" in err and "SQLite database" in err
     assert "Traceback" not in err
@@ -122,7 +122,7 @@ def test_concurrent_db_setup_on_postgresql_creates_once(pg_url: str, tmp_path: P
                 str(tmp_path),
                 "db",
                 "setup",
-                "--db-url",
+                "--database-url",
                 pg_url,
             ],
             stdout=subprocess.PIPE,

@@ -445,7 +445,7 @@ def find_artifact_cli(repo: Path, db_url: str, *args: str) -> tuple[int, str]:
         redirect_stdout(out),
     ):
         code = cli_main.main(
-            ["--repo", str(repo), "find-artifact", *args, "-I", "test", "--db-url", db_url]
+            ["--repo", str(repo), "find-artifact", *args, "-I", "test", "--database-url", db_url]
         )
     return code, out.getvalue()
 

@@ -124,11 +124,11 @@ def test_the_plan_task_records_the_commit_the_dirty_tree_and_the_env(
     (repo_root / "lib" / "1" / "new.patch").write_text("+x\n")
     untracked = plan_run("manual__untracked")
 
-    code, out = run_cli("db", "submits", "--db-url", db_url, "--json", "-L", "0")
+    code, out = run_cli("db", "submits", "--database-url", db_url, "--json", "-L", "0")
     assert code == 0
     commits = {s["UUID"]: s["Commit"] for s in json.loads(out)}
     assert commits == {clean: head, dirty: f"{head} (dirty)", untracked: f"{head} (dirty)"}
-    code, out = run_cli("db", "submit", dirty, "--db-url", db_url, "--json")
+    code, out = run_cli("db", "submit", dirty, "--database-url", db_url, "--json")
     assert code == 0 and "FLAVOR=fat" in out and "manual__dirty" in out
 
 

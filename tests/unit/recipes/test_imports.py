@@ -13,7 +13,7 @@ FORBIDDEN = ("airflow", "docker", "sqlalchemy")
 @pytest.mark.parametrize(
     "modules",
     [
-        "airflow_butido.recipes, airflow_butido.graph",
+        "airflow_butido.recipes, airflow_butido.graph, airflow_butido.run_inputs",
         "airflow_butido.cli.repo_commands, airflow_butido.cli.source, airflow_butido.cli.lint",
         "airflow_butido.plan, airflow_butido.report, airflow_butido.manifest",
         "airflow_butido.build_key, airflow_butido.jobs",
