@@ -160,7 +160,7 @@ def _build_dag(
     # Infrastructure failures are retried (possibly on another endpoint); build failures
     # raise AirflowFailException, which Airflow never retries.
     settings = repo.config.airflow
-    retry = {"retries": settings.retries, "retry_delay": timedelta(seconds=settings.retry_delay)}
+    retry_delay = timedelta(seconds=settings.retry_delay)
     for key, task_id in task_ids.items():
         if only_task is not None and task_id != only_task:
             continue
@@ -169,7 +169,8 @@ def _build_dag(
             package_name=key[0],
             package_version=key[1],
             trigger_rule="none_failed",
-            **retry,
+            retries=settings.retries,
+            retry_delay=retry_delay,
             **common,
         )
     dag.params = ParamsDict(_params(repo))
