@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -70,6 +70,31 @@ def _connected(
             api.close()
 
 
+Row = tuple[Any, ...]
+
+
+def rows_per_endpoint(
+    args: argparse.Namespace, config: Config, rows_of: Callable[[_Connected], Iterable[Row]]
+) -> tuple[list[Row], int]:
+    """The rows ``rows_of`` gives for each selected endpoint, and how many endpoints failed
+    (their errors go to stderr; the others' rows are still printed)."""
+    import docker
+    import requests
+
+    rows: list[Row] = []
+    failed = 0
+    for conn in _connected(args, config):
+        if conn is None:
+            failed += 1
+            continue
+        try:
+            rows.extend(rows_of(conn))
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            print(f"{conn.endpoint.name}: {exc}", file=sys.stderr)
+            failed += 1
+    return rows, failed
+
+
 def confirm(question: str, args: argparse.Namespace) -> bool:
     """Ask ``question`` on the terminal; ``--non-interactive`` answers yes. Without a
     terminal there is nobody to ask: that is an error, not a silent yes."""
@@ -122,22 +147,9 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    import docker
-    import requests
-
-    rows = []
-    failed = 0
-    for conn in _connected(args):
-        if conn is None:
-            failed += 1
-            continue
-        try:
-            info = conn.api.info()
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            print(f"{conn.endpoint.name}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        rows.append(
+    def stats(conn: _Connected) -> list[Row]:
+        info = conn.api.info()
+        return [
             (
                 conn.endpoint.name,
                 info.get("Name", ""),
@@ -151,7 +163,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 info.get("OperatingSystem", ""),
                 info.get("SystemTime", ""),
             )
-        )
+        ]
+
+    rows, failed = rows_per_endpoint(args, _config(args), stats)
     headers = (
         "endpoint",
         "name",
@@ -222,29 +236,25 @@ def _created(container: dict[str, Any]) -> str:
 def cmd_containers_list(args: argparse.Namespace) -> int:
     config = _config(args)
     selection = _filter(args, config, stopped=args.list_stopped)
-    rows = []
-    unreachable = 0
-    for conn in _connected(args, config):
-        if conn is None:
-            unreachable += 1
-            continue
+
+    def listed(conn: _Connected) -> Iterator[Row]:
         for c in selection.containers(conn.api):
             labels = c.get("Labels") or {}
-            rows.append(
-                (
-                    conn.endpoint.name,
-                    c["Id"][:12],
-                    ",".join(n.lstrip("/") for n in c.get("Names") or ()),
-                    labels.get("io.butido.package", ""),
-                    labels.get("io.butido.version", ""),
-                    labels.get("io.butido.job", ""),
-                    labels.get("io.butido.submit", ""),
-                    c.get("Image", ""),
-                    c.get("ImageID", "").removeprefix("sha256:")[:12],
-                    _created(c),
-                    c.get("Status", ""),
-                )
+            yield (
+                conn.endpoint.name,
+                c["Id"][:12],
+                ",".join(n.lstrip("/") for n in c.get("Names") or ()),
+                labels.get("io.butido.package", ""),
+                labels.get("io.butido.version", ""),
+                labels.get("io.butido.job", ""),
+                labels.get("io.butido.submit", ""),
+                c.get("Image", ""),
+                c.get("ImageID", "").removeprefix("sha256:")[:12],
+                _created(c),
+                c.get("Status", ""),
             )
+
+    rows, unreachable = rows_per_endpoint(args, config, listed)
     headers = (
         "endpoint",
         "container",
@@ -308,6 +318,12 @@ def _act_on_containers(
                     act(conn.api, c["Id"])
                 except docker.errors.NotFound:
                     continue  # gone meanwhile
+                except docker.errors.APIError as exc:
+                    if "already in progress" in str(exc):
+                        continue  # its own job is removing it
+                    failed += 1
+                    print(f"{conn.endpoint.name}: {c['Id'][:12]}: {exc}", file=sys.stderr)
+                    continue
                 except (docker.errors.DockerException, requests.RequestException) as exc:
                     failed += 1
                     print(f"{conn.endpoint.name}: {c['Id'][:12]}: {exc}", file=sys.stderr)
@@ -538,23 +554,18 @@ def container_inspect(args: argparse.Namespace, conn: _Connected, info: dict[str
 
 
 def cmd_images_list(args: argparse.Namespace) -> int:
-    rows = []
-    failed = 0
-    for conn in _connected(args):
-        if conn is None:
-            failed += 1
-            continue
+    def images(conn: _Connected) -> Iterator[Row]:
         for image in conn.api.images():
             tags = [t for t in image.get("RepoTags") or () if t != "<none>:<none>"]
-            rows.append(
-                (
-                    conn.endpoint.name,
-                    _created(image),
-                    ", ".join(tags) or image["Id"],
-                    image["Id"].removeprefix("sha256:")[:12],
-                    _size(image.get("Size")),
-                )
+            yield (
+                conn.endpoint.name,
+                _created(image),
+                ", ".join(tags) or image["Id"],
+                image["Id"].removeprefix("sha256:")[:12],
+                _size(image.get("Size")),
             )
+
+    rows, failed = rows_per_endpoint(args, _config(args), images)
     headers = ("endpoint", "created", "tags", "image id", "size")
     print_table(headers, rows, as_csv=args.csv, as_json=args.json)
     return 1 if failed else 0
@@ -566,18 +577,15 @@ def cmd_images_verify_present(args: argparse.Namespace) -> int:
     from airflow_butido.endpoints import image_present
 
     config = _config(args)
-    rows = []
-    bad = 0
-    for conn in _connected(args, config):
-        if conn is None:
-            bad += 1
-            continue
+
+    def presence(conn: _Connected) -> Iterator[Row]:
         for image in config.docker.images:
             present = image_present(conn.api, image.name)
-            bad += not present
-            rows.append((conn.endpoint.name, image.name, "found" if present else "missing"))
+            yield (conn.endpoint.name, image.name, "found" if present else "missing")
+
+    rows, failed = rows_per_endpoint(args, config, presence)
     print_table(("endpoint", "image", "present"), rows, as_csv=args.csv, as_json=args.json)
-    return 1 if bad else 0
+    return 1 if failed or any(row[2] == "missing" for row in rows) else 0
 
 
 # -- parser --------------------------------------------------------------------------------
