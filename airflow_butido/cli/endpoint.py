@@ -318,13 +318,9 @@ def _act_on_containers(
                     act(conn.api, c["Id"])
                 except docker.errors.NotFound:
                     continue  # gone meanwhile
-                except docker.errors.APIError as exc:
+                except (docker.errors.DockerException, requests.RequestException) as exc:
                     if "already in progress" in str(exc):
                         continue  # its own job is removing it
-                    failed += 1
-                    print(f"{conn.endpoint.name}: {c['Id'][:12]}: {exc}", file=sys.stderr)
-                    continue
-                except (docker.errors.DockerException, requests.RequestException) as exc:
                     failed += 1
                     print(f"{conn.endpoint.name}: {c['Id'][:12]}: {exc}", file=sys.stderr)
                     continue
