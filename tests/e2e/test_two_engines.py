@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,22 @@ def peak_running(events: list[dict[str, Any]]) -> int:
     return peak
 
 
-def engine_events(client: Any, since: float, until: float) -> list[dict[str, Any]]:
-    return list(client.events(since=since, until=until, filters=MANAGED, decode=True))
+def engine_events(client: Any, since: float, until: float, submits: set[str]) -> list[dict]:
+    """The container events of this test's submits (other builds may share the engine)."""
+    return [
+        e
+        for e in client.events(since=since, until=until, filters=MANAGED, decode=True)
+        if e.get("Actor", {}).get("Attributes", {}).get("io.butido.submit") in submits
+    ]
+
+
+def recorded(db: Path, query: str) -> list[Any]:
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(query)).all())
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -118,15 +133,14 @@ def clients(tls_engine: TlsEngine, docker_client: Any) -> Iterator[dict[str, Any
     remote.close()
 
 
-def leftovers(clients: dict[str, Any], repo: Path) -> dict[str, list[str]]:
-    """butido containers of this workspace's builds still on either engine."""
+def leftovers(clients: dict[str, Any], submits: set[str]) -> dict[str, list[str]]:
+    """Containers of this test's submits still on either engine."""
     found: dict[str, list[str]] = {}
     for name, client in clients.items():
         found[name] = [
             c.name
             for c in client.containers.list(all=True, filters={"label": "io.butido.managed=true"})
-            if c.labels.get("io.butido.package")
-            in ("libgreet", "hello", "wordcount", "greet-suite")
+            if c.labels.get("io.butido.submit") in submits
         ]
     return {k: v for k, v in found.items() if v}
 
@@ -144,7 +158,10 @@ def test_two_builds_share_both_engines_within_maxjobs(
     for proc, output in zip(runs, outputs, strict=True):
         assert proc.returncode == 0, output
         assert "4 built, 0 reused, 0 failed, 0 not built" in output, output
-    events = {name: engine_events(client, since, until) for name, client in clients.items()}
+    db = tmp_path / "butido.sqlite"
+    submits = {str(uuid.UUID(row[0])) for row in recorded(db, "select uuid from submits")}
+    assert len(submits) == 2
+    events = {name: engine_events(c, since, until, submits) for name, c in clients.items()}
     starts = {name: sum(e["Action"] == "start" for e in ev) for name, ev in events.items()}
     assert starts["local"] >= 1 and starts["remote"] >= 1, starts
     assert starts["local"] + starts["remote"] == 8, starts
@@ -157,18 +174,14 @@ def test_two_builds_share_both_engines_within_maxjobs(
         name: {e["id"] for e in ev if e["Action"] == "create"} for name, ev in events.items()
     }
     assert created == destroyed
-    assert leftovers(clients, repo) == {}
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'butido.sqlite'}")
-    with engine.connect() as conn:
-        used = dict(
-            conn.execute(
-                sa.text(
-                    "select e.name, count(*) from jobs j join endpoints e "
-                    "on e.id = j.endpoint_id group by e.name"
-                )
-            ).all()
+    assert leftovers(clients, submits) == {}
+    used = dict(
+        recorded(
+            db,
+            "select e.name, count(*) from jobs j join endpoints e on e.id = j.endpoint_id "
+            "group by e.name",
         )
-    engine.dispose()
+    )
     assert used.keys() == {"local", "remote"} and sum(used.values()) == 8
 
 
@@ -200,17 +213,15 @@ def test_stopping_the_tls_engine_mid_run_retries_its_job_on_the_local_engine(
         retried = [line for line in output.splitlines() if ": up_for_retry: " in line]
         assert retried and all("infrastructure failure" in line for line in retried), output
         assert "4 built, 0 reused, 0 failed, 0 not built" in output, output
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'butido.sqlite'}")
-        with engine.connect() as conn:
-            jobs = conn.execute(
-                sa.text(
-                    "select p.name, e.name, j.state from jobs j join endpoints e "
-                    "on e.id = j.endpoint_id join packages p on p.id = j.package_id"
-                )
-            ).all()
-        engine.dispose()
+        db = tmp_path / "butido.sqlite"
+        jobs = recorded(
+            db,
+            "select p.name, e.name, j.state from jobs j join endpoints e "
+            "on e.id = j.endpoint_id join packages p on p.id = j.package_id",
+        )
         assert any(ep == "remote" for _, ep, _ in jobs), jobs
-        assert leftovers({"local": clients["local"]}, repo) == {}
+        submits = {str(uuid.UUID(row[0])) for row in recorded(db, "select uuid from submits")}
+        assert leftovers({"local": clients["local"]}, submits) == {}
     finally:
         thread.join(timeout=60)
         if not tls_engine.running():

@@ -142,17 +142,18 @@ def test_unknown_image_is_a_config_error(repo: Path) -> None:
 def test_containers_stop_stops_running_butido_containers_only_after_confirmation(
     repo: Path, made: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # only on the engine of the tests: the local one may run other builds
     ours = made("remote", ["sleep", "300"])
     foreign = made("remote", ["sleep", "300"], ours=False)
-    exited = made("local", ["true"])
+    exited = made("remote", ["true"])
     with pytest.raises(ButidoError, match="needs a terminal \\(or pass --non-interactive\\)"):
-        butido(repo, "containers", "stop", "-t", "0")
+        butido(repo, "remote", "containers", "stop", "-t", "0")
     with terminal("n", monkeypatch):
-        assert butido(repo, "containers", "stop", "-t", "0") == 1
+        assert butido(repo, "remote", "containers", "stop", "-t", "0") == 1
     ours.reload()
     assert ours.status == "running"
     capsys.readouterr()
-    assert butido(repo, "containers", "stop", "-t", "0", "--non-interactive") == 0
+    assert butido(repo, "remote", "containers", "stop", "-t", "0", "--non-interactive") == 0
     out = capsys.readouterr().out
     for c in (ours, foreign, exited):
         c.reload()
@@ -167,7 +168,10 @@ def test_containers_prune_honours_the_filters(
 ) -> None:
     exited = made("local", ["true"])
     remote_exited = made("remote", ["true"])
-    assert butido(repo, "containers", "prune", "--older-than", "1h", "--non-interactive") == 0
+    assert (
+        butido(repo, "remote", "containers", "prune", "--older-than", "1h", "--non-interactive")
+        == 0
+    )
     assert "no containers to remove" in capsys.readouterr().out
     with terminal("yes", monkeypatch):
         assert butido(repo, "remote", "containers", "prune", "-I", "test") == 0
