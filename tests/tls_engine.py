@@ -273,8 +273,9 @@ def stop_engine(engine: TlsEngine) -> None:
 @pytest.fixture(scope="session")
 def tls_engine(build_image: str) -> Iterator[TlsEngine]:
     """A second Docker engine over TLS holding the build image; removed after the session."""
-    if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("ip") is None:
-        unavailable("a second Docker engine needs root, dockerd and ip")
+    tools = ("dockerd", "docker", "ip", "openssl")
+    if os.geteuid() != 0 or any(shutil.which(tool) is None for tool in tools):
+        unavailable("a second Docker engine needs root, dockerd, docker, ip and openssl")
     root = Path(tempfile.mkdtemp(prefix="butido-engine-", dir="/tmp"))
     try:
         engine = start_engine(root)

@@ -16,7 +16,7 @@ import pytest
 
 from airflow_butido.errors import ButidoError, ConfigError
 from tests.support import DOCKER_SOCKET, config_toml, make_dirs, write_files
-from tests.tls_engine import TlsEngine
+from tests.tls_engine import TlsEngine, make_certificates
 
 pytestmark = [pytest.mark.docker]
 
@@ -253,3 +253,22 @@ def test_images_list_and_verify_present(
             ("remote", build_image, "found"),
         ]
     )
+
+
+def test_ping_with_a_wrong_client_certificate_names_the_endpoint_and_the_file(
+    repo: Path, tls_engine: TlsEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stranger = make_certificates(tmp_path / "stranger", ca_name="stranger")
+    settings = repo / "airflow-butido.toml"
+    settings.write_text(
+        settings.read_text()
+        .replace(str(tls_engine.client_cert), str(stranger["client_cert"]))
+        .replace(str(tls_engine.client_key), str(stranger["client_key"]))
+    )
+    assert butido(repo, "ping") == 1
+    captured = capsys.readouterr()
+    assert "local: pong in" in captured.out
+    assert (
+        f"remote: endpoint remote (http://127.0.0.1:{tls_engine.port}) refused the client "
+        f"certificate {stranger['client_cert']}"
+    ) in captured.err
