@@ -111,8 +111,8 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _run(*argv: str, cwd: Path | None = None) -> None:
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+def _run(*argv: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
 
@@ -146,10 +146,15 @@ def make_certificates(where: Path, *, ca_name: str = "ca") -> dict[str, Path]:
 
 
 def _bridge_up(name: str) -> None:
+    """A bridge of its own for the engine's containers (a /24 in 10.200-250.x)."""
     subnet = f"10.{random.randint(200, 250)}.{random.randint(0, 255)}"
     _run("ip", "link", "add", "name", name, "type", "bridge")
-    _run("ip", "addr", "add", f"{subnet}.1/24", "dev", name)
-    _run("ip", "link", "set", name, "up")
+    try:
+        _run("ip", "addr", "add", f"{subnet}.1/24", "dev", name)
+        _run("ip", "link", "set", name, "up")
+    except RuntimeError:
+        _bridge_down(name)
+        raise
 
 
 def _bridge_down(name: str) -> None:
