@@ -114,7 +114,7 @@ def when(text: str, flag: str) -> datetime:
 
     try:
         return parse_when(text)
-    except OverflowError:
+    except (OverflowError, ValueError):  # ValueError: more digits than int() takes
         raise ButidoError(
             f"{flag} {text!r} reaches before the year 1: give a shorter duration or a date"
         ) from None

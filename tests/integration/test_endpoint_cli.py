@@ -125,6 +125,7 @@ def test_containers_list_filters_by_image_and_creation_time(
     [
         ("--older-than", "99999999999999years", "--older-than '99999999999999years' reaches"),
         ("--newer-than", "9999999999999999999999w", "reaches before the year 1"),
+        pytest.param("--older-than", "9" * 5000 + "s", "reaches before", id="5000-digits"),
         ("--older-than", "yesterday", "--older-than: 'yesterday' is neither a duration"),
         ("--newer-than", "2024-13-45", "is neither a duration"),
     ],
