@@ -245,6 +245,37 @@ def fold_log(
 # -- the container ------------------------------------------------------------------------
 
 
+class ArchiveStream:
+    """The chunks of an archive download from the engine, closable from the reader's side.
+
+    Closing drops the connection, so the engine stops sending at once. Transport errors in
+    the middle of the stream are the endpoint's, not the job's: InfrastructureError.
+    """
+
+    def __init__(self, response: Any, what: str) -> None:
+        self._response = response
+        self._what = what
+
+    def __iter__(self) -> Iterator[bytes]:
+        import requests
+
+        raw = self._response.raw
+        try:
+            while chunk := raw.read1(CHUNK_SIZE):
+                yield chunk
+        except (requests.RequestException, OSError) as exc:
+            raise InfrastructureError(f"{self._what}: {exc}") from exc
+        except Exception as exc:  # urllib3's protocol errors
+            if type(exc).__module__.startswith("urllib3"):
+                raise InfrastructureError(f"{self._what}: {exc}") from exc
+            raise
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._response.close()
+
+
+
 class BuildContainer:
     """A build container on one endpoint. Use as a context manager: exit removes it."""
 
@@ -380,28 +411,32 @@ class BuildContainer:
             lines, exit_code=lambda: self.exit_code(exec_id), tail_lines=tail_lines, on_line=on_line
         )
 
-    def outputs(self, path: str = "/outputs") -> Iterator[bytes] | None:
-        """The tar stream of ``path``, or None when it does not exist."""
+    def outputs(self, path: str = "/outputs") -> ArchiveStream | None:
+        """The tar stream of ``path``, or None when it does not exist.
+
+        The stream must be closed (``extract_outputs`` does): the engine blocks writing an
+        unread archive, and holds the container while it does.
+        """
         import docker.errors
 
+        what = f"fetching {path} from {self.spec.name}"
         try:
-            stream, _stat = self.api.get_archive(self._id(), path, chunk_size=CHUNK_SIZE)
+            response = self.api._get(
+                self.api._url("/containers/{0}/archive", self._id()),
+                params={"path": path},
+                stream=True,
+                headers={"Accept-Encoding": "identity"},
+            )
+            self.api._raise_for_status(response)
+            # the engine may pause between files: no read timeout, as the SDK does
+            self.api._disable_socket_timeout(self.api._get_raw_response_socket(response))
         except docker.errors.NotFound:
             return None
         except docker.errors.DockerException as exc:
-            raise InfrastructureError(f"fetching {path} from {self.spec.name}: {exc}") from exc
-        return self._guarded(stream, f"fetching {path} from {self.spec.name}")
-
-    @staticmethod
-    def _guarded(stream: Iterable[bytes], what: str) -> Iterator[bytes]:
-        """Transport errors in the middle of a stream are the endpoint's, not the job's."""
-        import docker.errors
-        import requests
-
-        try:
-            yield from stream
-        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
             raise InfrastructureError(f"{what}: {exc}") from exc
+        except OSError as exc:  # requests' exceptions are OSErrors
+            raise InfrastructureError(f"{what}: {exc}") from exc
+        return ArchiveStream(response, what)
 
     def remove(self) -> None:
         """Kill and remove the container; a container already gone is fine."""
@@ -416,6 +451,8 @@ class BuildContainer:
         except docker.errors.APIError as exc:
             if "already in progress" not in str(exc):
                 log.warning("removing container %s failed: %s", self.spec.name, exc)
+        except OSError as exc:  # a timeout or a lost connection: never hide the job's error
+            log.warning("removing container %s failed: %s", self.spec.name, exc)
         self.id = None
         lifeline, self._lifeline = self._lifeline, None
         if lifeline is not None:

@@ -497,12 +497,9 @@ def job_inputs(
         if not artifact.is_file():
             raise BuildError(f"{package.label}: dependency artifact {artifact} does not exist")
         if artifact.name in by_name and by_name[artifact.name] != artifact:
-            log.warning(
-                "%s: dependency artifacts %s and %s share the name /inputs/%s; the later wins",
-                package.label,
-                by_name[artifact.name],
-                artifact,
-                artifact.name,
+            raise BuildError(
+                f"{package.label}: dependency artifacts {by_name[artifact.name]} and "
+                f"{artifact} would both be /inputs/{artifact.name}"
             )
         by_name[artifact.name] = artifact
     files.extend(InputFile(f"/inputs/{name}", source=path) for name, path in by_name.items())
@@ -874,7 +871,7 @@ def _run_in_container(
                 raise OutputsError(
                     f"{package.label}: the script succeeded but created no /outputs directory"
                 )
-            artifacts = tuple(extract_outputs(stream, dest))
+            artifacts = tuple(extract_outputs(stream, dest, owner=package.label))
         except OutputsError as exc:
             failed = result(
                 FAILED, (), _with_tail(str(exc), outcome.tail, config.build_error_lines)
