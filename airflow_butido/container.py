@@ -275,7 +275,6 @@ class ArchiveStream:
             self._response.close()
 
 
-
 class BuildContainer:
     """A build container on one endpoint. Use as a context manager: exit removes it."""
 

@@ -45,6 +45,7 @@ from airflow_butido.stores import (
     OutputsError,
     extract_outputs,
     hash_artifact,
+    remove_stale_parts,
     staging_dir,
 )
 
@@ -585,6 +586,7 @@ def run_job(
     )
     inputs = job_inputs(package, config, request.repo_root, request.dependency_artifacts, script)
     dest = staging_dir(config.staging, request.submit_uuid)
+    remove_stale_parts(config.staging)  # left by extractions killed outright
 
     candidates = usable_endpoints(config, image, names=request.endpoint_names)
     try:

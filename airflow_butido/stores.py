@@ -9,6 +9,7 @@ written under a temporary name, hashed while written, then renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -28,7 +29,7 @@ from airflow_butido.errors import BuildError, InfrastructureError
 
 CHUNK_SIZE = 1 << 20
 OUTPUTS_DIR = "outputs"
-OWNERS_DIR = ".butido-owners"  # which package wrote which file of a staging store
+OWNERS_DIR = ".butido-owners"  # beside the stores: which package wrote which file
 PART_SUFFIX = ".part"
 STALE_PART_SECONDS = 3600.0  # a temporary file of another host not written for this long
 NUL_BLOCK = bytes(tarfile.BLOCKSIZE)
@@ -138,6 +139,7 @@ def extract_outputs(
     written: dict[str, Artifact] = {}
     sources: dict[str, str] = {}  # artifact path -> member name, to name collisions
     root: Path | None = None
+    owners: _Owners | None = None
     try:
         dest.mkdir(parents=True, exist_ok=True)
         root = dest.resolve()
@@ -164,15 +166,15 @@ def extract_outputs(
                 written[rel] = _write_file(root, rel, source, owners)
             _require_end_marker(tar)
     except tarfile.TarError as exc:
-        _abort(tar_chunks, root, written)
+        _abort(tar_chunks, root, written, owners)
         raise OutputsError(f"reading /outputs failed: {exc}") from exc
     except OSError as exc:
-        _abort(tar_chunks, root, written)
+        _abort(tar_chunks, root, written, owners)
         if exc.errno == errno.ENAMETOOLONG:
             raise OutputsError(f"/outputs entry refused: file name too long: {exc}") from exc
         raise InfrastructureError(f"writing artifacts into {dest} failed: {exc}") from exc
     except BaseException:
-        _abort(tar_chunks, root, written)
+        _abort(tar_chunks, root, written, owners)
         raise
     _close(tar_chunks)
     return sorted(written.values(), key=lambda a: a.path)
@@ -182,7 +184,7 @@ def _next_member(tar: tarfile.TarFile) -> tarfile.TarInfo | None:
     """The next member of a stream-mode archive, without keeping the earlier ones:
     ``TarFile`` lists every member it has read, 100,000 outputs would all stay in memory."""
     member = tar.next()
-    tar.members.clear()
+    tar.members.clear()  # type: ignore[attr-defined]
     return member
 
 
@@ -209,40 +211,59 @@ def _close(chunks: Iterable[bytes]) -> None:
         close()
 
 
-def _abort(chunks: Iterable[bytes], root: Path | None, written: dict[str, Artifact]) -> None:
+def _abort(
+    chunks: Iterable[bytes],
+    root: Path | None,
+    written: dict[str, Artifact],
+    owners: _Owners | None,
+) -> None:
     """Close the stream first (the sender may be blocked writing it), then remove."""
     try:
         _close(chunks)
     finally:
         if root is not None:
             _remove(root, written)
+        if owners is not None:
+            owners.discard()
 
 
 class _Owners:
     """Which package wrote which file of a staging store.
 
-    One small file per package under ``<store>/.butido-owners/``: its first line names the
-    package, each further line (JSON) a path it wrote. A path is listed before its file
-    is renamed into place, so every file in the store has a known owner.
+    One small file per package in ``<staging>/.butido-owners/<submit>/``, beside the store
+    so the store holds artifacts only: its first line names the package, each further
+    line (JSON) a path it wrote, listed once the file is in place.
     """
 
     def __init__(self, root: Path, owner: str) -> None:
-        self.dir = root / OWNERS_DIR
+        self.dir = root.parent / OWNERS_DIR / root.name
         self.owner = owner
-        self.dir.mkdir(exist_ok=True)
         name = hashlib.sha256(owner.encode("utf-8")).hexdigest()[:32]
         self.file = self.dir / name
-        if not self.file.exists():
-            self.file.write_text(json.dumps(owner) + "\n", encoding="utf-8")
+        self.created = False
 
     def claim(self, rel: str) -> None:
+        if not self.created and not self.file.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.file.write_text(json.dumps(self.owner) + "\n", encoding="utf-8")
+            self.created = True
         with open(self.file, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(rel) + "\n")
+
+    def discard(self) -> None:
+        """Forget what this extraction claimed (it failed, its files are removed)."""
+        if self.created:
+            self.file.unlink(missing_ok=True)
+            for directory in (self.dir, self.dir.parent):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only when empty
 
     def owner_of(self, rel: str) -> str | None:
         """The package that wrote ``rel`` (another than ours when several did)."""
         wanted = json.dumps(rel)
         found: str | None = None
+        if not self.dir.is_dir():
+            return None
         for path in sorted(self.dir.iterdir()):
             with open(path, encoding="utf-8") as fh:
                 owner = json.loads(fh.readline() or "null")
