@@ -34,7 +34,8 @@ LABEL_PREFIX = "io.butido."
 MANAGED_LABEL = "io.butido.managed"
 SCRIPT_COMMAND = ("/bin/bash", "/script")
 CHUNK_SIZE = 1 << 20
-MAX_LINE_BYTES = 1 << 20  # a longer line without newline is emitted in pieces
+MAX_LINE_BYTES = 64 << 10  # a longer log line is cut after this many bytes
+LINE_CUT_MARKER = "[airflow-butido: line cut, dropped"
 LOG_SPOOL_BYTES = 1 << 20  # the full log stays in memory up to this size, then on disk
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 
@@ -147,26 +148,50 @@ def iter_lines(frames: Iterable[tuple[int, bytes]]) -> Iterator[str]:
     """Split multiplexed ``(stream, bytes)`` frames into text lines on ``\\n``.
 
     stdout and stderr keep separate buffers, so a partial line on one is never glued to
-    output of the other; at most one pending line per stream is held.
+    output of the other. A line longer than MAX_LINE_BYTES keeps its first
+    MAX_LINE_BYTES, followed by a marker saying how much was cut; the rest is counted,
+    never held, so memory stays bounded whatever the script prints.
     """
     buffers: dict[int, bytearray] = {}
+    cut: dict[int, int] = {}  # stream -> bytes dropped from its current long line
     for stream, chunk in frames:
         buffer = buffers.setdefault(stream, bytearray())
-        buffer += chunk
+        start = 0
+        while stream in cut:  # dropping the rest of a long line
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                cut[stream] += len(chunk) - start
+                start = len(chunk)
+                break
+            yield _decode(buffer) + _cut_marker(cut.pop(stream) + end - start)
+            buffer.clear()
+            start = end + 1
+        buffer += chunk[start:]
         start = 0
         while True:
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
-            yield _decode(buffer[start:end])
+            if end - start > MAX_LINE_BYTES:
+                yield _decode(buffer[start : start + MAX_LINE_BYTES]) + _cut_marker(
+                    end - start - MAX_LINE_BYTES
+                )
+            else:
+                yield _decode(buffer[start:end])
             start = end + 1
         del buffer[:start]
-        while len(buffer) >= MAX_LINE_BYTES:
-            yield _decode(buffer[:MAX_LINE_BYTES])
-            del buffer[:MAX_LINE_BYTES]
-    for buffer in buffers.values():
-        if buffer:
+        if len(buffer) > MAX_LINE_BYTES:
+            cut[stream] = len(buffer) - MAX_LINE_BYTES
+            del buffer[MAX_LINE_BYTES:]
+    for stream, buffer in buffers.items():
+        if stream in cut:
+            yield _decode(buffer) + _cut_marker(cut[stream])
+        elif buffer:
             yield _decode(buffer)
+
+
+def _cut_marker(dropped: int) -> str:
+    return f" {LINE_CUT_MARKER} {dropped} bytes]"
 
 
 def _decode(raw: bytes | bytearray) -> str:

@@ -177,6 +177,8 @@ def extract_outputs(
         _abort(tar_chunks, root, written, owners)
         raise
     _close(tar_chunks)
+    if owners is not None:
+        owners.close()
     return sorted(written.values(), key=lambda a: a.path)
 
 
@@ -241,17 +243,26 @@ class _Owners:
         name = hashlib.sha256(owner.encode("utf-8")).hexdigest()[:32]
         self.file = self.dir / name
         self.created = False
+        self._out: IO[str] | None = None
 
     def claim(self, rel: str) -> None:
-        if not self.created and not self.file.exists():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.file.write_text(json.dumps(self.owner) + "\n", encoding="utf-8")
-            self.created = True
-        with open(self.file, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(rel) + "\n")
+        if self._out is None:
+            if not self.file.exists():
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self.file.write_text(json.dumps(self.owner) + "\n", encoding="utf-8")
+                self.created = True
+            self._out = open(self.file, "a", encoding="utf-8")  # noqa: SIM115 (see close)
+        self._out.write(json.dumps(rel) + "\n")
+        self._out.flush()  # a concurrent writer looks it up at once
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
 
     def discard(self) -> None:
         """Forget what this extraction claimed (it failed, its files are removed)."""
+        self.close()
         if self.created:
             self.file.unlink(missing_ok=True)
             for directory in (self.dir, self.dir.parent):

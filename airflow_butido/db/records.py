@@ -9,10 +9,14 @@ raises InfrastructureError (see engine.transaction).
 from __future__ import annotations
 
 import codecs
+import collections
+import contextlib
 import io
+import itertools
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, Protocol
@@ -25,7 +29,13 @@ from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
 from airflow_butido.errors import ButidoError
 
-LOG_CHUNK_CHARS = 8 * 1024 * 1024
+LOG_CHUNK_CHARS = 1 << 20  # one row of job_log_chunks
+LOG_CHUNKS_PER_TRANSACTION = 4
+LOG_TEXT_MAX_CHARS = 1 << 20  # jobs.log_text holds a longer log's end only
+LOG_CUT_MARKER = (
+    "#airflow-butido: the beginning of this log is cut here; 'butido db log-of' shows it whole"
+)
+ARTIFACT_BATCH = 500  # artifact rows per transaction
 
 LogSource = str | bytes | os.PathLike[str] | IO[str] | IO[bytes] | None
 
@@ -202,17 +212,29 @@ def record_job_finish(
     exit_status: int | None,
     failure_class: str | None = None,
     log: LogSource = None,
+    artifacts: Sequence[ArtifactRecord | _ArtifactLike] | None = None,
     finished_at: datetime | None = None,
 ) -> None:
-    """Complete the job row: outcome and the full log (NUL bytes removed).
+    """Complete the job row: outcome, the full log (NUL bytes removed), its artifacts.
 
-    ``log`` may be a str, bytes, a path or an open file (text or binary); it is
-    written in chunks of LOG_CHUNK_CHARS, so a 100 MB log is never held whole.
+    ``log`` may be a str, bytes, a path or an open file (text or binary). It is stored in
+    chunks of LOG_CHUNK_CHARS, committed a few at a time, so neither this process nor
+    the database ever holds the whole log, and no transaction is long. A log longer
+    than one chunk lives in ``job_log_chunks``; ``jobs.log_text`` then holds its end
+    after a marker line (butido reads its outcome from there).
+
+    ``artifacts`` are recorded in batches of ARTIFACT_BATCH rows, one transaction each;
+    the last batch is written in the transaction that sets the state, so a job is
+    ``success`` only with all its artifacts recorded.
     """
     if state not in (s.SUCCESS, s.FAILED):
         raise ValueError(f"a finished job is {s.SUCCESS!r} or {s.FAILED!r}, not {state!r}")
-    with transaction(engine, immediate=True) as conn:
+    with transaction(engine) as conn:
         job_id = _require_job_id(conn, uuid)
+    log_text = _store_log(engine, job_id, log)
+    last = _record_artifact_batches(engine, job_id, artifacts or ())
+    with transaction(engine, immediate=True) as conn:
+        _insert_artifacts(conn, job_id, last)
         conn.execute(
             sa.update(s.jobs)
             .where(s.jobs.c.id == job_id)
@@ -221,16 +243,38 @@ def record_job_finish(
                 exit_status=exit_status,
                 failure_class=failure_class,
                 finished_at=finished_at or rows.utcnow(),
-                log_text="",
+                log_text=log_text,
             )
         )
-        for chunk in iter_log_chunks(log):
-            conn.execute(
-                sa.update(s.jobs)
-                .where(s.jobs.c.id == job_id)
-                .values(log_text=s.jobs.c.log_text + sa.bindparam("chunk", type_=sa.Text)),
-                {"chunk": chunk},
-            )
+
+
+def _store_log(engine: Engine, job_id: int, log: LogSource) -> str:
+    """Write the log's chunks (when more than one); return the text for jobs.log_text."""
+    chunks = iter_log_chunks(log, LOG_CHUNK_CHARS)
+    first = next(chunks, "")
+    second = next(chunks, None)
+    with transaction(engine, immediate=True) as conn:  # a retry replaces the old log
+        conn.execute(sa.delete(s.job_log_chunks).where(s.job_log_chunks.c.job_id == job_id))
+    if second is None:
+        return first
+    tail: collections.deque[str] = collections.deque(maxlen=2)
+    batch: list[dict[str, Any]] = []
+    for seq, chunk in enumerate(itertools.chain((first, second), chunks)):
+        tail.append(chunk)
+        batch.append({"job_id": job_id, "seq": seq, "text": chunk})
+        if len(batch) >= LOG_CHUNKS_PER_TRANSACTION:
+            _insert_log_chunks(engine, batch)
+            batch = []
+    _insert_log_chunks(engine, batch)
+    end = "".join(tail)[-LOG_TEXT_MAX_CHARS:]
+    newline = end.find("\n")
+    return LOG_CUT_MARKER + "\n" + (end[newline + 1 :] if newline >= 0 else end)
+
+
+def _insert_log_chunks(engine: Engine, batch: list[dict[str, Any]]) -> None:
+    if batch:
+        with _short_write(engine) as conn:
+            conn.execute(sa.insert(s.job_log_chunks), batch)
 
 
 def iter_log_chunks(log: LogSource, chunk_chars: int = LOG_CHUNK_CHARS) -> Iterator[str]:
@@ -264,24 +308,66 @@ def iter_log_chunks(log: LogSource, chunk_chars: int = LOG_CHUNK_CHARS) -> Itera
 def record_artifacts(
     engine: Engine, job_uuid: str, artifacts: Iterable[ArtifactRecord | _ArtifactLike]
 ) -> None:
-    """One row per output file of the job (path, sha256, size); repeatable."""
-    with transaction(engine, immediate=True) as conn:
+    """One row per output file of the job (path, sha256, size); repeatable.
+
+    Written ARTIFACT_BATCH rows per transaction: SQLite's one write lock is never held
+    for long, so concurrent builds can take their slots meanwhile."""
+    with transaction(engine) as conn:
         job_id = _require_job_id(conn, job_uuid)
-        for artifact in artifacts:
-            rows.insert_ignore(
-                conn,
-                s.artifacts,
-                {
-                    "path": artifact.path,
-                    "job_id": job_id,
-                    "sha256": artifact.sha256,
-                    "size": artifact.size,
-                },
-            )
+    last = _record_artifact_batches(engine, job_id, artifacts)
+    with transaction(engine, immediate=True) as conn:
+        _insert_artifacts(conn, job_id, last)
+
+
+def _record_artifact_batches(
+    engine: Engine, job_id: int, artifacts: Iterable[ArtifactRecord | _ArtifactLike]
+) -> list[ArtifactRecord | _ArtifactLike]:
+    """Record all but the last batch, each in its own transaction; return the last."""
+    batch: list[ArtifactRecord | _ArtifactLike] = []
+    for artifact in artifacts:
+        if len(batch) >= ARTIFACT_BATCH:
+            with _short_write(engine) as conn:
+                _insert_artifacts(conn, job_id, batch)
+            batch = []
+        batch.append(artifact)
+    return batch
+
+
+@contextlib.contextmanager
+def _short_write(engine: Engine) -> Iterator[Connection]:
+    """One of many write transactions in a row. On SQLite, whose single write lock a
+    waiting writer only retries now and then, pause afterwards as long as the lock was
+    held, so a concurrent build's slot or claim gets through instead of starving."""
+    started = time.monotonic()
+    with transaction(engine, immediate=True) as conn:
+        yield conn
+    if engine.dialect.name == "sqlite":
+        time.sleep(max(time.monotonic() - started, 0.002))
+
+
+def _insert_artifacts(
+    conn: Connection, job_id: int, batch: Sequence[ArtifactRecord | _ArtifactLike]
+) -> None:
+    if not batch:
+        return
+    a = s.artifacts
+    paths = [artifact.path for artifact in batch]
+    known = dict(
+        conn.execute(
+            sa.select(a.c.path, a.c.id).where(a.c.job_id == job_id, a.c.path.in_(paths))
+        ).all()
+    )
+    fresh = [
+        {"path": x.path, "job_id": job_id, "sha256": x.sha256, "size": x.size}
+        for x in batch
+        if x.path not in known
+    ]
+    if fresh:
+        conn.execute(sa.insert(a), fresh)
+    for x in batch:
+        if x.path in known:
             conn.execute(
-                sa.update(s.artifacts)
-                .where(s.artifacts.c.job_id == job_id, s.artifacts.c.path == artifact.path)
-                .values(sha256=artifact.sha256, size=artifact.size)
+                sa.update(a).where(a.c.id == known[x.path]).values(sha256=x.sha256, size=x.size)
             )
 
 
