@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import IO, Any, Protocol
 
 import sqlalchemy as sa
@@ -35,6 +35,8 @@ LOG_TEXT_MAX_CHARS = 1 << 20  # jobs.log_text holds a longer log's end only
 LOG_CUT_MARKER = (
     "#airflow-butido: the beginning of this log is cut here; 'butido db log-of' shows it whole"
 )
+HEARTBEAT_TTL_SECONDS = 30.0  # a running job not heard of for this long is dead
+ABANDONED = "abandoned"  # failure class of a job whose process died
 ARTIFACT_BATCH = 500  # artifact rows per transaction
 
 LogSource = str | bytes | os.PathLike[str] | IO[str] | IO[bytes] | None
@@ -501,6 +503,50 @@ def mark_earlier_tries_failed(
             ).scalars()
         ]
         return _orphan(conn, uuids)
+
+
+@dataclass(frozen=True)
+class Repaired:
+    """What ``repair_abandoned`` freed: jobs marked failed, leases and claims deleted."""
+
+    jobs: tuple[str, ...]
+    leases: int
+    claims: int
+
+
+def repair_abandoned(
+    engine: Engine, *, ttl_seconds: float = HEARTBEAT_TTL_SECONDS, now: datetime | None = None
+) -> Repaired:
+    """A job whose process died (``kill -9``, a lost host, a lost database connection)
+    stops beating. Once its heartbeat is ``ttl_seconds`` old, its ``running`` row
+    becomes failed ("abandoned"), and its slot lease and build claim are deleted, as
+    are all expired leases and claims. Called at the start of every build, and by
+    ``butido db repair``."""
+    now = now or rows.utcnow()
+    cutoff = now - timedelta(seconds=ttl_seconds)
+    j = s.jobs
+    last_beat = sa.func.coalesce(j.c.heartbeat_at, j.c.started_at)
+    with transaction(engine, immediate=True) as conn:
+        uuids = [
+            str(u)
+            for u in conn.execute(
+                sa.select(j.c.uuid).where(j.c.state == s.RUNNING, last_beat < cutoff)
+            ).scalars()
+        ]
+        if uuids:
+            conn.execute(
+                sa.update(j)
+                .where(j.c.uuid.in_(uuids), j.c.state == s.RUNNING)
+                .values(state=s.FAILED, failure_class=ABANDONED, finished_at=now)
+            )
+        lease, claim = s.endpoint_leases, s.build_claims
+        leases = conn.execute(
+            sa.delete(lease).where(sa.or_(lease.c.expires_at <= now, lease.c.job_uuid.in_(uuids)))
+        ).rowcount
+        claims = conn.execute(
+            sa.delete(claim).where(sa.or_(claim.c.expires_at <= now, claim.c.job_uuid.in_(uuids)))
+        ).rowcount
+    return Repaired(tuple(uuids), int(leases or 0), int(claims or 0))
 
 
 def _orphan(conn: Connection, uuids: list[str]) -> int:

@@ -217,3 +217,38 @@ def test_250_character_output_name_is_stored(
     result = run_job(request, slots=LocalSlots())
     assert [a.path for a in result.artifacts] == [name]
     assert (result.staging_dir / name).read_text() == "long\n"
+
+
+@pytest.mark.docker
+def test_two_packages_of_one_submit_writing_one_name_fail_the_later(
+    tmp_path: Path, build_image: str, docker_client
+) -> None:
+    repo = write_repo(
+        tmp_path / "repo",
+        build_image,
+        {
+            "a": pkg_toml("a", "1", "mkdir /outputs; echo from-a > /outputs/same.pkg"),
+            "b": pkg_toml("b", "2", "mkdir /outputs; echo from-b > /outputs/same.pkg"),
+        },
+    )
+    submit = str(uuid.uuid4())
+    first = run_job(request_for(repo, "a", "1", submit_uuid=submit), slots=LocalSlots())
+    with pytest.raises(ScriptFailed, match=r"'same.pkg' of b 2 refused.*written by a 1"):
+        run_job(request_for(repo, "b", "2", submit_uuid=submit), slots=LocalSlots())
+    assert (first.staging_dir / "same.pkg").read_text() == "from-a\n"
+
+
+def test_two_dependency_artifacts_with_one_name_are_refused(tmp_path: Path) -> None:
+    from airflow_butido.jobs import job_inputs
+    from airflow_butido.recipes.config import load_config
+    from airflow_butido.recipes.repository import load_repository
+
+    repo = write_repo(tmp_path / "repo", "img", {"c": pkg_toml("c", "1", "true")})
+    config = load_config(repo, environ={})
+    package = load_repository(repo, config=config).get("c", "1")
+    one, two = tmp_path / "x" / "dep.pkg", tmp_path / "y" / "dep.pkg"
+    for path in (one, two):
+        path.parent.mkdir()
+        path.write_text(str(path))
+    with pytest.raises(BuildError, match=r"dep.pkg and .*dep.pkg would both be /inputs/dep.pkg"):
+        job_inputs(package, config, repo, (one, two), "#!/bin/bash\n")
