@@ -345,6 +345,15 @@ def _remove(root: Path, written: dict[str, Artifact]) -> None:
         (root / rel).unlink(missing_ok=True)
 
 
+def discard_artifacts(dest: Path, artifacts: Iterable[Artifact]) -> None:
+    """Remove extracted files whose job could not be recorded: unrecorded files in a
+    staging store would be orphans nothing refers to."""
+    root = Path(dest)
+    for artifact in artifacts:
+        with contextlib.suppress(OSError):
+            (root / artifact.path).unlink()
+
+
 # -- temporary files of dead writers ----------------------------------------------------------
 
 _PART_RE = re.compile(r"^\.butido-(\d+)@([A-Za-z0-9_-]*)\.[^.]*\.part$")

@@ -165,6 +165,7 @@ def record_job_start(
         "exit_status": None,
         "failure_class": None,
         "started_at": started_at or rows.utcnow(),
+        "heartbeat_at": started_at or rows.utcnow(),
         "finished_at": None,
         "dag_id": dag_id,
         "run_id": run_id,
@@ -503,6 +504,15 @@ def mark_earlier_tries_failed(
             ).scalars()
         ]
         return _orphan(conn, uuids)
+
+
+def record_heartbeat(conn: Connection, job_uuid: str) -> None:
+    """The job's process is alive (see repair_abandoned); part of its slot's renewal."""
+    conn.execute(
+        sa.update(s.jobs)
+        .where(s.jobs.c.uuid == job_uuid, s.jobs.c.state == s.RUNNING)
+        .values(heartbeat_at=rows.utcnow())
+    )
 
 
 @dataclass(frozen=True)
