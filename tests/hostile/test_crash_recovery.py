@@ -40,6 +40,7 @@ SCRIPTS = {
     "extract": "mkdir /outputs; head -c 1500M /dev/zero > /outputs/extract.bin",
     "record": "mkdir -p /outputs/d; cd /outputs/d; seq 1 40000 | sed 's/$/.pkg/' | xargs touch",
 }
+OUTAGE_SCRIPT = "echo started; sleep 8; mkdir /outputs; echo o > /outputs/outage.pkg"
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,7 @@ def workspace(tmp_path: Path, build_image: str, pg_url: str, big_source) -> Iter
                 f'hash.hash = "{digest}"'
             )
         packages[name] = pkg_toml(name, "1", script, extra=extra)
+    packages["outage"] = pkg_toml("outage", "1", OUTAGE_SCRIPT)
     repo = write_repo(tmp_path / "repo", build_image, packages, endpoints={"local": 1})
     (repo / "sources" / "copyin-1").mkdir(parents=True)
     os.link(source, repo / "sources" / "copyin-1" / "big.source")
@@ -216,3 +218,68 @@ def test_kill_9_then_rerun_recovers_within_the_bound(
     # the rerun said what it waited for, when it waited
     if stage != "wait" and took > build_time + 10:
         assert "waiting" in output, output
+
+
+def _postgres(action: str) -> None:
+    mode = ["-m", "fast"] if action == "stop" else []
+    subprocess.run(
+        ["pg_ctlcluster", "15", "main", action, *mode], check=True, capture_output=True, timeout=120
+    )
+
+
+def test_database_outage_at_the_end_of_a_build_leaves_no_running_job_or_orphan_file(
+    workspace: dict, docker_client
+) -> None:
+    from airflow_butido.db import records, rows
+
+    if subprocess.run(["pg_lsclusters"], capture_output=True).returncode != 0:
+        pytest.fail("pg_ctlcluster is needed to stop PostgreSQL", pytrace=False)
+    ws = workspace
+    proc = _build(ws, "outage")
+    stopped = False
+    try:
+        deadline = time.monotonic() + 240
+        while _running_job(ws, "outage") is None:
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the build never started"
+            time.sleep(0.2)
+        ws["engine"].dispose()
+        _postgres("stop")
+        stopped = True
+        deadline = time.monotonic() + 120
+        while _containers(docker_client, "outage") or not _parts_free(ws["repo"]):
+            assert time.monotonic() < deadline, "the job never ended"
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        if stopped:
+            _postgres("start")
+    output, _ = proc.communicate(timeout=600)
+    # the job of a dead process is repaired once its heartbeat is old enough
+    later = rows.utcnow() + timedelta(seconds=records.HEARTBEAT_TTL_SECONDS + 1)
+    records.repair_abandoned(ws["engine"], now=later)
+    j, p, a = s.jobs, s.packages, s.artifacts
+    with ws["engine"].connect() as conn:
+        states = (
+            conn.execute(
+                sa.select(j.c.state).join(p, p.c.id == j.c.package_id).where(p.c.name == "outage")
+            )
+            .scalars()
+            .all()
+        )
+        recorded = set(
+            conn.execute(
+                sa.select(a.c.path).join(j, j.c.id == a.c.job_id).where(j.c.state == "success")
+            ).scalars()
+        )
+    assert states and "running" not in states, (states, output)
+    staged = {
+        f.name for f in (ws["repo"] / "staging").rglob("*") if f.is_file()
+        and ".butido-owners" not in f.parts
+    }  # fmt: skip
+    assert staged <= recorded, f"unrecorded files in staging: {staged - recorded}\n{output}"
+    assert _containers(docker_client, "outage") == []
+
+
+def _parts_free(repo: Path) -> bool:
+    return not _parts(repo / "staging")
