@@ -52,6 +52,7 @@ from airflow_butido.stores import (
     OutputsError,
     extract_outputs,
     hash_artifact,
+    remove_stale_parts,
     staging_dir,
 )
 
@@ -283,12 +284,9 @@ def job_inputs(
         if not artifact.is_file():
             raise BuildError(f"{package.label}: dependency artifact {artifact} does not exist")
         if artifact.name in by_name and by_name[artifact.name] != artifact:
-            log.warning(
-                "%s: dependency artifacts %s and %s share the name /inputs/%s; the later wins",
-                package.label,
-                by_name[artifact.name],
-                artifact,
-                artifact.name,
+            raise BuildError(
+                f"{package.label}: dependency artifacts {by_name[artifact.name]} and "
+                f"{artifact} would both be /inputs/{artifact.name}"
             )
         by_name[artifact.name] = artifact
     files.extend(InputFile(f"/inputs/{name}", source=path) for name, path in by_name.items())
@@ -385,9 +383,9 @@ def _prepare(request: JobRequest) -> _Prepared:
         request.script if request.script is not None else render(package, config, request.shebang)
     )
     inputs = job_inputs(package, config, request.repo_root, request.dependency_artifacts, script)
-    return _Prepared(
-        image, env, git_env, script, inputs, staging_dir(config.staging, request.submit_uuid)
-    )
+    dest = staging_dir(config.staging, request.submit_uuid)
+    remove_stale_parts(config.staging)  # left by extractions killed outright
+    return _Prepared(image, env, git_env, script, inputs, dest)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -620,7 +618,7 @@ class _Job:
                 raise OutputsError(
                     f"{package.label}: the script succeeded but created no /outputs directory"
                 )
-            return tuple(extract_outputs(stream, prepared.dest))
+            return tuple(extract_outputs(stream, prepared.dest, owner=package.label))
         except OutputsError as exc:
             message = _with_tail(str(exc), outcome.tail, config.build_error_lines)
             failed = self.result(prepared, key, state=FAILED, failure_message=message, **built)
