@@ -409,6 +409,7 @@ class BuildContainer:
         import requests
 
         deadline = time.monotonic() + settle_seconds
+        pause = 0.005  # the engine usually knows at once; then within milliseconds
         while True:
             try:
                 info = self.api.exec_inspect(exec_id)
@@ -418,7 +419,8 @@ class BuildContainer:
                 break
             if time.monotonic() >= deadline:
                 raise InfrastructureError(f"script in {self.spec.name} still running after EOF")
-            time.sleep(0.05)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
         code = info.get("ExitCode")
         if code is None:
             raise InfrastructureError(f"no exit code for the script in {self.spec.name}")

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -63,6 +64,62 @@ LineCallback = Callable[[str, Any], None]  # (raw line, logproto item)
 SUCCESS = "success"
 FAILED = "failed"
 REUSED = "reused"
+
+# The phases of a job, in the order they happen (see PhaseTimer).
+PHASES = (
+    "endpoints",  # connecting to the endpoints, the image's ID
+    "prepare",  # checks, the script, verifying sources, the build key
+    "reuse_check",  # looking up an earlier build with the same key
+    "slot_wait",  # waiting for a free slot on an endpoint
+    "create",  # creating the container
+    "copy_in",  # the inputs into the container
+    "start",  # starting it
+    "run",  # the script, its log streamed
+    "outputs",  # /outputs extracted into the staging store
+    "record",  # writing the job, its log and artifacts to the build database
+)
+
+
+class PhaseTimer:
+    """Wall-clock seconds per phase of one job, to tell where a build's time goes.
+
+    ``with timer.phase("run"):`` adds the block's duration to that phase (a phase may be
+    entered more than once); ``seconds()`` includes the phase still running.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._done: dict[str, float] = {}
+        self._open: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._open.append((name, self._clock()))
+        try:
+            yield
+        finally:
+            _, started = self._open.pop()
+            self._done[name] = self._done.get(name, 0.0) + self._clock() - started
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per phase so far (phases not entered are left out), in PHASES order."""
+        now = self._clock()
+        found = dict(self._done)
+        for name, started in self._open:
+            found[name] = found.get(name, 0.0) + now - started
+        order = {name: i for i, name in enumerate(PHASES)}
+        return {
+            name: round(found[name], 4)
+            for name in sorted(found, key=lambda n: (order.get(n, len(order)), n))
+        }
+
+
+def format_phases(seconds: Mapping[str, float]) -> str:
+    """``phases: endpoints 0.012 s, prepare 0.004 s, … (total 1.234 s)``."""
+    if not seconds:
+        return "phases: none recorded"
+    parts = ", ".join(f"{name} {value:.3f} s" for name, value in seconds.items())
+    return f"phases: {parts} (total {sum(seconds.values()):.3f} s)"
 
 
 @dataclass(frozen=True)
@@ -133,6 +190,7 @@ class JobResult:
     env: Env = field(default=())
     build_key: str | None = None
     reused_from: ReusedBuild | None = None  # set when state == "reused"
+    phase_seconds: Mapping[str, float] = field(default_factory=dict)  # see PhaseTimer
 
 
 class ScriptFailed(BuildError):
@@ -174,6 +232,7 @@ class JobReused:
     env: Env
     build_key: BuildKey
     reused: ReusedBuild
+    phase_seconds: Mapping[str, float] = field(default_factory=dict)
 
 
 class JobRecorder(Protocol):
@@ -192,8 +251,10 @@ class JobRecorder(Protocol):
         failure_class: str | None,
         log: IO[str] | None,
         artifacts: Sequence[Artifact] = (),
+        phases: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
-        """The end of a job: ``success`` with its artifacts, or ``failed`` with a class."""
+        """The end of a job: ``success`` with its artifacts, or ``failed`` with a class.
+        ``phases()``, read as late as possible, gives the seconds of each phase."""
         ...
 
 
@@ -413,19 +474,27 @@ def run_job(
     container once it exists and ``None`` once it is gone, so a caller can remove it from
     another thread when the job is killed.
     """
-    job = _Job(request, recorder or NullRecorder(), runtime or DockerRuntime(), on_line)
-    prepared = _prepare(request)
-    candidates, digest = job.runtime.endpoints(
-        request.config, prepared.image, request.endpoint_names
-    )
+    timer = PhaseTimer()
+    job = _Job(request, recorder or NullRecorder(), runtime or DockerRuntime(), on_line, timer)
+    with timer.phase("prepare"):
+        prepared = _prepare(request)
+    with timer.phase("endpoints"):
+        candidates, digest = job.runtime.endpoints(
+            request.config, prepared.image, request.endpoint_names
+        )
     try:
-        key = job_build_key(request, prepared.script, prepared.git_env, digest)
-        with _claimed(cache, request, key) as reused:
+        with timer.phase("prepare"):
+            key = job_build_key(request, prepared.script, prepared.git_env, digest)
+        with _claimed(cache, request, key, timer) as reused:
             if reused is not None:
                 return job.reuse(prepared, key, reused)
-            with lease_endpoint(
-                slots, request.job_uuid, candidates, max_wait=max_wait, on_wait=on_wait
-            ) as chosen:
+            with contextlib.ExitStack() as held:
+                with timer.phase("slot_wait"):
+                    chosen = held.enter_context(
+                        lease_endpoint(
+                            slots, request.job_uuid, candidates, max_wait=max_wait, on_wait=on_wait
+                        )
+                    )
                 return job.build(prepared, key, chosen, on_container)
     finally:
         for candidate in candidates:
@@ -434,14 +503,15 @@ def run_job(
 
 @contextlib.contextmanager
 def _claimed(
-    cache: BuildCache | None, request: JobRequest, key: BuildKey
+    cache: BuildCache | None, request: JobRequest, key: BuildKey, timer: PhaseTimer
 ) -> Iterator[ReusedBuild | None]:
     """An earlier build to reuse, or None while this job holds the claim on its key."""
     if cache is None or request.force_rebuild:
         yield None
         return
     package = request.package
-    reused = cache.claim_or_reuse(package.name, package.version, key, request.job_uuid)
+    with timer.phase("reuse_check"):
+        reused = cache.claim_or_reuse(package.name, package.version, key, request.job_uuid)
     if reused is not None:
         yield reused
         return
@@ -457,6 +527,7 @@ class _Job:
     recorder: JobRecorder
     runtime: ContainerRuntime
     on_line: LineCallback | None
+    timer: PhaseTimer = field(default_factory=PhaseTimer)
 
     def result(self, prepared: _Prepared, key: BuildKey, **values: Any) -> JobResult:
         package = self.request.package
@@ -477,6 +548,7 @@ class _Job:
             "build_key": key.key,
         }
         fields.update(values)
+        fields["phase_seconds"] = self.timer.seconds()
         return JobResult(**fields)
 
     def reuse(self, prepared: _Prepared, key: BuildKey, reused: ReusedBuild) -> JobResult:
@@ -484,19 +556,21 @@ class _Job:
         log.info(
             "%s: reusing the artifacts of job %s: %s", package.label, reused.job_uuid, reused.reason
         )
-        self.recorder.job_reused(
-            JobReused(
-                request.job_uuid,
-                request.submit_uuid,
-                package.name,
-                package.version,
-                prepared.image,
-                prepared.script,
-                prepared.env,
-                key,
-                reused,
+        with self.timer.phase("record"):
+            self.recorder.job_reused(
+                JobReused(
+                    request.job_uuid,
+                    request.submit_uuid,
+                    package.name,
+                    package.version,
+                    prepared.image,
+                    prepared.script,
+                    prepared.env,
+                    key,
+                    reused,
+                    self.timer.seconds(),
+                )
             )
-        )
         return self.result(
             prepared,
             key,
@@ -527,27 +601,32 @@ class _Job:
             ),
             network_mode=chosen.endpoint.network_mode,
         )
+        phase = self.timer.phase
         with self.runtime.container(chosen, spec) as container:
             try:
-                container_id = container.create()
+                with phase("create"):
+                    container_id = container.create()
                 if on_container is not None:
                     on_container(container)
-                container.put_files(prepared.inputs)
-                container.start()
-                self.recorder.job_started(
-                    JobStarted(
-                        request.job_uuid,
-                        request.submit_uuid,
-                        package.name,
-                        package.version,
-                        prepared.image,
-                        chosen.endpoint.name,
-                        container_id,
-                        prepared.script,
-                        prepared.env,
-                        key,
+                with phase("copy_in"):
+                    container.put_files(prepared.inputs)
+                with phase("start"):
+                    container.start()
+                with phase("record"):
+                    self.recorder.job_started(
+                        JobStarted(
+                            request.job_uuid,
+                            request.submit_uuid,
+                            package.name,
+                            package.version,
+                            prepared.image,
+                            chosen.endpoint.name,
+                            container_id,
+                            prepared.script,
+                            prepared.env,
+                            key,
+                        )
                     )
-                )
                 return self.run(prepared, key, container, chosen.endpoint.name, container_id)
             finally:
                 if on_container is not None:
@@ -564,10 +643,12 @@ class _Job:
         """Run the script, collect ``/outputs``, and record how the job ended (once)."""
         request, config = self.request, self.request.config
         outcome: ScriptOutcome | None = None
+        phase = self.timer.phase
         try:
-            outcome = container.run_script(
-                tail_lines=config.build_error_lines, on_line=self.on_line
-            )
+            with phase("run"):
+                outcome = container.run_script(
+                    tail_lines=config.build_error_lines, on_line=self.on_line
+                )
             built = dict(
                 exit_code=outcome.exit_code,
                 failed_phase=outcome.failed_phase or outcome.last_phase,
@@ -575,24 +656,29 @@ class _Job:
                 endpoint=endpoint,
                 container_id=container_id,
             )
-            artifacts = self.outputs(prepared, key, container, outcome, built)
-            self.recorder.job_finished(
-                request.job_uuid,
-                state=SUCCESS,
-                exit_code=outcome.exit_code,
-                failure_class=None,
-                log=outcome.log,
-                artifacts=artifacts,
-            )
+            with phase("outputs"):
+                artifacts = self.outputs(prepared, key, container, outcome, built)
+            with phase("record"):
+                self.recorder.job_finished(
+                    request.job_uuid,
+                    state=SUCCESS,
+                    exit_code=outcome.exit_code,
+                    failure_class=None,
+                    log=outcome.log,
+                    artifacts=artifacts,
+                    phases=self.timer.seconds,
+                )
             return self.result(prepared, key, state=SUCCESS, artifacts=artifacts, **built)
         except (ScriptFailed, InfrastructureError) as exc:
-            self.recorder.job_finished(
-                request.job_uuid,
-                state=FAILED,
-                exit_code=outcome.exit_code if outcome is not None else None,
-                failure_class=getattr(exc, "failure_class", "infrastructure"),
-                log=outcome.log if outcome is not None else None,
-            )
+            with phase("record"):
+                self.recorder.job_finished(
+                    request.job_uuid,
+                    state=FAILED,
+                    exit_code=outcome.exit_code if outcome is not None else None,
+                    failure_class=getattr(exc, "failure_class", "infrastructure"),
+                    log=outcome.log if outcome is not None else None,
+                    phases=self.timer.seconds,
+                )
             raise
         finally:
             if outcome is not None:

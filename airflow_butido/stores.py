@@ -101,15 +101,30 @@ class _ChunkReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._current:
-            try:
-                self._current = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
+        if not self._fill():
+            return 0
         n = min(len(buffer), len(self._current))
         buffer[:n] = self._current[:n]
         self._current = self._current[n:]
         return n
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes of the current chunk, as they are: no buffer of ``size``
+        bytes is allocated and zeroed per call, as RawIOBase.read would (tarfile asks
+        for a megabyte at a time and the engine sends tens of kilobytes)."""
+        if not self._fill():
+            return b""
+        n = len(self._current) if size is None or size < 0 else min(size, len(self._current))
+        piece, self._current = self._current[:n], self._current[n:]
+        return piece.tobytes()
+
+    def _fill(self) -> bool:
+        while not self._current:
+            try:
+                self._current = memoryview(next(self._chunks))
+            except StopIteration:
+                return False
+        return True
 
 
 def artifact_rel_path(member_name: str) -> str:

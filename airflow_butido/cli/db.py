@@ -147,6 +147,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_job(args: argparse.Namespace) -> int:
     from airflow_butido.db.queries import job_detail
+    from airflow_butido.jobs import format_phases
 
     ctx = open_db(args)
     job = job_detail(ctx.engine, args.uuid, with_log=args.log or args.json)
@@ -169,6 +170,7 @@ def cmd_job(args: argparse.Namespace) -> int:
         ("Reused from", f"{job.reused_from} ({job.reuse_reason})" if job.reused_from else ""),
         ("Artifacts", " ".join(p for p, _, _ in job.artifacts)),
         ("Inputs", " ".join(job.inputs)),
+        ("Phases", format_phases(job.phase_seconds).removeprefix("phases: ")),
     ]
     if args.json:
         data: dict[str, Any] = dict(fields)
@@ -179,6 +181,7 @@ def cmd_job(args: argparse.Namespace) -> int:
             json.loads(job.build_key_inputs) if job.build_key_inputs else None
         )
         data["artifacts"] = [{"path": p, "sha256": h, "size": n} for p, h, n in job.artifacts]
+        data["Phases"] = job.phase_seconds
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0

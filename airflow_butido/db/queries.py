@@ -7,8 +7,9 @@ end of their log (the last ``#BUTIDO:STATE`` line wins).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -264,6 +265,7 @@ class JobDetail:
     env: tuple[tuple[str, str], ...]
     artifacts: tuple[tuple[str, str | None, int | None], ...]
     inputs: tuple[str, ...]
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # see jobs.PhaseTimer
 
 
 def job_log(conn: Connection, job_id: int, log_text: str) -> str:
@@ -369,6 +371,7 @@ def job_detail(engine: Engine, uuid: str, *, with_log: bool = True) -> JobDetail
             env=tuple((n, v) for n, v in env),
             artifacts=tuple(tuple(x) for x in arts),
             inputs=tuple(inputs),
+            phase_seconds=json.loads(r.phase_seconds) if r.phase_seconds else {},
         )
 
 

@@ -16,7 +16,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, Any, Protocol
@@ -217,8 +217,11 @@ def record_job_finish(
     log: LogSource = None,
     artifacts: Sequence[ArtifactRecord | _ArtifactLike] | None = None,
     finished_at: datetime | None = None,
+    phase_seconds: Mapping[str, float] | Callable[[], Mapping[str, float]] | None = None,
 ) -> None:
-    """Complete the job row: outcome, the full log (NUL bytes removed), its artifacts.
+    """Complete the job row: outcome, the full log (NUL bytes removed), its artifacts,
+    the seconds of each phase (a callable is called in the last transaction, so the
+    time spent recording counts too).
 
     ``log`` may be a str, bytes, a path or an open file (text or binary). It is stored in
     chunks of LOG_CHUNK_CHARS, committed a few at a time, so neither this process nor
@@ -247,8 +250,17 @@ def record_job_finish(
                 failure_class=failure_class,
                 finished_at=finished_at or rows.utcnow(),
                 log_text=log_text,
+                **_phases_value(phase_seconds),
             )
         )
+
+
+def _phases_value(
+    phase_seconds: Mapping[str, float] | Callable[[], Mapping[str, float]] | None,
+) -> dict[str, str]:
+    """``{"phase_seconds": JSON}``, or nothing when there are none (keeps an earlier value)."""
+    found = phase_seconds() if callable(phase_seconds) else phase_seconds
+    return {"phase_seconds": json.dumps(dict(found))} if found else {}
 
 
 def _store_log(engine: Engine, job_id: int, log: LogSource) -> str:
@@ -417,12 +429,13 @@ def record_reused_job(
     dag_id: str | None = None,
     run_id: str | None = None,
     try_number: int | None = None,
+    phase_seconds: Mapping[str, float] | None = None,
 ) -> int:
     """A job that ran no container because an earlier job's artifacts were reused."""
     job = ReusedJob(
         uuid, submit_uuid, package_name, package_version, image, reused_job_uuid, reason,
         script, dict(env or {}), build_key, build_key_inputs, image_digest, dag_id, run_id,
-        try_number,
+        try_number, phase_seconds,
     )  # fmt: skip
     return record_reused_jobs(engine, [job])[0]
 
@@ -446,6 +459,7 @@ class ReusedJob:
     dag_id: str | None = None
     run_id: str | None = None
     try_number: int | None = None
+    phase_seconds: Mapping[str, float] | None = None
 
 
 def record_reused_jobs(engine: Engine, jobs: Iterable[ReusedJob]) -> list[int]:
@@ -478,6 +492,7 @@ def record_reused_jobs(engine: Engine, jobs: Iterable[ReusedJob]) -> list[int]:
                 "reuse_reason": job.reason,
                 "reused_from_job_id": reused_id,
                 "endpoint_id": endpoint,
+                **_phases_value(job.phase_seconds),
             }
             ids.append(
                 _upsert_job(

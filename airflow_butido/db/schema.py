@@ -123,6 +123,7 @@ jobs = sa.Table(
     ),
     sa.Column("reuse_reason", sa.Text, nullable=True),
     sa.Column("heartbeat_at", _ts(), nullable=True),  # renewed while the job runs
+    sa.Column("phase_seconds", sa.Text, nullable=True),  # JSON: {phase: seconds}
     sa.Index("ix_jobs_submit_id", "submit_id"),
     sa.Index("ix_jobs_package_id", "package_id"),
     sa.Index("ix_jobs_build_key", "build_key"),

@@ -352,7 +352,7 @@ class PackageBuildOperator(DockerOperator):
         recorder: JobRecorder,
         cache: BuildCache | None = None,
     ) -> JobResult:
-        from airflow_butido.jobs import run_job
+        from airflow_butido.jobs import format_phases, run_job
 
         self.log.info(
             "Building %s %s in %s (submit %s, job %s, %d input artifact(s))",
@@ -384,6 +384,7 @@ class PackageBuildOperator(DockerOperator):
             self.log.info(
                 "Artifact %s (%d bytes, sha256 %s)", artifact.path, artifact.size, artifact.sha256
             )
+        self.log.info("%s", format_phases(result.phase_seconds))  # where the time went
         return result
 
     def log_line(self, line: str, item: Any) -> None:

@@ -25,8 +25,10 @@ from airflow_butido.jobs import (
     JobRequest,
     JobReused,
     JobStarted,
+    PhaseTimer,
     ReusedBuild,
     ScriptFailed,
+    format_phases,
     run_job,
 )
 from airflow_butido.recipes.repository import load_repository
@@ -289,3 +291,87 @@ def test_checks_fail_before_any_container(repo: Path, changes: dict[str, Any], m
     with pytest.raises(BuildError, match=message):
         run_job(request_for(repo, name, **changes), slots=LocalSlots(), runtime=runtime)
     assert runtime.containers == []
+
+
+# -- phase timings -----------------------------------------------------------------------------
+
+
+class TickingClock:
+    """A clock that moves one second per reading: every phase's length is predictable."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_the_phase_timer_adds_up_repeated_phases_and_orders_them():
+    timer = PhaseTimer(clock=TickingClock())
+    with timer.phase("record"):  # 1 -> 2
+        pass
+    with timer.phase("create"):  # 3 -> 4
+        pass
+    with timer.phase("record"):  # 5 -> 6
+        pass
+    assert timer.seconds() == {"create": 1.0, "record": 2.0}
+    assert list(timer.seconds()) == ["create", "record"]  # PHASES order, not entry order
+
+
+def test_the_phase_timer_counts_the_running_phase_and_failures():
+    timer = PhaseTimer(clock=TickingClock())
+    with pytest.raises(RuntimeError), timer.phase("run"):  # 1 -> 2
+        raise RuntimeError("boom")
+    with timer.phase("record"):  # 3, read at 4
+        assert timer.seconds() == {"run": 1.0, "record": 1.0}
+
+
+def test_format_phases_names_each_phase_and_the_total():
+    text = format_phases({"create": 0.25, "run": 1.5})
+    assert text == "phases: create 0.250 s, run 1.500 s (total 1.750 s)"
+    assert format_phases({}) == "phases: none recorded"
+
+
+def test_a_build_reports_every_phase_in_its_result_and_its_record(repo: Path):
+    recorder = FakeRecorder()
+    result = run_job(
+        request_for(repo),
+        slots=LocalSlots(),
+        recorder=recorder,
+        cache=FakeCache(),
+        runtime=FakeRuntime(),
+    )
+    built = ("endpoints", "prepare", "reuse_check", "slot_wait", "create", "copy_in", "start")
+    assert list(result.phase_seconds) == [*built, "run", "outputs", "record"]
+    assert all(seconds >= 0 for seconds in result.phase_seconds.values())
+    recorded = recorder.finished()["phases"]()  # read while recording: record included
+    assert list(recorded) == list(result.phase_seconds)
+
+
+def test_a_failed_build_records_its_phases_too(repo: Path):
+    recorder = FakeRecorder()
+    with pytest.raises(ScriptFailed):
+        run_job(
+            request_for(repo),
+            slots=LocalSlots(),
+            recorder=recorder,
+            runtime=FakeRuntime(lines=("#BUTIDO:STATE:ERR:broken",)),
+        )
+    assert "run" in recorder.finished()["phases"]()
+    assert "outputs" in recorder.finished()["phases"]()
+
+
+def test_a_reused_job_records_its_phases_without_container_phases(repo: Path):
+    earlier = ReusedBuild("job-0", "submit-0", "same key", (Artifact("p-1.pkg", "a" * 64, 2),))
+    recorder = FakeRecorder()
+    result = run_job(
+        request_for(repo),
+        slots=LocalSlots(),
+        recorder=recorder,
+        cache=FakeCache(reuse=earlier),
+        runtime=FakeRuntime(),
+    )
+    ((_, job),) = recorder.events
+    assert set(job.phase_seconds) == {"endpoints", "prepare", "reuse_check", "record"}
+    assert "create" not in result.phase_seconds

@@ -222,6 +222,43 @@ def test_the_job_row_is_written_when_the_container_starts_and_completed_when_it_
     assert done.finished_at and "started" in done.log and done.artifacts
 
 
+@pytest.mark.docker
+def test_a_real_build_records_its_phase_timings_and_db_job_shows_them(
+    tmp_path: Path, engine: Any, db_url: str, build_image: str
+) -> None:
+    from airflow_butido.db.recorder import DatabaseRecorder
+    from airflow_butido.endpoints import DatabaseSlots
+    from airflow_butido.jobs import PHASES, run_job
+    from tests.integration.test_jobs import pkg_toml, request_for
+    from tests.integration.test_jobs import write_repo as write_build_repo
+
+    repo = write_build_repo(
+        tmp_path / "repo",
+        build_image,
+        {"t": pkg_toml("t", "1", "sleep 0.3; mkdir /outputs; echo t > /outputs/t-1.pkg")},
+    )
+    request = request_for(repo, "t", "1")
+    record_submit(engine, package=("t", "1"), submit_uuid=request.submit_uuid)
+    result = run_job(request, slots=DatabaseSlots(engine), recorder=DatabaseRecorder(engine))
+
+    done = job_detail(engine, request.job_uuid)
+    assert done is not None
+    phases = done.phase_seconds
+    assert set(phases) == set(PHASES) - {"reuse_check"}  # no build cache was given
+    assert phases["run"] >= 0.3  # the script's own sleep
+    assert phases["record"] > 0 and phases["outputs"] > 0
+    assert 0 < phases["record"] <= result.phase_seconds["record"]  # the result comes after
+    code, out = run_cli(
+        "--repo", str(repo), "db", "job", request.job_uuid, "--database-url", db_url
+    )
+    (line,) = [x for x in out.splitlines() if x.startswith("Phases")]
+    assert code == 0 and "run " in line and "copy_in " in line and "(total " in line
+    code, out = run_cli(
+        "--repo", str(repo), "db", "job", request.job_uuid, "--database-url", db_url, "--json"
+    )
+    assert code == 0 and json.loads(out)["Phases"] == phases
+
+
 def test_a_task_retry_fails_the_job_its_dead_try_left_and_frees_its_slot_and_claim(
     repo_root: Path, engine: Any, db_url: str
 ) -> None:
