@@ -93,14 +93,19 @@ def _client_class() -> type[Any]:
     return EndpointClient
 
 
-def connect(endpoint: EndpointConfig, *, timeout: float = DEFAULT_API_TIMEOUT) -> Any:
-    """A ``docker.APIClient`` for the endpoint; the engine answers its version query."""
+def connect(
+    endpoint: EndpointConfig, *, timeout: float = DEFAULT_API_TIMEOUT, version: str | None = None
+) -> Any:
+    """A ``docker.APIClient`` for the endpoint; the engine answers its version query
+    (unless ``version``, the API version it answered before, is given)."""
     import docker
     import requests
 
     tls = tls_config(endpoint)
     try:
-        return _client_class()(base_url=base_url(endpoint), tls=tls or False, timeout=timeout)
+        return _client_class()(
+            base_url=base_url(endpoint), tls=tls or False, timeout=timeout, version=version
+        )
     except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
         raise InfrastructureError(unreachable_message(endpoint, exc)) from exc
 

@@ -293,16 +293,60 @@ class ContainerRuntime(Protocol):
 
     def container(self, candidate: Candidate, spec: ContainerSpec) -> BuildContainer: ...
 
+    def forget(self) -> None:
+        """An endpoint failed: the next job checks the endpoints afresh."""
+        ...
+
+
+# (run, image, endpoint names asked for, endpoints) -> (usable endpoints, image ID, API versions)
+_EndpointsKey = tuple[str, str, tuple[str, ...] | None, tuple[tuple[str, str], ...]]
+_checked_endpoints: dict[_EndpointsKey, tuple[tuple[str, ...], str, dict[str, str]]] = {}
+_CHECKED_ENDPOINTS_KEPT = 64
+
 
 class DockerRuntime:
-    """Containers on the configured Docker endpoints, through the Docker SDK."""
+    """Containers on the configured Docker endpoints, through the Docker SDK.
+
+    With a ``run`` (the submit), the endpoint checks (the engine answers, runs an allowed
+    Docker version, holds the image) and the image's ID are done by the run's first job
+    in this process and reused by the others, until an endpoint fails (``forget``): the
+    jobs of one ``butido build`` run in one image, the ID their build keys name.
+    """
+
+    def __init__(self, run: str | None = None) -> None:
+        self.run = run
+
+    def _key(self, config: Config, image: str, names: Sequence[str] | None) -> _EndpointsKey:
+        endpoints = tuple((e.name, base_url(e)) for e in config.endpoints)
+        return (self.run or "", image, None if names is None else tuple(names), endpoints)
 
     def endpoints(
         self, config: Config, image: str, names: Sequence[str] | None
     ) -> tuple[list[Candidate], str]:
-        from airflow_butido.endpoints import same_image_endpoints, usable_endpoints
+        from airflow_butido.endpoints import connect, same_image_endpoints, usable_endpoints
 
-        return same_image_endpoints(usable_endpoints(config, image, names=names), image)
+        key = self._key(config, image, names)
+        known = _checked_endpoints.get(key) if self.run else None
+        if known is not None:
+            usable, digest, versions = known
+            chosen = [e for e in config.endpoints if e.name in usable]
+            return [Candidate(e, connect(e, version=versions[e.name])) for e in chosen], digest
+        candidates, digest = same_image_endpoints(
+            usable_endpoints(config, image, names=names), image
+        )
+        if self.run:
+            if len(_checked_endpoints) >= _CHECKED_ENDPOINTS_KEPT:
+                _checked_endpoints.clear()
+            _checked_endpoints[key] = (
+                tuple(c.endpoint.name for c in candidates),
+                digest,
+                {c.endpoint.name: str(c.api.api_version) for c in candidates},
+            )
+        return candidates, digest
+
+    def forget(self) -> None:
+        for key in [k for k in _checked_endpoints if k[0] == (self.run or "")]:
+            _checked_endpoints.pop(key, None)
 
     def container(self, candidate: Candidate, spec: ContainerSpec) -> BuildContainer:
         endpoint = candidate.endpoint
@@ -475,7 +519,8 @@ def run_job(
     another thread when the job is killed.
     """
     timer = PhaseTimer()
-    job = _Job(request, recorder or NullRecorder(), runtime or DockerRuntime(), on_line, timer)
+    runtime = runtime or DockerRuntime(run=request.submit_uuid)
+    job = _Job(request, recorder or NullRecorder(), runtime, on_line, timer)
     with timer.phase("prepare"):
         prepared = _prepare(request)
     with timer.phase("endpoints"):
@@ -496,6 +541,9 @@ def run_job(
                         )
                     )
                 return job.build(prepared, key, chosen, on_container)
+    except InfrastructureError:
+        runtime.forget()
+        raise
     finally:
         for candidate in candidates:
             candidate.api.close()

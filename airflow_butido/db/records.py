@@ -235,11 +235,24 @@ def record_job_finish(
     """
     if state not in (s.SUCCESS, s.FAILED):
         raise ValueError(f"a finished job is {s.SUCCESS!r} or {s.FAILED!r}, not {state!r}")
-    with transaction(engine) as conn:
-        job_id = _require_job_id(conn, uuid)
-    log_text = _store_log(engine, job_id, log)
-    last = _record_artifact_batches(engine, job_id, artifacts or ())
+    chunks = iter_log_chunks(log, LOG_CHUNK_CHARS)
+    first = next(chunks, "")
+    second = next(chunks, None)
+    if second is None and len(artifacts or ()) <= ARTIFACT_BATCH:
+        # the common case, a log of one chunk: one transaction for all of it
+        job_id = None
+        log_text = first
+        last = list(artifacts or ())
+    else:
+        with transaction(engine) as conn:
+            job_id = _require_job_id(conn, uuid)
+        rest = chunks if second is None else itertools.chain((second,), chunks)
+        log_text = _store_log(engine, job_id, itertools.chain((first,), rest))
+        last = _record_artifact_batches(engine, job_id, artifacts or ())
     with transaction(engine, immediate=True) as conn:
+        if job_id is None:
+            job_id = _require_job_id(conn, uuid)
+            _delete_log_chunks(conn, job_id)  # a retry replaces the old log
         _insert_artifacts(conn, job_id, last)
         conn.execute(
             sa.update(s.jobs)
@@ -263,13 +276,16 @@ def _phases_value(
     return {"phase_seconds": json.dumps(dict(found))} if found else {}
 
 
-def _store_log(engine: Engine, job_id: int, log: LogSource) -> str:
+def _delete_log_chunks(conn: Connection, job_id: int) -> None:
+    conn.execute(sa.delete(s.job_log_chunks).where(s.job_log_chunks.c.job_id == job_id))
+
+
+def _store_log(engine: Engine, job_id: int, chunks: Iterator[str]) -> str:
     """Write the log's chunks (when more than one); return the text for jobs.log_text."""
-    chunks = iter_log_chunks(log, LOG_CHUNK_CHARS)
     first = next(chunks, "")
     second = next(chunks, None)
     with transaction(engine, immediate=True) as conn:  # a retry replaces the old log
-        conn.execute(sa.delete(s.job_log_chunks).where(s.job_log_chunks.c.job_id == job_id))
+        _delete_log_chunks(conn, job_id)
     if second is None:
         return first
     tail: collections.deque[str] = collections.deque(maxlen=2)

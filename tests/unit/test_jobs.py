@@ -109,6 +109,7 @@ class FakeRuntime:
     fail_on: str | None = None
     containers: list[FakeContainer] = field(default_factory=list)
     api: FakeApi = field(default_factory=FakeApi)
+    forgotten: bool = False
 
     def endpoints(self, config: Any, image: str, names: Any) -> tuple[list[Candidate], str]:
         return [Candidate(config.endpoints[0], self.api)], DIGEST
@@ -117,6 +118,9 @@ class FakeRuntime:
         made = FakeContainer(spec, self.lines, self.exit_code, self.outputs_data, self.fail_on)
         self.containers.append(made)
         return made
+
+    def forget(self) -> None:
+        self.forgotten = True
 
 
 @dataclass
@@ -375,3 +379,54 @@ def test_a_reused_job_records_its_phases_without_container_phases(repo: Path):
     ((_, job),) = recorder.events
     assert set(job.phase_seconds) == {"endpoints", "prepare", "reuse_check", "record"}
     assert "create" not in result.phase_seconds
+
+
+# -- endpoint checks once per run --------------------------------------------------------------
+
+
+def test_the_endpoint_checks_and_image_id_are_read_once_per_run(repo: Path, monkeypatch):
+    from airflow_butido import endpoints
+    from airflow_butido.jobs import DockerRuntime
+
+    config = load_repository(repo).config
+    checks: list[str] = []
+    connected: list[str | None] = []
+
+    class Api(FakeApi):
+        api_version = "1.45"
+
+    def usable(config: Any, image: str, names: Any = None) -> list[Candidate]:
+        checks.append(image)
+        return [Candidate(e, Api()) for e in config.endpoints]
+
+    def connect(endpoint: Any, *, version: str | None = None, **_: Any) -> Api:
+        connected.append(version)
+        return Api()
+
+    monkeypatch.setattr(endpoints, "usable_endpoints", usable)
+    monkeypatch.setattr(endpoints, "same_image_endpoints", lambda c, image: (c, DIGEST))
+    monkeypatch.setattr(endpoints, "connect", connect)
+    run = DockerRuntime(run=str(uuid.uuid4()))
+    first, digest = run.endpoints(config, IMAGE_ONE, None)
+    again, digest_again = DockerRuntime(run=run.run).endpoints(config, IMAGE_ONE, None)
+    assert checks == [IMAGE_ONE] and digest == digest_again == DIGEST
+    assert [c.endpoint.name for c in again] == [c.endpoint.name for c in first]
+    assert connected == ["1.45"] * len(first)  # a client without the version query
+    DockerRuntime(run=str(uuid.uuid4())).endpoints(config, IMAGE_ONE, None)
+    assert checks == [IMAGE_ONE] * 2  # another run checks for itself
+    run.forget()
+    run.endpoints(config, IMAGE_ONE, None)
+    assert checks == [IMAGE_ONE] * 3  # after a failure, afresh
+    DockerRuntime().endpoints(config, IMAGE_ONE, None)
+    DockerRuntime().endpoints(config, IMAGE_ONE, None)
+    assert checks == [IMAGE_ONE] * 5  # without a run, every time
+
+
+def test_an_infrastructure_failure_forgets_the_endpoint_checks(repo: Path):
+    runtime = FakeRuntime(fail_on="run")
+    with pytest.raises(InfrastructureError):
+        run_job(request_for(repo), slots=LocalSlots(), runtime=runtime)
+    assert runtime.forgotten
+    ok = FakeRuntime()
+    run_job(request_for(repo), slots=LocalSlots(), runtime=ok)
+    assert not ok.forgotten
