@@ -116,6 +116,9 @@ class _ChunkReader(io.RawIOBase):
             return b""
         n = len(self._current) if size is None or size < 0 else min(size, len(self._current))
         piece, self._current = self._current[:n], self._current[n:]
+        whole = piece.obj
+        if isinstance(whole, bytes) and len(whole) == n:
+            return whole  # a whole chunk: no copy
         return piece.tobytes()
 
     def _fill(self) -> bool:

@@ -169,11 +169,14 @@ def main() -> int:
     parser.add_argument("--maxjobs", type=int, default=4)
     parser.add_argument("--size-mib", type=int, default=1024, help="0 skips the outputs part")
     parser.add_argument("--files", type=int, default=4)
+    parser.add_argument(
+        "--sqlite", action="store_true", help="a SQLite build database (default: PostgreSQL)"
+    )
     args = parser.parse_args()
 
     load = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="butido-bench-path-"))
-    db_name, url = fresh_database()
+    db_name, url = ("", f"sqlite:///{work}/butido.db") if args.sqlite else fresh_database()
     try:
         names = write_repo(work / "repo", args.n, args.maxjobs)
         built = butido_build(work / "repo", url)
@@ -185,12 +188,17 @@ def main() -> int:
             else None
         )
     finally:
-        drop_database(db_name)
+        if db_name:
+            drop_database(db_name)
         shutil.rmtree(work, ignore_errors=True)
 
     count = args.n + 1
     ratio = built / floor
-    print(f"load average at the start: {load:.2f}; {count} packages, maxjobs {args.maxjobs}\n")
+    database = "SQLite" if args.sqlite else "PostgreSQL"
+    print(
+        f"load average at the start: {load:.2f}; {count} packages, maxjobs {args.maxjobs}, "
+        f"{database}\n"
+    )
     print(f"{'':<40} {'seconds':>8} {'per package':>12}")
     print(f"{'butido build (whole command)':<40} {built:8.1f} {built / count:12.3f}")
     print(f"{'docker run + docker cp, same parallelism':<40} {floor:8.1f} {floor / count:12.3f}")
@@ -204,10 +212,12 @@ def main() -> int:
         extract, copied = outputs["extract"], outputs["docker_cp"]
         out_ratio = copied["seconds"] / extract["seconds"]
         peak = extract["maxrss_kb"] / 1024
-        print(f"\n{f'{mib} MiB of outputs':<40} {'seconds':>8} {'MiB/s':>8} {'peak RSS':>9}")
+        head = f"{mib} MiB of outputs"
+        print(f"\n{head:<40} {'seconds':>8} {'MiB/s':>8} {'CPU s':>6} {'peak RSS':>9}")
         for label, r in (("stores.extract_outputs", extract), ("docker cp", copied)):
-            rss = r["maxrss_kb"] / 1024
-            print(f"{label:<40} {r['seconds']:8.2f} {mib / r['seconds']:8.0f} {rss:6.1f} MB")
+            rss, cpu = r["maxrss_kb"] / 1024, r["cpu_seconds"]
+            rate = mib / r["seconds"]
+            print(f"{label:<40} {r['seconds']:8.2f} {rate:8.0f} {cpu:6.2f} {rss:6.1f} MB")
         print(f"{'throughput vs docker cp (target >= 0.8x)':<40} {out_ratio:8.2f}x")
         ok = ok and out_ratio >= outputs_bench.TARGET_RATIO and peak < outputs_bench.TARGET_MB
     print("\nOK" if ok else "\nMISSED a target")
