@@ -130,6 +130,30 @@ class _ChunkReader(io.RawIOBase):
         return True
 
 
+class _MemberData(io.RawIOBase):
+    """The data of the current member of a stream-mode archive, read straight from the
+    archive's stream: ``extractfile`` would add a buffered layer and one more copy of
+    every byte."""
+
+    def __init__(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        assert tar.fileobj is not None
+        self._stream = tar.fileobj
+        self._left = member.size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self._left if size is None or size < 0 else min(size, self._left)
+        if not wanted:
+            return b""
+        data = self._stream.read(wanted)
+        if len(data) != wanted:
+            raise tarfile.ReadError("unexpected end of data")
+        self._left -= wanted
+        return data
+
+
 def artifact_rel_path(member_name: str) -> str:
     """The store-relative path of a tar member, or raise OutputsError.
 
@@ -207,8 +231,7 @@ def extract_outputs(
                         "dropped from artifact paths)"
                     )
                 sources[rel] = member.name
-                source = tar.extractfile(member)
-                assert source is not None  # regular files always have data
+                source = _MemberData(tar, member)
                 written[rel] = _write_file(root, rel, source, owners)
             _require_end_marker(tar)
     except tarfile.TarError as exc:
@@ -331,7 +354,9 @@ class _Owners:
         return found
 
 
-def _write_file(root: Path, rel: str, source: IO[bytes], owners: _Owners | None) -> Artifact:
+def _write_file(
+    root: Path, rel: str, source: IO[bytes] | _MemberData, owners: _Owners | None
+) -> Artifact:
     target = root / rel
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
