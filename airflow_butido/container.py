@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from airflow_butido.errors import InfrastructureError
+from airflow_butido.errors import ButidoError, InfrastructureError
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def fold_log(
             spool.write("\n")
         spool.write(line)
         count += 1
-        tail.append(line)
+        tail.append(logproto.readable(item))
         if on_line is not None:
             on_line(line, item)
     code = exit_code()
@@ -406,12 +406,13 @@ class BuildContainer:
     def exit_code(self, exec_id: str, *, settle_seconds: float = 10.0) -> int:
         """The exit status of a finished exec (the engine may lag the stream's end a bit)."""
         import docker.errors
+        import requests
 
         deadline = time.monotonic() + settle_seconds
         while True:
             try:
                 info = self.api.exec_inspect(exec_id)
-            except docker.errors.DockerException as exc:
+            except (docker.errors.DockerException, requests.RequestException) as exc:
                 raise InfrastructureError(f"container {self.spec.name} went away: {exc}") from exc
             if not info.get("Running"):
                 break
@@ -465,6 +466,7 @@ class BuildContainer:
     def remove(self) -> None:
         """Kill and remove the container; a container already gone is fine."""
         import docker.errors
+        import requests
 
         if self.id is None:
             return
@@ -475,7 +477,8 @@ class BuildContainer:
         except docker.errors.APIError as exc:
             if "already in progress" not in str(exc):
                 log.warning("removing container %s failed: %s", self.spec.name, exc)
-        except OSError as exc:  # a timeout or a lost connection: never hide the job's error
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            # the endpoint went away or timed out; the job's own failure says so
             log.warning("removing container %s failed: %s", self.spec.name, exc)
         self.id = None
         lifeline, self._lifeline = self._lifeline, None
@@ -487,3 +490,25 @@ class BuildContainer:
         if self.id is None:
             raise RuntimeError("container not created")
         return self.id
+
+
+# -- image digests ------------------------------------------------------------------------
+
+
+def endpoint_image_digest(api: Any, image: str) -> str:
+    """The image ID (``sha256:...``) of ``image`` on an endpoint (a docker APIClient)."""
+    return str(api.inspect_image(image)["Id"])
+
+
+def local_image_digest(image: str) -> str:
+    """The image ID (``sha256:...``) of ``image`` on the local Docker engine."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        try:
+            return str(client.images.get(image).id)
+        finally:
+            client.close()
+    except Exception as exc:  # engine unreachable or image absent
+        raise ButidoError(f"cannot read the digest of image {image!r}: {exc}") from exc

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +40,12 @@ Run conf (trigger form or REST `conf`):
 {{"packages": ["NAME", "NAME VERSION"], "env": {{"K": "V"}}, "force_rebuild": false}}
 ```
 
-An empty `packages` list builds {default}. Package tasks outside the requested packages and
-their dependencies are skipped; the `report` task lists what was built, reused, failed and
-not built, and fails the run when a package failed.
+An empty `packages` list builds {default}. The `plan` task decides up front: package tasks
+outside the requested packages and their dependencies, and packages whose earlier build can be
+reused, are skipped without starting; a package that cannot build (a missing source, a denied
+image, an environment name not allowed) fails at once and only its dependents are not built.
+The `report` task waits for every package task, lists what was built, reused, failed and not
+built, and fails the run when a package failed.
 """
 
 
@@ -156,6 +160,10 @@ def _build_dag(
         tasks[REPORT_TASK_ID] = ReportOperator(
             task_id=REPORT_TASK_ID, trigger_rule="all_done", **common
         )
+    # Infrastructure failures are retried (possibly on another endpoint); build failures
+    # raise AirflowFailException, which Airflow never retries.
+    settings = repo.config.airflow
+    retry_delay = timedelta(seconds=settings.retry_delay)
     for key, task_id in task_ids.items():
         if only_task is not None and task_id != only_task:
             continue
@@ -164,24 +172,22 @@ def _build_dag(
             package_name=key[0],
             package_version=key[1],
             trigger_rule="none_failed",
+            retries=settings.retries,
+            retry_delay=retry_delay,
             **common,
         )
     dag.params = ParamsDict(_params(repo))
     if only_task is not None or graph is None:
         return dag  # a task process runs one task; relations are the scheduler's business
 
-    has_dependency: set[str] = set()
-    has_dependent: set[str] = set()
+    # The plan precedes every package task (it skips those outside the run or reused up
+    # front), and the report follows every one, so it never reports a package that is
+    # still building in another branch.
     for edge in graph.edges:
-        dependent, dependency = task_ids[edge.dependent], task_ids[edge.dependency]
-        _relate(tasks[dependency], tasks[dependent])
-        has_dependency.add(dependent)
-        has_dependent.add(dependency)
+        _relate(tasks[task_ids[edge.dependency]], tasks[task_ids[edge.dependent]])
     for task_id in task_ids.values():
-        if task_id not in has_dependency:
-            _relate(tasks[PLAN_TASK_ID], tasks[task_id])
-        if task_id not in has_dependent:
-            _relate(tasks[task_id], tasks[REPORT_TASK_ID])
+        _relate(tasks[PLAN_TASK_ID], tasks[task_id])
+        _relate(tasks[task_id], tasks[REPORT_TASK_ID])
     if not task_ids:
         _relate(tasks[PLAN_TASK_ID], tasks[REPORT_TASK_ID])
     return dag

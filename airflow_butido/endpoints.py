@@ -4,13 +4,15 @@ butido counted running jobs per process; here ``maxjobs`` holds across every tas
 and every DAG run, because a job takes a *slot lease* in the build database before it
 creates its container and gives it back afterwards (``airflow_butido.db.leases``). The
 least-utilised endpoint with a free slot wins; while all are full the job waits with
-backoff. Endpoints that do not answer, or lack the build image, are passed over with a
-warning.
+backoff. Endpoints that do not answer, run a Docker version ``docker.docker_versions`` /
+``docker_api_versions`` do not allow, or lack the build image, are passed over with a
+warning. An endpoint's TLS settings win over ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import threading
@@ -18,10 +20,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_butido.errors import ConfigError, InfrastructureError
+from airflow_butido.heartbeat import heartbeat
 from airflow_butido.recipes.config import Config, EndpointConfig
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +69,88 @@ def tls_config(endpoint: EndpointConfig) -> Any:
     )
 
 
-def connect(endpoint: EndpointConfig, *, timeout: float = DEFAULT_API_TIMEOUT) -> Any:
-    """A ``docker.APIClient`` for the endpoint (no request is made yet)."""
+@functools.cache
+def _client_class() -> type[Any]:
+    """``docker.APIClient`` whose endpoint TLS settings win over the environment.
+
+    ``requests`` lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` replace a session's own
+    ``verify`` on every request, so an endpoint's ``ca_cert`` (or ``verify = false``) would
+    be ignored wherever those variables are set. Proxies from the environment still apply.
+    """
     import docker
 
+    class EndpointClient(docker.APIClient):  # type: ignore[misc]
+        def merge_environment_settings(
+            self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+        ) -> dict[str, Any]:
+            settings: dict[str, Any] = super().merge_environment_settings(
+                url, proxies, stream, verify, cert
+            )
+            if verify is None and self.verify is not True:
+                settings["verify"] = self.verify  # the endpoint's CA file, or False
+            return settings
+
+    return EndpointClient
+
+
+def connect(endpoint: EndpointConfig, *, timeout: float = DEFAULT_API_TIMEOUT) -> Any:
+    """A ``docker.APIClient`` for the endpoint; the engine answers its version query."""
+    import docker
+    import requests
+
+    tls = tls_config(endpoint)
     try:
-        return docker.APIClient(
-            base_url=base_url(endpoint), tls=tls_config(endpoint) or False, timeout=timeout
+        return _client_class()(base_url=base_url(endpoint), tls=tls or False, timeout=timeout)
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        raise InfrastructureError(unreachable_message(endpoint, exc)) from exc
+
+
+def unreachable_message(endpoint: EndpointConfig, exc: BaseException) -> str:
+    """Why ``endpoint`` cannot be used, naming the TLS file at fault when TLS is the cause."""
+    where = f"endpoint {endpoint.name} ({endpoint.uri})"
+    tls = endpoint.tls
+    reason = _ssl_reason(exc)
+    if tls is None or reason is None:
+        return f"{where} does not answer: {exc}"
+    at = f"airflow-butido.toml endpoints.{endpoint.name}.tls"
+    if "KEY_VALUES_MISMATCH" in reason or "PEM lib" in reason:
+        return (
+            f"{where}: client certificate {tls.client_cert} and key {tls.client_key} "
+            f"({at}) do not belong together or cannot be read: {reason}"
         )
-    except docker.errors.DockerException as exc:
-        raise InfrastructureError(
-            f"endpoint {endpoint.name} ({endpoint.uri}) does not answer: {exc}"
-        ) from exc
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        ca = tls.ca_cert if tls.ca_cert is not None else "the system's CA certificates"
+        return f"{where}: its server certificate is not trusted by {ca} ({at}.ca_cert): {reason}"
+    if tls.client_cert is not None:
+        return (
+            f"{where} refused the client certificate {tls.client_cert} ({at}.client_cert): {reason}"
+        )
+    return f"{where} refused the TLS connection without a client certificate ({at}): {reason}"
+
+
+def _ssl_reason(exc: BaseException) -> str | None:
+    """The TLS error at the root of ``exc`` (docker and requests wrap it several times)."""
+    import ssl
+
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLError):
+            return str(e)
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+        todo.extend(a for a in e.args if isinstance(a, BaseException))
+        reason = getattr(e, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+    text = str(exc)
+    for marker in ("SSLError(", "CERTIFICATE_VERIFY_FAILED", "alert "):
+        if marker in text:
+            return text[text.index(marker) :].rstrip(")")
+    return None
 
 
 def ping(endpoint: EndpointConfig, api: Any | None = None) -> float:
@@ -87,10 +163,52 @@ def ping(endpoint: EndpointConfig, api: Any | None = None) -> float:
     try:
         api.ping()
     except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise InfrastructureError(
-            f"endpoint {endpoint.name} ({endpoint.uri}) does not answer: {exc}"
-        ) from exc
+        raise InfrastructureError(unreachable_message(endpoint, exc)) from exc
     return time.monotonic() - start
+
+
+def version_allowed(found: str, allowed: Sequence[str]) -> bool:
+    """``found`` is listed, or starts with a listed version up to a dot, dash or plus:
+    ``20.10`` allows ``20.10.24+dfsg1``, ``1.4`` does not allow ``1.41``."""
+    for wanted in allowed:
+        if found == wanted:
+            return True
+        if found.startswith(wanted) and found[len(wanted)] in ".-+~":
+            return True
+    return False
+
+
+def version_problem(config: Config, endpoint: EndpointConfig, api: Any) -> str | None:
+    """Why ``docker.docker_versions`` / ``docker_api_versions`` exclude the endpoint, or
+    None. The engine's own ``GET /version`` is asked; a failure raises InfrastructureError."""
+    import docker
+    import requests
+
+    wanted = (
+        ("Docker version", "Version", "docker_versions", config.docker.docker_versions),
+        (
+            "Docker API version",
+            "ApiVersion",
+            "docker_api_versions",
+            config.docker.docker_api_versions,
+        ),
+    )
+    if all(allowed is None for *_, allowed in wanted):
+        return None
+    try:
+        info = api.version(api_version=False)
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise InfrastructureError(unreachable_message(endpoint, exc)) from exc
+    for label, field, key, allowed in wanted:
+        if allowed is None:
+            continue
+        found = str(info.get(field, ""))
+        if not version_allowed(found, allowed):
+            return (
+                f"endpoint {endpoint.name} runs {label} {found or 'unknown'}, "
+                f"config.toml docker.{key} allows {', '.join(allowed) or 'none'}"
+            )
+    return None
 
 
 def image_present(api: Any, image: str) -> bool:
@@ -137,7 +255,8 @@ def usable_endpoints(
         try:
             api = connect(endpoint)
             ping(endpoint, api)
-            present = image_present(api, full)
+            excluded = version_problem(config, endpoint, api)
+            present = excluded is None and image_present(api, full)
         except (
             ConfigError,  # e.g. a missing TLS file: the other endpoints may still serve
             InfrastructureError,
@@ -146,6 +265,11 @@ def usable_endpoints(
         ) as e:
             problems.append(f"endpoint {endpoint.name} skipped: {e}")
             warn(problems[-1])
+            continue
+        if excluded is not None:
+            problems.append(f"{excluded}: skipped")
+            warn(problems[-1])
+            api.close()
             continue
         if not present:
             problems.append(f"endpoint {endpoint.name} skipped: image {full} not present")
@@ -192,7 +316,7 @@ class SlotLeaser(Protocol):
 class DatabaseSlots:
     """Slot leases in the build database: ``maxjobs`` holds across processes."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     def acquire(self, job_uuid: str, candidates: Sequence[tuple[str, int]]) -> str | None:
@@ -257,7 +381,7 @@ def lease_endpoint(
     max_wait: float | None = None,
     on_wait: Callable[[float], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    heartbeat: float = HEARTBEAT_SECONDS,
+    every: float = HEARTBEAT_SECONDS,
 ) -> Iterator[Candidate]:
     """Hold a slot on the least-utilised candidate for the duration of the block.
 
@@ -284,20 +408,51 @@ def lease_endpoint(
             on_wait(waited)
         sleep(delay * random.uniform(0.8, 1.2))
         delay = min(delay * 2, 10.0)
-    stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(slots, job_uuid, stop, heartbeat), daemon=True)
-    beat.start()
     try:
-        yield by_name[name]
+        with heartbeat(
+            lambda: slots.renew(job_uuid), every, f"the endpoint slot of job {job_uuid}"
+        ):
+            yield by_name[name]
     finally:
-        stop.set()
-        beat.join(timeout=5)
         slots.release(job_uuid)
 
 
-def _heartbeat(slots: SlotLeaser, job_uuid: str, stop: threading.Event, every: float) -> None:
-    while not stop.wait(every):
+def same_image_endpoints(candidates: list[Candidate], image: str) -> tuple[list[Candidate], str]:
+    """The image ID a build key names, and the endpoints holding exactly that image.
+
+    Endpoints whose copy of the image differs from the first endpoint's are not used (their
+    clients are closed): the key must name the image the job really runs in.
+    """
+    import docker.errors
+    import requests
+
+    from airflow_butido.container import endpoint_image_digest
+
+    digests: list[tuple[Candidate, str]] = []
+    for candidate in candidates:
         try:
-            slots.renew(job_uuid)
-        except Exception as exc:  # a missed beat is not fatal; the next may work
-            log.warning("renewing the endpoint slot of job %s failed: %s", job_uuid, exc)
+            digests.append((candidate, endpoint_image_digest(candidate.api, image)))
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            log.warning(
+                "endpoint %s skipped: reading image %s: %s", candidate.endpoint.name, image, exc
+            )
+    if not digests:
+        for candidate in candidates:
+            candidate.api.close()
+        raise InfrastructureError(f"no endpoint could report the ID of image {image}")
+    digest = digests[0][1]
+    kept = [c for c, d in digests if d == digest]
+    for candidate, other in digests:
+        if other != digest:
+            log.warning(
+                "endpoint %s skipped: its image %s is %s, not %s as on endpoint %s",
+                candidate.endpoint.name,
+                image,
+                other[:19],
+                digest[:19],
+                kept[0].endpoint.name,
+            )
+    for candidate in candidates:
+        if candidate not in kept:
+            candidate.api.close()
+    return kept, digest

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 SUCCESS, FAILED, SKIPPED, UPSTREAM_FAILED = "success", "failed", "skipped", "upstream_failed"
@@ -46,6 +47,16 @@ def _call_execute(task: Any, context: dict[str, Any]) -> Any:
     ctx = contextvars.copy_context()
     ctx.run(ExecutorSafeguard.tracker.set, task)
     return ctx.run(task.execute, context)
+
+
+def _retry_delay(task: Any) -> float:
+    """The task's ``retry_delay`` in seconds, as Airflow would wait before the next try."""
+    delay = getattr(task, "retry_delay", None)
+    if isinstance(delay, timedelta):
+        return max(0.0, delay.total_seconds())
+    if isinstance(delay, int | float):
+        return max(0.0, float(delay))
+    return 0.0
 
 
 class _XComStore:
@@ -112,6 +123,8 @@ class LocalRun:
         self.on_event = on_event or (lambda _event: None)
         self.xcom = _XComStore()
         self.states: dict[str, str | None] = {t: None for t in dag.task_ids}
+        self._skip_requests: list[str] = []  # tasks a finished task skipped (SkipMixin)
+        self._lock = threading.Lock()
         self._started = time.monotonic()
 
     # -- one task ----------------------------------------------------------------------------
@@ -129,7 +142,11 @@ class LocalRun:
         }
 
     def _execute(self, task_id: str) -> tuple[str, str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+        from airflow.sdk.exceptions import (
+            AirflowFailException,
+            AirflowSkipException,
+            DownstreamTasksSkipped,
+        )
 
         task = self.dag.get_task(task_id)
         attempts = 1 + max(0, int(getattr(task, "retries", 0) or 0))
@@ -137,6 +154,12 @@ class LocalRun:
             ti = LocalTaskInstance(self, task_id, attempt)
             try:
                 value = _call_execute(task, self._context(task, ti))
+            except DownstreamTasksSkipped as skip:  # the task succeeded and skips others
+                with self._lock:
+                    self._skip_requests.extend(
+                        t if isinstance(t, str) else t[0] for t in skip.tasks
+                    )
+                return SUCCESS, "", self.xcom.get(task_id, "return_value")
             except AirflowSkipException as exc:
                 return SKIPPED, str(exc), None
             except AirflowFailException as exc:
@@ -144,7 +167,7 @@ class LocalRun:
             except Exception as exc:  # retried like Airflow would, then failed
                 if attempt < attempts:
                     self._emit(task_id, "up_for_retry", str(exc))
-                    time.sleep(min(5.0 * attempt, 30.0))
+                    time.sleep(_retry_delay(task))
                     continue
                 return FAILED, f"{type(exc).__name__}: {exc}", None
             if value is not None:
@@ -207,7 +230,17 @@ class LocalRun:
                         state, message, value = future.result()
                         self.states[task_id] = state
                         self._emit(task_id, state, message, value)
+                    self._apply_skips()
         return dict(self.states)
+
+    def _apply_skips(self) -> None:
+        """Tasks a finished task skipped (the plan) become skipped without running."""
+        with self._lock:
+            requested, self._skip_requests = self._skip_requests, []
+        for task_id in requested:
+            if self.states.get(task_id, "") is None:
+                self.states[task_id] = SKIPPED
+                self._emit(task_id, SKIPPED, "skipped by the plan")
 
     def _kill(self, task_ids: Any, pool: ThreadPoolExecutor) -> None:
         """Ctrl-C: stop the running tasks as Airflow would (``on_kill`` removes a build's
