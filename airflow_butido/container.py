@@ -512,3 +512,33 @@ def local_image_digest(image: str) -> str:
             client.close()
     except Exception as exc:  # engine unreachable or image absent
         raise ButidoError(f"cannot read the digest of image {image!r}: {exc}") from exc
+
+
+def remove_dead_containers(api: Any, live_jobs: set[str]) -> list[str]:
+    """Remove this project's containers that are not running (created, exited, dead) and
+    whose job holds no live slot: what a killed build left behind. Returns their names.
+
+    A killed job's container stops by itself (its idle bash reads end-of-file), but stays;
+    one killed while its inputs were copied in was never started at all.
+    """
+    import docker.errors
+
+    removed: list[str] = []
+    found = api.containers(
+        all=True,
+        filters={"label": f"{MANAGED_LABEL}=true", "status": ["created", "exited", "dead"]},
+    )
+    for info in found:
+        job = (info.get("Labels") or {}).get("io.butido.job")
+        if not job or job in live_jobs:
+            continue
+        try:
+            api.remove_container(info["Id"], force=True, v=True)
+        except docker.errors.NotFound:
+            continue
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                log.warning("removing container %s failed: %s", info.get("Names"), exc)
+            continue
+        removed.append(str((info.get("Names") or [info["Id"]])[0]).lstrip("/"))
+    return removed

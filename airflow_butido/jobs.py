@@ -39,6 +39,7 @@ from airflow_butido.container import (
     ScriptOutcome,
     container_name,
     job_labels,
+    remove_dead_containers,
 )
 from airflow_butido.endpoints import Candidate, SlotLeaser, base_url, lease_endpoint
 from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
@@ -428,10 +429,25 @@ def run_job(
             with lease_endpoint(
                 slots, request.job_uuid, candidates, max_wait=max_wait, on_wait=on_wait
             ) as chosen:
+                _remove_dead_containers(slots, chosen)
                 return job.build(prepared, key, chosen, on_container)
     finally:
         for candidate in candidates:
             candidate.api.close()
+
+
+def _remove_dead_containers(slots: SlotLeaser, chosen: Candidate) -> None:
+    """Clean the endpoint of what killed builds left (only where the slots are shared, so
+    every job alive anywhere is known by its lease)."""
+    live_jobs = getattr(slots, "live_jobs", None)
+    try:
+        live = live_jobs() if callable(live_jobs) else None
+        if live is None:
+            return
+        for name in remove_dead_containers(chosen.api, live):
+            log.info("removed container %s left by a dead build", name)
+    except Exception as exc:  # housekeeping: the job itself goes on
+        log.warning("looking for containers of dead builds failed: %s", exc)
 
 
 @contextlib.contextmanager

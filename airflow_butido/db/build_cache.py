@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from airflow_butido.db import reuse
+from airflow_butido.db.records import HEARTBEAT_TTL_SECONDS, repair_abandoned
 from airflow_butido.errors import BuildError
 from airflow_butido.heartbeat import heartbeat
 from airflow_butido.jobs import BuildKey, ReusedBuild
@@ -23,7 +24,7 @@ from airflow_butido.stores import Artifact, release_store_holding
 
 log = logging.getLogger(__name__)
 
-CLAIM_TTL_SECONDS = 120.0
+CLAIM_TTL_SECONDS = HEARTBEAT_TTL_SECONDS  # renewed every fifth of it
 
 
 class DatabaseBuildCache:
@@ -53,6 +54,7 @@ class DatabaseBuildCache:
     def claim_or_reuse(
         self, package_name: str, package_version: str, key: BuildKey, job_uuid: str
     ) -> ReusedBuild | None:
+        repair_abandoned(self.engine)  # a dead holder's claim must not keep us waiting
         exists = reuse.store_checker(self.staging_root, self.release_store_dirs)
         label = f"{package_name} {package_version}"
 

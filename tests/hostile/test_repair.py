@@ -89,7 +89,7 @@ def test_db_repair_command(engine, db_url: str) -> None:  # noqa: F811
     job = _running_job(engine)
     _age(engine, job, 3600)
     done = subprocess.run(
-        [sys.executable, "-m", "airflow_butido.cli.main", "db", "repair", "--db-url", db_url],
+        [sys.executable, "-m", "airflow_butido.cli.main", "db", "repair", "--database-url", db_url],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
