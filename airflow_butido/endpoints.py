@@ -450,7 +450,8 @@ def _report_wait(
     except Exception as exc:  # only a message: never fail the wait for it
         held = [f"(holders unknown: {exc})"]
     full = ", ".join(f"{n} (maxjobs {m})" for n, m in offer)
-    log.info(
+    log.log(
+        logging.WARNING if waited >= WAIT_REPORT_SECONDS else logging.INFO,
         "job %s waiting %.0f s for a slot: every endpoint is full: %s%s",
         job_uuid,
         waited,

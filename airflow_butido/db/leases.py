@@ -160,6 +160,16 @@ def slot_holders(engine: Engine, endpoints: Sequence[str]) -> list[SlotHolder]:
     ]
 
 
+def lease_endpoint_of(engine: Engine, job_uuid: str) -> str | None:
+    """The endpoint where ``job_uuid`` holds a slot, if it does."""
+    lease = s.endpoint_leases
+    with transaction(engine) as conn:
+        found = conn.execute(
+            sa.select(lease.c.endpoint_name).where(lease.c.job_uuid == job_uuid)
+        ).scalar()
+    return None if found is None else str(found)
+
+
 def live_lease_jobs(engine: Engine) -> set[str]:
     """The jobs holding an unexpired slot: alive, whatever their containers look like."""
     lease = s.endpoint_leases
