@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,28 +13,10 @@ import sqlalchemy as sa
 from airflow_butido.db import records, rows
 from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
+from tests.hostile._db import running_job
 from tests.integration.conftest import db_url, engine  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _running_job(engine) -> str:  # noqa: F811 (the fixture's name)
-    submit, job = str(uuid.uuid4()), str(uuid.uuid4())
-    records.record_submit(
-        engine, uuid=submit, package_name="p", package_version="1", image="i", repo_commit="c" * 40
-    )
-    records.record_job_start(
-        engine,
-        uuid=job,
-        submit_uuid=submit,
-        package_name="p",
-        package_version="1",
-        image="i",
-        endpoint="local",
-        container_id="f" * 64,
-        script="",
-    )
-    return job
 
 
 def _age(engine, job: str, seconds: float) -> None:  # noqa: F811
@@ -65,7 +46,7 @@ def _state(engine, job: str) -> tuple[str, str | None]:  # noqa: F811
 
 
 def test_a_silent_job_is_abandoned_and_frees_its_lease_and_claim(engine) -> None:  # noqa: F811
-    dead, alive = _running_job(engine), _running_job(engine)
+    dead, alive = running_job(engine), running_job(engine)
     _age(engine, dead, records.HEARTBEAT_TTL_SECONDS + 5)
     with transaction(engine) as conn:
         records.record_heartbeat(conn, alive)
@@ -79,14 +60,14 @@ def test_a_silent_job_is_abandoned_and_frees_its_lease_and_claim(engine) -> None
 
 
 def test_a_job_beating_within_the_ttl_is_left_alone(engine) -> None:  # noqa: F811
-    job = _running_job(engine)
+    job = running_job(engine)
     _age(engine, job, records.HEARTBEAT_TTL_SECONDS - 10)
     assert records.repair_abandoned(engine).jobs == ()
     assert _state(engine, job) == ("running", None)
 
 
 def test_db_repair_command(engine, db_url: str) -> None:  # noqa: F811
-    job = _running_job(engine)
+    job = running_job(engine)
     _age(engine, job, 3600)
     done = subprocess.run(
         [sys.executable, "-m", "airflow_butido.cli.main", "db", "repair", "--database-url", db_url],
