@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_API_TIMEOUT = 120  # seconds per Docker API call (streams have none)
-HEARTBEAT_SECONDS = 5.0  # slot leases live 30 s (db.leases.DEFAULT_TTL_SECONDS) unless renewed
+HEARTBEAT_SECONDS = 4.0  # slot leases live 20 s (db.leases.DEFAULT_TTL_SECONDS) unless renewed
 WAIT_REPORT_SECONDS = 15.0  # a job waiting for a slot says for what, this often
 
 

@@ -22,7 +22,7 @@ from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
 from airflow_butido.db.records import HEARTBEAT_TTL_SECONDS, record_heartbeat
 
-DEFAULT_TTL_SECONDS = HEARTBEAT_TTL_SECONDS  # renewed every 5 s (endpoints.HEARTBEAT_SECONDS)
+DEFAULT_TTL_SECONDS = HEARTBEAT_TTL_SECONDS  # renewed every 4 s (endpoints.HEARTBEAT_SECONDS)
 # Arbitrary constant naming the advisory lock that serialises slot acquisition.
 _PG_LOCK_ID = 0x6275746964  # "butid"
 

@@ -35,7 +35,7 @@ LOG_TEXT_MAX_CHARS = 1 << 20  # jobs.log_text holds a longer log's end only
 LOG_CUT_MARKER = (
     "#airflow-butido: the beginning of this log is cut here; 'butido db log-of' shows it whole"
 )
-HEARTBEAT_TTL_SECONDS = 30.0  # a running job not heard of for this long is dead
+HEARTBEAT_TTL_SECONDS = 20.0  # a running job not heard of for this long is dead
 ABANDONED = "abandoned"  # failure class of a job whose process died
 ARTIFACT_BATCH = 500  # artifact rows per transaction
 
@@ -574,20 +574,29 @@ def repair_abandoned(
     engine: Engine, *, ttl_seconds: float = HEARTBEAT_TTL_SECONDS, now: datetime | None = None
 ) -> Repaired:
     """A job whose process died (``kill -9``, a lost host, a lost database connection)
-    stops beating. Once its heartbeat is ``ttl_seconds`` old, its ``running`` row
-    becomes failed ("abandoned"), and its slot lease and build claim are deleted, as
-    are all expired leases and claims. Called at the start of every build, and by
-    ``butido db repair``."""
+    stops beating. Once its heartbeat is ``ttl_seconds`` old, or its slot lease has
+    expired, its ``running`` row becomes failed ("abandoned"), and its slot lease and
+    build claim are deleted, as are all expired leases and claims. Called at the start
+    of every build, and by ``butido db repair``."""
     now = now or rows.utcnow()
     cutoff = now - timedelta(seconds=ttl_seconds)
-    j = s.jobs
+    j, lease = s.jobs, s.endpoint_leases
     last_beat = sa.func.coalesce(j.c.heartbeat_at, j.c.started_at)
     with transaction(engine, immediate=True) as conn:
-        uuids = [
+        # A job holds its slot from before its row is written until after it is finished:
+        # a running job without a live slot is dead as surely as one that stopped beating.
+        leased = {
             str(u)
             for u in conn.execute(
-                sa.select(j.c.uuid).where(j.c.state == s.RUNNING, last_beat < cutoff)
+                sa.select(lease.c.job_uuid).where(lease.c.expires_at > now)
             ).scalars()
+        }
+        uuids = [
+            str(row.uuid)
+            for row in conn.execute(
+                sa.select(j.c.uuid, last_beat.label("beat")).where(j.c.state == s.RUNNING)
+            )
+            if str(row.uuid) not in leased or rows.as_utc(row.beat) < cutoff
         ]
         if uuids:
             conn.execute(
@@ -595,7 +604,7 @@ def repair_abandoned(
                 .where(j.c.uuid.in_(uuids), j.c.state == s.RUNNING)
                 .values(state=s.FAILED, failure_class=ABANDONED, finished_at=now)
             )
-        lease, claim = s.endpoint_leases, s.build_claims
+        claim = s.build_claims
         leases = conn.execute(
             sa.delete(lease).where(sa.or_(lease.c.expires_at <= now, lease.c.job_uuid.in_(uuids)))
         ).rowcount

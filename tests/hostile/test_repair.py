@@ -20,13 +20,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _age(engine, job: str, seconds: float) -> None:  # noqa: F811
-    """Make the job's last heartbeat, lease and claim ``seconds`` old."""
+    """Make the job's last heartbeat and its slot's renewal ``seconds`` old (with a claim)."""
     then = rows.utcnow() - timedelta(seconds=seconds)
     with engine.begin() as conn:
         conn.execute(sa.update(s.jobs).where(s.jobs.c.uuid == job).values(heartbeat_at=then))
         conn.execute(
             sa.insert(s.endpoint_leases).values(
-                endpoint_name="local", job_uuid=job, acquired_at=then, expires_at=then
+                endpoint_name="local",
+                job_uuid=job,
+                acquired_at=then,
+                expires_at=then + timedelta(seconds=records.HEARTBEAT_TTL_SECONDS),
             )
         )
         conn.execute(
@@ -48,15 +51,17 @@ def _state(engine, job: str) -> tuple[str, str | None]:  # noqa: F811
 def test_a_silent_job_is_abandoned_and_frees_its_lease_and_claim(engine) -> None:  # noqa: F811
     dead, alive = running_job(engine), running_job(engine)
     _age(engine, dead, records.HEARTBEAT_TTL_SECONDS + 5)
+    _age(engine, alive, 1)
     with transaction(engine) as conn:
         records.record_heartbeat(conn, alive)
     done = records.repair_abandoned(engine)
     assert done.jobs == (dead,)
-    assert (done.leases, done.claims) == (1, 1)
+    assert (done.leases, done.claims) == (1, 1)  # the dead job's, not the live one's
     assert _state(engine, dead) == ("failed", "abandoned")
     assert _state(engine, alive) == ("running", None)
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(s.build_claims)).scalar() == 0
+        holders = conn.execute(sa.select(s.build_claims.c.job_uuid)).scalars().all()
+    assert holders == [alive]
 
 
 def test_a_job_beating_within_the_ttl_is_left_alone(engine) -> None:  # noqa: F811
@@ -64,6 +69,12 @@ def test_a_job_beating_within_the_ttl_is_left_alone(engine) -> None:  # noqa: F8
     _age(engine, job, records.HEARTBEAT_TTL_SECONDS - 10)
     assert records.repair_abandoned(engine).jobs == ()
     assert _state(engine, job) == ("running", None)
+
+
+def test_a_running_job_without_a_slot_is_abandoned_at_once(engine) -> None:  # noqa: F811
+    job = running_job(engine)  # it beat just now, but its slot is gone
+    assert records.repair_abandoned(engine).jobs == (job,)
+    assert _state(engine, job) == ("failed", "abandoned")
 
 
 def test_db_repair_command(engine, db_url: str) -> None:  # noqa: F811
