@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from airflow_butido.db import rows
 from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
-from airflow_butido.db.records import HEARTBEAT_TTL_SECONDS, record_heartbeat
+from airflow_butido.db.records import HEARTBEAT_TTL_SECONDS, job_uuids, record_heartbeat
 
 DEFAULT_TTL_SECONDS = HEARTBEAT_TTL_SECONDS  # renewed every 4 s (endpoints.HEARTBEAT_SECONDS)
 # Arbitrary constant naming the advisory lock that serialises slot acquisition.
@@ -140,7 +140,7 @@ def slot_holders(engine: Engine, endpoints: Sequence[str]) -> list[SlotHolder]:
             .where(lease.c.endpoint_name.in_(list(endpoints)), lease.c.expires_at > now)
             .order_by(lease.c.acquired_at)
         ).all()
-        uuids = [str(r.job_uuid) for r in found]
+        uuids = job_uuids(str(r.job_uuid) for r in found)
         packages = {
             str(r.uuid): f"{r.name} {r.version}"
             for r in conn.execute(

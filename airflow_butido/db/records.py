@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import time
+import uuid as uuid_module
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -552,8 +553,22 @@ def mark_earlier_tries_failed(
         return _orphan(conn, uuids)
 
 
+def job_uuids(values: Iterable[str]) -> list[str]:
+    """The values that are UUIDs: slot leases and claims take any job name, job rows
+    only UUIDs (PostgreSQL refuses to compare its uuid column with anything else)."""
+    found = []
+    for value in values:
+        try:
+            found.append(str(uuid_module.UUID(str(value))))
+        except ValueError:
+            continue
+    return found
+
+
 def record_heartbeat(conn: Connection, job_uuid: str) -> None:
     """The job's process is alive (see repair_abandoned); part of its slot's renewal."""
+    if not job_uuids([job_uuid]):
+        return
     conn.execute(
         sa.update(s.jobs)
         .where(s.jobs.c.uuid == job_uuid, s.jobs.c.state == s.RUNNING)
