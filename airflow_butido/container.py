@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 LABEL_PREFIX = "io.butido."
 MANAGED_LABEL = "io.butido.managed"
+DATABASE_LABEL = "io.butido.database"
 SCRIPT_COMMAND = ("/bin/bash", "/script")
 CHUNK_SIZE = 1 << 20
 MAX_LINE_BYTES = 64 << 10  # a longer log line is cut after this many bytes
@@ -77,7 +78,10 @@ def job_labels(
     job_uuid: str,
     submit_uuid: str,
     dag_run: str | None = None,
+    database: str | None = None,
 ) -> dict[str, str]:
+    """The labels of a build container; ``database`` names the build database whose
+    slots the job holds (see remove_dead_containers)."""
     labels = {
         MANAGED_LABEL: "true",
         "io.butido.package": package_name,
@@ -87,6 +91,8 @@ def job_labels(
     }
     if dag_run:
         labels["io.butido.dag_run"] = dag_run
+    if database:
+        labels[DATABASE_LABEL] = database
     return labels
 
 
@@ -514,9 +520,11 @@ def local_image_digest(image: str) -> str:
         raise ButidoError(f"cannot read the digest of image {image!r}: {exc}") from exc
 
 
-def remove_dead_containers(api: Any, live_jobs: set[str]) -> list[str]:
-    """Remove this project's containers that are not running (created, exited, dead) and
-    whose job holds no live slot: what a killed build left behind. Returns their names.
+def remove_dead_containers(api: Any, database: str, live_jobs: set[str]) -> list[str]:
+    """Remove this project's containers of jobs recorded in ``database`` that are not
+    running (created, exited, dead) and whose job holds no live slot there: what a killed
+    build left behind. Returns their names. Containers of other build databases sharing
+    the engine are never touched: their live jobs are unknown here.
 
     A killed job's container stops by itself (its idle bash reads end-of-file), but stays;
     one killed while its inputs were copied in was never started at all.
@@ -526,7 +534,10 @@ def remove_dead_containers(api: Any, live_jobs: set[str]) -> list[str]:
     removed: list[str] = []
     found = api.containers(
         all=True,
-        filters={"label": f"{MANAGED_LABEL}=true", "status": ["created", "exited", "dead"]},
+        filters={
+            "label": [f"{MANAGED_LABEL}=true", f"{DATABASE_LABEL}={database}"],
+            "status": ["created", "exited", "dead"],
+        },
     )
     for info in found:
         job = (info.get("Labels") or {}).get("io.butido.job")

@@ -337,6 +337,14 @@ class DatabaseSlots:
             for h in slot_holders(self.engine, endpoints)
         ]
 
+    def database_id(self) -> str:
+        """A short, stable name of the database (its URL without the password), for the
+        label that ties a build container to the slots of its job."""
+        import hashlib
+
+        url = self.engine.url.render_as_string(hide_password=True)
+        return hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+
     def live_jobs(self) -> set[str] | None:
         """The jobs holding a live slot on any endpoint."""
         from airflow_butido.db.leases import live_lease_jobs

@@ -415,7 +415,13 @@ def run_job(
     container once it exists and ``None`` once it is gone, so a caller can remove it from
     another thread when the job is killed.
     """
-    job = _Job(request, recorder or NullRecorder(), runtime or DockerRuntime(), on_line)
+    job = _Job(
+        request,
+        recorder or NullRecorder(),
+        runtime or DockerRuntime(),
+        on_line,
+        _database_of(slots),
+    )
     prepared = _prepare(request)
     remove_stale_parts(request.config.staging)  # left by extractions killed outright
     candidates, digest = job.runtime.endpoints(
@@ -436,15 +442,22 @@ def run_job(
             candidate.api.close()
 
 
+def _database_of(slots: SlotLeaser) -> str | None:
+    """The identity of the build database holding the slots, when they are shared."""
+    database_id = getattr(slots, "database_id", None)
+    return str(database_id()) if callable(database_id) else None
+
+
 def _remove_dead_containers(slots: SlotLeaser, chosen: Candidate) -> None:
-    """Clean the endpoint of what killed builds left (only where the slots are shared, so
-    every job alive anywhere is known by its lease)."""
+    """Clean the endpoint of what killed builds of this build database left (only where
+    the slots are shared, so every job alive anywhere is known by its lease)."""
     live_jobs = getattr(slots, "live_jobs", None)
+    database = _database_of(slots)
     try:
         live = live_jobs() if callable(live_jobs) else None
-        if live is None:
+        if live is None or database is None:
             return
-        for name in remove_dead_containers(chosen.api, live):
+        for name in remove_dead_containers(chosen.api, database, live):
             log.info("removed container %s left by a dead build", name)
     except Exception as exc:  # housekeeping: the job itself goes on
         log.warning("looking for containers of dead builds failed: %s", exc)
@@ -475,6 +488,7 @@ class _Job:
     recorder: JobRecorder
     runtime: ContainerRuntime
     on_line: LineCallback | None
+    database: str | None = None  # the build database holding the slots, a container label
 
     def result(self, prepared: _Prepared, key: BuildKey, **values: Any) -> JobResult:
         package = self.request.package
@@ -542,6 +556,7 @@ class _Job:
                 request.job_uuid,
                 request.submit_uuid,
                 request.dag_run,
+                self.database,
             ),
             network_mode=chosen.endpoint.network_mode,
         )
