@@ -73,9 +73,12 @@ class ReportOperator(BaseOperator):
         report = summarize(plan, states, manifests, failures)
         for line in report.format().splitlines():
             self.log.info("%s", line)
+        value = report_json(report)
         if not report.ok:
+            # published before failing the run: `butido trigger` prints the same report
+            ti.xcom_push(key="return_value", value=value)
             raise AirflowFailException(_failure_summary(report))
-        return report_json(report)
+        return value
 
     def _mark_orphans(self, dag_id: str, run_id: str, keep: Sequence[Any]) -> None:
         """Jobs recorded as running by tasks of this run that died without finishing;
