@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 LABEL_PREFIX = "io.butido."
 MANAGED_LABEL = "io.butido.managed"
+DATABASE_LABEL = "io.butido.database"
 SCRIPT_COMMAND = ("/bin/bash", "/script")
 CHUNK_SIZE = 1 << 20
 MAX_LINE_BYTES = 64 << 10  # a longer log line is cut after this many bytes
@@ -77,7 +78,10 @@ def job_labels(
     job_uuid: str,
     submit_uuid: str,
     dag_run: str | None = None,
+    database: str | None = None,
 ) -> dict[str, str]:
+    """The labels of a build container; ``database`` names the build database whose
+    slots the job holds (see remove_dead_containers)."""
     labels = {
         MANAGED_LABEL: "true",
         "io.butido.package": package_name,
@@ -87,6 +91,8 @@ def job_labels(
     }
     if dag_run:
         labels["io.butido.dag_run"] = dag_run
+    if database:
+        labels[DATABASE_LABEL] = database
     return labels
 
 
@@ -226,10 +232,12 @@ def fold_log(
     exit_code: Callable[[], int],
     tail_lines: int,
     on_line: Callable[[str, Any], None] | None = None,
+    redact: Callable[[str], str] | None = None,
 ) -> ScriptOutcome:
     """Parse every line with butido's log protocol, spool it, and decide the outcome.
 
-    ``on_line(line, item)`` sees each raw line with its parsed protocol item as it arrives.
+    ``on_line(line, item)`` sees each raw line with its parsed protocol item as it arrives;
+    ``redact`` hides secret values in a line before anything sees or stores it.
     """
     from airflow_butido.scripts import logproto
 
@@ -241,6 +249,8 @@ def fold_log(
     count = 0
     saw_state = False
     for line in lines:
+        if redact is not None:
+            line = redact(line)
         item = logproto.parse_line(line)
         outcome.feed(item)
         if isinstance(item, logproto.State):
@@ -432,10 +442,15 @@ class BuildContainer:
         tail_lines: int,
         on_line: Callable[[str, Any], None] | None = None,
         command: Sequence[str] = SCRIPT_COMMAND,
+        redact: Callable[[str], str] | None = None,
     ) -> ScriptOutcome:
         lines, exec_id = self.exec_stream(command)
         return fold_log(
-            lines, exit_code=lambda: self.exit_code(exec_id), tail_lines=tail_lines, on_line=on_line
+            lines,
+            exit_code=lambda: self.exit_code(exec_id),
+            tail_lines=tail_lines,
+            on_line=on_line,
+            redact=redact,
         )
 
     def outputs(self, path: str = "/outputs") -> ArchiveStream | None:
@@ -480,7 +495,7 @@ class BuildContainer:
             if "already in progress" not in str(exc):
                 log.warning("removing container %s failed: %s", self.spec.name, exc)
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-            # the endpoint went away, a timeout: never hide the job's own error
+            # the endpoint went away or timed out; the job's own failure says so
             log.warning("removing container %s failed: %s", self.spec.name, exc)
         self.id = None
         lifeline, self._lifeline = self._lifeline, None
@@ -514,3 +529,38 @@ def local_image_digest(image: str) -> str:
             client.close()
     except Exception as exc:  # engine unreachable or image absent
         raise ButidoError(f"cannot read the digest of image {image!r}: {exc}") from exc
+
+
+def remove_dead_containers(api: Any, database: str, live_jobs: set[str]) -> list[str]:
+    """Remove this project's containers of jobs recorded in ``database`` that are not
+    running (created, exited, dead) and whose job holds no live slot there: what a killed
+    build left behind. Returns their names. Containers of other build databases sharing
+    the engine are never touched: their live jobs are unknown here.
+
+    A killed job's container stops by itself (its idle bash reads end-of-file), but stays;
+    one killed while its inputs were copied in was never started at all.
+    """
+    import docker.errors
+
+    removed: list[str] = []
+    found = api.containers(
+        all=True,
+        filters={
+            "label": [f"{MANAGED_LABEL}=true", f"{DATABASE_LABEL}={database}"],
+            "status": ["created", "exited", "dead"],
+        },
+    )
+    for info in found:
+        job = (info.get("Labels") or {}).get("io.butido.job")
+        if not job or job in live_jobs:
+            continue
+        try:
+            api.remove_container(info["Id"], force=True, v=True)
+        except docker.errors.NotFound:
+            continue
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                log.warning("removing container %s failed: %s", info.get("Names"), exc)
+            continue
+        removed.append(str((info.get("Names") or [info["Id"]])[0]).lstrip("/"))
+    return removed

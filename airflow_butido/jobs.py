@@ -40,17 +40,19 @@ from airflow_butido.container import (
     ScriptOutcome,
     container_name,
     job_labels,
+    remove_dead_containers,
 )
 from airflow_butido.endpoints import Candidate, SlotLeaser, base_url, lease_endpoint
 from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
 from airflow_butido.recipes.config import Config
 from airflow_butido.recipes.package import Package
 from airflow_butido.recipes.paths import confine
-from airflow_butido.run_inputs import disallowed_env_names
+from airflow_butido.run_inputs import disallowed_env_names, masked_env, redactor
 from airflow_butido.sources import SourceError, source_path, verify_source
 from airflow_butido.stores import (
     Artifact,
     OutputsError,
+    discard_artifacts,
     extract_outputs,
     hash_artifact,
     remove_stale_parts,
@@ -470,6 +472,7 @@ class _Prepared:
     script: str
     inputs: list[InputFile]
     dest: Path
+    stored_env: Env  # env with the values of secret variables masked: what records keep
 
 
 def _prepare(request: JobRequest) -> _Prepared:
@@ -489,8 +492,8 @@ def _prepare(request: JobRequest) -> _Prepared:
     )
     inputs = job_inputs(package, config, request.repo_root, request.dependency_artifacts, script)
     dest = staging_dir(config.staging, request.submit_uuid)
-    remove_stale_parts(config.staging)  # left by extractions killed outright
-    return _Prepared(image, env, git_env, script, inputs, dest)
+    stored_env = masked_env(env, config.secret_env)
+    return _Prepared(image, env, git_env, script, inputs, dest, stored_env)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -520,9 +523,10 @@ def run_job(
     """
     timer = PhaseTimer()
     runtime = runtime or DockerRuntime(run=request.submit_uuid)
-    job = _Job(request, recorder or NullRecorder(), runtime, on_line, timer)
+    job = _Job(request, recorder or NullRecorder(), runtime, on_line, _database_of(slots), timer)
     with timer.phase("prepare"):
         prepared = _prepare(request)
+        remove_stale_parts(request.config.staging)  # left by extractions killed outright
     with timer.phase("endpoints"):
         candidates, digest = job.runtime.endpoints(
             request.config, prepared.image, request.endpoint_names
@@ -540,6 +544,7 @@ def run_job(
                             slots, request.job_uuid, candidates, max_wait=max_wait, on_wait=on_wait
                         )
                     )
+                    _remove_dead_containers(slots, chosen)
                 return job.build(prepared, key, chosen, on_container)
     except InfrastructureError:
         runtime.forget()
@@ -547,6 +552,27 @@ def run_job(
     finally:
         for candidate in candidates:
             candidate.api.close()
+
+
+def _database_of(slots: SlotLeaser) -> str | None:
+    """The identity of the build database holding the slots, when they are shared."""
+    database_id = getattr(slots, "database_id", None)
+    return str(database_id()) if callable(database_id) else None
+
+
+def _remove_dead_containers(slots: SlotLeaser, chosen: Candidate) -> None:
+    """Clean the endpoint of what killed builds of this build database left (only where
+    the slots are shared, so every job alive anywhere is known by its lease)."""
+    live_jobs = getattr(slots, "live_jobs", None)
+    database = _database_of(slots)
+    try:
+        live = live_jobs() if callable(live_jobs) else None
+        if live is None or database is None:
+            return
+        for name in remove_dead_containers(chosen.api, database, live):
+            log.info("removed container %s left by a dead build", name)
+    except Exception as exc:  # housekeeping: the job itself goes on
+        log.warning("looking for containers of dead builds failed: %s", exc)
 
 
 @contextlib.contextmanager
@@ -575,6 +601,7 @@ class _Job:
     recorder: JobRecorder
     runtime: ContainerRuntime
     on_line: LineCallback | None
+    database: str | None = None  # the build database holding the slots, a container label
     timer: PhaseTimer = field(default_factory=PhaseTimer)
 
     def result(self, prepared: _Prepared, key: BuildKey, **values: Any) -> JobResult:
@@ -592,7 +619,7 @@ class _Job:
             "log_tail": (),
             "endpoint": "",
             "container_id": "",
-            "env": prepared.env,
+            "env": prepared.stored_env,
             "build_key": key.key,
         }
         fields.update(values)
@@ -613,7 +640,7 @@ class _Job:
                     package.version,
                     prepared.image,
                     prepared.script,
-                    prepared.env,
+                    prepared.stored_env,
                     key,
                     reused,
                     self.timer.seconds(),
@@ -646,6 +673,7 @@ class _Job:
                 request.job_uuid,
                 request.submit_uuid,
                 request.dag_run,
+                self.database,
             ),
             network_mode=chosen.endpoint.network_mode,
         )
@@ -671,7 +699,7 @@ class _Job:
                             chosen.endpoint.name,
                             container_id,
                             prepared.script,
-                            prepared.env,
+                            prepared.stored_env,
                             key,
                         )
                     )
@@ -695,7 +723,9 @@ class _Job:
         try:
             with phase("run"):
                 outcome = container.run_script(
-                    tail_lines=config.build_error_lines, on_line=self.on_line
+                    tail_lines=config.build_error_lines,
+                    on_line=self.on_line,
+                    redact=redactor(prepared.env, config.secret_env),
                 )
             built = dict(
                 exit_code=outcome.exit_code,
@@ -706,16 +736,21 @@ class _Job:
             )
             with phase("outputs"):
                 artifacts = self.outputs(prepared, key, container, outcome, built)
-            with phase("record"):
-                self.recorder.job_finished(
-                    request.job_uuid,
-                    state=SUCCESS,
-                    exit_code=outcome.exit_code,
-                    failure_class=None,
-                    log=outcome.log,
-                    artifacts=artifacts,
-                    phases=self.timer.seconds,
-                )
+            try:
+                with phase("record"):
+                    self.recorder.job_finished(
+                        request.job_uuid,
+                        state=SUCCESS,
+                        exit_code=outcome.exit_code,
+                        failure_class=None,
+                        log=outcome.log,
+                        artifacts=artifacts,
+                        phases=self.timer.seconds,
+                    )
+            except BaseException:
+                # files nothing records would be orphans in the staging store
+                discard_artifacts(prepared.dest, artifacts)
+                raise
             return self.result(prepared, key, state=SUCCESS, artifacts=artifacts, **built)
         except (ScriptFailed, InfrastructureError) as exc:
             with phase("record"):

@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import time
+import uuid as uuid_module
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,7 +36,7 @@ LOG_TEXT_MAX_CHARS = 1 << 20  # jobs.log_text holds a longer log's end only
 LOG_CUT_MARKER = (
     "#airflow-butido: the beginning of this log is cut here; 'butido db log-of' shows it whole"
 )
-HEARTBEAT_TTL_SECONDS = 30.0  # a running job not heard of for this long is dead
+HEARTBEAT_TTL_SECONDS = 20.0  # a running job not heard of for this long is dead
 ABANDONED = "abandoned"  # failure class of a job whose process died
 ARTIFACT_BATCH = 500  # artifact rows per transaction
 
@@ -583,8 +584,22 @@ def mark_earlier_tries_failed(
         return _orphan(conn, uuids)
 
 
+def job_uuids(values: Iterable[str]) -> list[str]:
+    """The values that are UUIDs: slot leases and claims take any job name, job rows
+    only UUIDs (PostgreSQL refuses to compare its uuid column with anything else)."""
+    found = []
+    for value in values:
+        try:
+            found.append(str(uuid_module.UUID(str(value))))
+        except ValueError:
+            continue
+    return found
+
+
 def record_heartbeat(conn: Connection, job_uuid: str) -> None:
     """The job's process is alive (see repair_abandoned); part of its slot's renewal."""
+    if not job_uuids([job_uuid]):
+        return
     conn.execute(
         sa.update(s.jobs)
         .where(s.jobs.c.uuid == job_uuid, s.jobs.c.state == s.RUNNING)
@@ -605,20 +620,29 @@ def repair_abandoned(
     engine: Engine, *, ttl_seconds: float = HEARTBEAT_TTL_SECONDS, now: datetime | None = None
 ) -> Repaired:
     """A job whose process died (``kill -9``, a lost host, a lost database connection)
-    stops beating. Once its heartbeat is ``ttl_seconds`` old, its ``running`` row
-    becomes failed ("abandoned"), and its slot lease and build claim are deleted, as
-    are all expired leases and claims. Called at the start of every build, and by
-    ``butido db repair``."""
+    stops beating. Once its heartbeat is ``ttl_seconds`` old, or its slot lease has
+    expired, its ``running`` row becomes failed ("abandoned"), and its slot lease and
+    build claim are deleted, as are all expired leases and claims. Called at the start
+    of every build, and by ``butido db repair``."""
     now = now or rows.utcnow()
     cutoff = now - timedelta(seconds=ttl_seconds)
-    j = s.jobs
+    j, lease = s.jobs, s.endpoint_leases
     last_beat = sa.func.coalesce(j.c.heartbeat_at, j.c.started_at)
     with transaction(engine, immediate=True) as conn:
-        uuids = [
+        # A job holds its slot from before its row is written until after it is finished:
+        # a running job without a live slot is dead as surely as one that stopped beating.
+        leased = {
             str(u)
             for u in conn.execute(
-                sa.select(j.c.uuid).where(j.c.state == s.RUNNING, last_beat < cutoff)
+                sa.select(lease.c.job_uuid).where(lease.c.expires_at > now)
             ).scalars()
+        }
+        uuids = [
+            str(row.uuid)
+            for row in conn.execute(
+                sa.select(j.c.uuid, last_beat.label("beat")).where(j.c.state == s.RUNNING)
+            )
+            if str(row.uuid) not in leased or rows.as_utc(row.beat) < cutoff
         ]
         if uuids:
             conn.execute(
@@ -626,7 +650,7 @@ def repair_abandoned(
                 .where(j.c.uuid.in_(uuids), j.c.state == s.RUNNING)
                 .values(state=s.FAILED, failure_class=ABANDONED, finished_at=now)
             )
-        lease, claim = s.endpoint_leases, s.build_claims
+        claim = s.build_claims
         leases = conn.execute(
             sa.delete(lease).where(sa.or_(lease.c.expires_at <= now, lease.c.job_uuid.in_(uuids)))
         ).rowcount
@@ -647,3 +671,41 @@ def _orphan(conn: Connection, uuids: list[str]) -> int:
     conn.execute(sa.delete(s.endpoint_leases).where(s.endpoint_leases.c.job_uuid.in_(uuids)))
     conn.execute(sa.delete(s.build_claims).where(s.build_claims.c.job_uuid.in_(uuids)))
     return len(uuids)
+
+
+@dataclass(frozen=True)
+class PackageOutcomeRecord:
+    """How one package of a submit ended (one of ``schema.SUBMIT_OUTCOMES``)."""
+
+    name: str
+    version: str
+    outcome: str
+    message: str | None = None
+
+
+def record_outcomes(
+    engine: Engine, submit_uuid: str, outcomes: Iterable[PackageOutcomeRecord]
+) -> int:
+    """Every package of a submit with how it ended, in one transaction; recording again
+    (a retried report) replaces the earlier rows. Returns the number of rows."""
+    rows_ = list(outcomes)
+    for row in rows_:
+        if row.outcome not in s.SUBMIT_OUTCOMES:
+            raise ValueError(f"unknown outcome {row.outcome!r}")
+    with transaction(engine, immediate=True) as conn:
+        submit_id = _submit_id(conn, submit_uuid)
+        ids = rows.package_ids(conn, [(r.name, r.version) for r in rows_])
+        table = s.submit_packages
+        conn.execute(sa.delete(table).where(table.c.submit_id == submit_id))
+        values = [
+            {
+                "submit_id": submit_id,
+                "package_id": ids[(r.name, r.version)],
+                "outcome": r.outcome,
+                "message": r.message,
+            }
+            for r in rows_
+        ]
+        for start in range(0, len(values), 1000):
+            conn.execute(sa.insert(table), values[start : start + 1000])
+    return len(rows_)

@@ -201,6 +201,7 @@ class Config:
     database_url: str | None = None
     source_download_deadline: int = 3600  # seconds for one whole download
     source_download_max_mb: int = 4096  # the largest body without a Content-Length
+    secret_env: tuple[str, ...] = ()  # variable names whose values are never stored
     airflow: AirflowSettings = field(default_factory=AirflowSettings)
     files: tuple[Path, ...] = ()  # the files read, in load order
     warnings: tuple[RecipeError, ...] = ()  # unknown keys accepted with strict_keys = false
@@ -300,6 +301,7 @@ _CONTAINER_KEYS = ("check_env_names", "allowed_env", "git_author", "git_commit_h
 _SETTINGS_KEYS = (
     "script_dialect",
     "database_url",
+    "secret_env",
     "source_download_deadline",
     "source_download_max_mb",
     "endpoints",
@@ -654,6 +656,9 @@ def _apply_settings(loader: _Loader, data: Mapping[str, Any], values: dict[str, 
                 loader.error(key, "must be at least 1")
             else:
                 values[key] = limit
+    secret_env = _get(loader, data, "secret_env", "str_list")
+    if secret_env is not None:
+        values["secret_env"] = tuple(secret_env)
     if "airflow" in data:
         table = data["airflow"]
         if not isinstance(table, dict):

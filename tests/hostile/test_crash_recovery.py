@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,7 +39,7 @@ SCRIPTS = {
     "copyin": "mkdir /outputs; wc -c /inputs/big.source > /outputs/copyin.pkg",
     "running": "echo started; sleep 15; mkdir /outputs; echo r > /outputs/running.pkg",
     "extract": "mkdir /outputs; head -c 1500M /dev/zero > /outputs/extract.bin",
-    "record": "mkdir -p /outputs/d; cd /outputs/d; seq 1 40000 | sed 's/$/.pkg/' | xargs touch",
+    "record": "mkdir -p /outputs/d; cd /outputs/d; seq 1 15000 | sed 's/$/.pkg/' | xargs touch",
 }
 OUTAGE_SCRIPT = "echo started; sleep 8; mkdir /outputs; echo o > /outputs/outage.pkg"
 
@@ -82,9 +83,19 @@ def workspace(tmp_path: Path, build_image: str, pg_url: str, big_source) -> Iter
     engine.dispose()
 
 
-def _build(ws: dict, name: str) -> subprocess.Popen[str]:
+def _build(ws: dict, name: str, *flags: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [str(VENV_BIN / "butido"), "--repo", str(ws["repo"]), "build", "-I", "test", name, "1"],
+        [
+            str(VENV_BIN / "butido"),
+            "--repo",
+            str(ws["repo"]),
+            "build",
+            "-I",
+            "test",
+            name,
+            "1",
+            *flags,
+        ],  # fmt: skip
         env=ws["env"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -174,6 +185,17 @@ def test_kill_9_then_rerun_recovers_within_the_bound(
     holder = _hold_the_only_slot(ws) if stage == "wait" else None
     proc = _build(ws, stage)
     reached = _reached(ws, docker_client, stage)
+    if holder is not None:  # it must say what it waits for: which job, where, how long
+        said: list[str] = []
+        reader = threading.Thread(target=lambda: said.extend(iter(proc.stdout.readline, "")))
+        reader.start()
+        claimed = reached
+
+        def reached() -> bool:
+            return claimed() and any(
+                f"held by job {holder} on local for " in line and "waiting" in line for line in said
+            )
+
     try:
         deadline = time.monotonic() + 240
         while not reached():
@@ -181,8 +203,6 @@ def test_kill_9_then_rerun_recovers_within_the_bound(
                 pytest.fail(f"the build ended before stage {stage}:\n{proc.communicate()[0]}")
             assert time.monotonic() < deadline, f"stage {stage} never reached"
             time.sleep(0.05)
-        if stage == "wait":
-            time.sleep(2)  # it really waits
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
@@ -199,25 +219,25 @@ def test_kill_9_then_rerun_recovers_within_the_bound(
     j, p = s.jobs, s.packages
     with ws["engine"].connect() as conn:
         rows = conn.execute(
-            sa.select(j.c.state, j.c.failure_class, j.c.started_at, j.c.finished_at)
+            sa.select(j.c.state, j.c.failure_class)
             .join(p, p.c.id == j.c.package_id)
             .where(p.c.name == stage)
             .order_by(j.c.id)
         ).all()
-    assert [r.state for r in rows if r.state == "running"] == []
-    ok = [r for r in rows if r.state == "success"]
-    assert len(ok) == 1, rows
-    build_time = (ok[0].finished_at - ok[0].started_at).total_seconds()
+    assert [r.state for r in rows if r.state == "running"] == [], rows
+    assert [r.state for r in rows].count("success") == 1, rows
+    assert {r.failure_class for r in rows if r.state == "failed"} <= {"abandoned"}, rows
+    assert _containers(docker_client, stage) == []
+    assert _parts(ws["repo"]) == []
+    # the same build once more, undisturbed, is the build time the bound is stated for
+    started = time.monotonic()
+    clean = _build(ws, stage, "--force-rebuild")
+    clean_output, _ = clean.communicate(timeout=600)
+    build_time = time.monotonic() - started
+    assert clean.returncode == 0, clean_output
     assert took <= build_time + RERUN_MARGIN_S, (
         f"rerun took {took:.1f} s for a {build_time:.1f} s build\n{output}"
     )
-    if any(r.state == "failed" for r in rows):
-        assert {r.failure_class for r in rows if r.state == "failed"} == {"abandoned"}
-    assert _containers(docker_client, stage) == []
-    assert _parts(ws["repo"]) == []
-    # the rerun said what it waited for, when it waited
-    if stage != "wait" and took > build_time + 10:
-        assert "waiting" in output, output
 
 
 def _postgres(action: str) -> None:
@@ -228,7 +248,7 @@ def _postgres(action: str) -> None:
 
 
 def test_database_outage_at_the_end_of_a_build_leaves_no_running_job_or_orphan_file(
-    workspace: dict, docker_client
+    workspace: dict, docker_client, pg_admin_engine
 ) -> None:
     from airflow_butido.db import records, rows
 
@@ -254,6 +274,8 @@ def test_database_outage_at_the_end_of_a_build_leaves_no_running_job_or_orphan_f
     finally:
         if stopped:
             _postgres("start")
+            pg_admin_engine.dispose()  # its pooled connections died with the server
+            ws["engine"].dispose()
     output, _ = proc.communicate(timeout=600)
     # the job of a dead process is repaired once its heartbeat is old enough
     later = rows.utcnow() + timedelta(seconds=records.HEARTBEAT_TTL_SECONDS + 1)

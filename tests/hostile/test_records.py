@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,31 +19,13 @@ from airflow_butido.db.engine import make_engine
 from airflow_butido.db.leases import acquire_slot, release_slot
 from airflow_butido.db.migrate import upgrade
 from airflow_butido.db.queries import job_detail
+from tests.hostile._db import running_job
 from tests.integration.conftest import db_url, engine  # noqa: F401 (fixtures)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from memory_bench import TARGET_MB, run_case  # noqa: E402
 
 pytestmark = pytest.mark.postgres
-
-
-def _job(engine) -> str:  # noqa: F811 (the fixture's name)
-    submit, job = str(uuid.uuid4()), str(uuid.uuid4())
-    records.record_submit(
-        engine, uuid=submit, package_name="p", package_version="1", image="i", repo_commit="c" * 40
-    )
-    records.record_job_start(
-        engine,
-        uuid=job,
-        submit_uuid=submit,
-        package_name="p",
-        package_version="1",
-        image="i",
-        endpoint="local",
-        container_id="f" * 64,
-        script="#!/bin/bash\n",
-    )
-    return job
 
 
 def test_a_100_mib_log_is_stored_in_bounded_memory(db_url: str) -> None:  # noqa: F811
@@ -67,7 +48,7 @@ def test_a_long_line_keeps_its_start_and_says_how_much_was_cut() -> None:
 
 
 def test_a_long_log_reads_back_whole_and_butido_sees_its_end(engine) -> None:  # noqa: F811
-    job = _job(engine)
+    job = running_job(engine)
     log = "".join(f"line {i} " + "x" * 80 + "\n" for i in range(40_000)) + "#BUTIDO:STATE:OK"
     assert len(log) > 3 * records.LOG_CHUNK_CHARS
     records.record_job_finish(engine, uuid=job, state="success", exit_status=0, log=log)
@@ -84,7 +65,7 @@ def test_a_long_log_reads_back_whole_and_butido_sees_its_end(engine) -> None:  #
 
 
 def test_success_is_recorded_only_with_every_artifact(engine) -> None:  # noqa: F811
-    job = _job(engine)
+    job = running_job(engine)
     good = [records.ArtifactRecord(f"f{i}", "0" * 64, 1) for i in range(3 * records.ARTIFACT_BATCH)]
     bad = records.ArtifactRecord(None, None, None)  # type: ignore[arg-type]
     with pytest.raises(Exception):  # noqa: B017 (the database refuses the NULL path)
@@ -104,7 +85,7 @@ def test_recording_100000_artifacts_does_not_lock_out_a_slot_acquisition(
     monkeypatch.setattr(db_engine, "SQLITE_BUSY_TIMEOUT_S", 3.0)
     engine = make_engine(f"sqlite:///{tmp_path}/butido.sqlite")  # noqa: F811
     upgrade(engine)
-    job = _job(engine)
+    job = running_job(engine)
     count = 100_000
     artifacts = [records.ArtifactRecord(f"d/f{i}.pkg", "0" * 64, i) for i in range(count)]
     failures: list[BaseException] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,38 +13,23 @@ import sqlalchemy as sa
 from airflow_butido.db import records, rows
 from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
+from tests.hostile._db import running_job
 from tests.integration.conftest import db_url, engine  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _running_job(engine) -> str:  # noqa: F811 (the fixture's name)
-    submit, job = str(uuid.uuid4()), str(uuid.uuid4())
-    records.record_submit(
-        engine, uuid=submit, package_name="p", package_version="1", image="i", repo_commit="c" * 40
-    )
-    records.record_job_start(
-        engine,
-        uuid=job,
-        submit_uuid=submit,
-        package_name="p",
-        package_version="1",
-        image="i",
-        endpoint="local",
-        container_id="f" * 64,
-        script="",
-    )
-    return job
-
-
 def _age(engine, job: str, seconds: float) -> None:  # noqa: F811
-    """Make the job's last heartbeat, lease and claim ``seconds`` old."""
+    """Make the job's last heartbeat and its slot's renewal ``seconds`` old (with a claim)."""
     then = rows.utcnow() - timedelta(seconds=seconds)
     with engine.begin() as conn:
         conn.execute(sa.update(s.jobs).where(s.jobs.c.uuid == job).values(heartbeat_at=then))
         conn.execute(
             sa.insert(s.endpoint_leases).values(
-                endpoint_name="local", job_uuid=job, acquired_at=then, expires_at=then
+                endpoint_name="local",
+                job_uuid=job,
+                acquired_at=then,
+                expires_at=then + timedelta(seconds=records.HEARTBEAT_TTL_SECONDS),
             )
         )
         conn.execute(
@@ -65,31 +49,39 @@ def _state(engine, job: str) -> tuple[str, str | None]:  # noqa: F811
 
 
 def test_a_silent_job_is_abandoned_and_frees_its_lease_and_claim(engine) -> None:  # noqa: F811
-    dead, alive = _running_job(engine), _running_job(engine)
+    dead, alive = running_job(engine), running_job(engine)
     _age(engine, dead, records.HEARTBEAT_TTL_SECONDS + 5)
+    _age(engine, alive, 1)
     with transaction(engine) as conn:
         records.record_heartbeat(conn, alive)
     done = records.repair_abandoned(engine)
     assert done.jobs == (dead,)
-    assert (done.leases, done.claims) == (1, 1)
+    assert (done.leases, done.claims) == (1, 1)  # the dead job's, not the live one's
     assert _state(engine, dead) == ("failed", "abandoned")
     assert _state(engine, alive) == ("running", None)
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(s.build_claims)).scalar() == 0
+        holders = conn.execute(sa.select(s.build_claims.c.job_uuid)).scalars().all()
+    assert holders == [alive]
 
 
 def test_a_job_beating_within_the_ttl_is_left_alone(engine) -> None:  # noqa: F811
-    job = _running_job(engine)
+    job = running_job(engine)
     _age(engine, job, records.HEARTBEAT_TTL_SECONDS - 10)
     assert records.repair_abandoned(engine).jobs == ()
     assert _state(engine, job) == ("running", None)
 
 
+def test_a_running_job_without_a_slot_is_abandoned_at_once(engine) -> None:  # noqa: F811
+    job = running_job(engine)  # it beat just now, but its slot is gone
+    assert records.repair_abandoned(engine).jobs == (job,)
+    assert _state(engine, job) == ("failed", "abandoned")
+
+
 def test_db_repair_command(engine, db_url: str) -> None:  # noqa: F811
-    job = _running_job(engine)
+    job = running_job(engine)
     _age(engine, job, 3600)
     done = subprocess.run(
-        [sys.executable, "-m", "airflow_butido.cli.main", "db", "repair", "--db-url", db_url],
+        [sys.executable, "-m", "airflow_butido.cli.main", "db", "repair", "--database-url", db_url],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},

@@ -84,7 +84,9 @@ class FakeContainer:
     def start(self) -> None:
         pass
 
-    def run_script(self, *, tail_lines: int, on_line: Any = None) -> ScriptOutcome:
+    def run_script(
+        self, *, tail_lines: int, on_line: Any = None, redact: Any = None
+    ) -> ScriptOutcome:
         if self.fail_on == "run":
             raise InfrastructureError("endpoint fake went away")
         return fold_log(
