@@ -14,6 +14,9 @@ import sys
 import time
 from typing import Any
 
+from airflow_butido.cli.common import add_run_flags
+from airflow_butido.run_inputs import env_pairs
+
 EXIT_TIMEOUT = 3
 _BOOKKEEPING_TASKS = ("plan", "report")
 # operators.plan.FAILURE_XCOM_KEY; not imported, so that this client does not load Airflow
@@ -21,8 +24,6 @@ FAILURE_XCOM_KEY = "failure"
 
 
 def register(subparsers: Any) -> None:
-    from airflow_butido.cli.build import add_run_flags
-
     p = subparsers.add_parser(
         "trigger",
         help="trigger a build on an Airflow deployment and follow it",
@@ -56,9 +57,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from airflow_butido.airflow_rest import AirflowClient
-    from airflow_butido.cli.build import env_pairs
     from airflow_butido.plan import RunRequest
 
+    # the run inputs are checked before anything goes over the network
+    request = RunRequest(tuple(args.packages), env_pairs(args.env), args.force_rebuild)
     dag_id = args.dag_id or dag_id_for(args.repo, args.image)
     token = os.environ.get("BUTIDO_AIRFLOW_TOKEN")
     client = AirflowClient(args.airflow, token=token, username=args.user, password=args.password)
@@ -66,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
         client.login()
     if not args.no_unpause:
         client.set_paused(dag_id, False)
-    request = RunRequest(tuple(args.packages), env_pairs(args.env), args.force_rebuild)
     run_id = client.trigger(dag_id, request.to_conf())
     # progress goes to stderr when stdout is for a machine (--json / --csv)
     progress_out = sys.stderr if (args.json or args.csv) else sys.stdout
