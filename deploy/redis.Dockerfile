@@ -1,7 +1,7 @@
 # Redis 7 from Debian's packages: the Celery broker of docker-compose.airflow.yml where the
 # official `redis` image cannot be pulled (REDIS_IMAGE=airflow-butido/redis:7).
 #
-#   docker build -f docker/redis.Dockerfile -t airflow-butido/redis:7 docker
+#   docker build -f deploy/redis.Dockerfile -t airflow-butido/redis:7 deploy
 ARG BASE_IMAGE=airflow-butido/debian:bookworm
 FROM ${BASE_IMAGE}
 

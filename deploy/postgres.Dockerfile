@@ -3,7 +3,7 @@
 # as the official image where the compose file relies on it: POSTGRES_USER, POSTGRES_PASSWORD and
 # POSTGRES_DB on first start, data in /var/lib/postgresql/data, `pg_isready` on the PATH.
 #
-#   docker build -f docker/postgres.Dockerfile -t airflow-butido/postgres:15 docker
+#   docker build -f deploy/postgres.Dockerfile -t airflow-butido/postgres:15 deploy
 ARG BASE_IMAGE=airflow-butido/debian:bookworm
 FROM ${BASE_IMAGE}
 
