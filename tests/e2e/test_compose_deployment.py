@@ -193,13 +193,14 @@ class Deployment:
             + [f"volume {v.name}" for v in self.docker.volumes.list(filters=label)]
         )
 
-    def logs(self) -> str:
-        done = subprocess.run(
-            ["docker-compose", "-f", "docker-compose.airflow.yml", "--profile", "celery",
-             "logs", "--no-color", "--tail", "40"],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        return done.stdout[-20000:] + done.stderr[-2000:]
+    def logs(self, lines: int = 40) -> str:
+        """The last lines of every container of the deployment, each service in turn."""
+        parts = []
+        for container in sorted(self.containers(), key=lambda c: c.name):
+            tail = container.logs(tail=lines).decode(errors="replace").splitlines()
+            shown = "\n".join(line[:500] for line in tail)
+            parts.append(f"===== {container.name} ({container.status})\n{shown}")
+        return "\n".join(parts)
 
     def client(self) -> AirflowClient:
         client = AirflowClient(self.url, username="ci", password=self.password, timeout=30)
