@@ -186,32 +186,40 @@ def test_a_package_task_fails_retryably_naming_the_database_when_it_is_unreachab
     assert "127.0.0.1:1/gone" in message and "secret" not in message
 
 
-@pytest.mark.docker
-def test_the_job_row_is_written_when_the_container_starts_and_completed_when_it_ends(
-    tmp_path: Path, engine: Any, build_image: str
-) -> None:
+def build_recorded(
+    engine: Any, repo_dir: Path, image: str, name: str, script: str, on_line: Any = None
+) -> tuple[Any, Any, Path]:
+    """Package ``name`` 1 built on the real engine, recorded in ``engine``'s database:
+    (its JobRequest, its JobResult, the repository). ``on_line(request, line)`` sees the log."""
     from airflow_butido.db.recorder import DatabaseRecorder
     from airflow_butido.endpoints import DatabaseSlots
     from airflow_butido.jobs import run_job
     from tests.integration.test_jobs import pkg_toml, request_for
     from tests.integration.test_jobs import write_repo as write_build_repo
 
-    repo = write_build_repo(
-        tmp_path / "repo",
-        build_image,
-        {"s": pkg_toml("s", "1", "echo started; mkdir /outputs; echo s > /outputs/s-1.pkg")},
+    repo = write_build_repo(repo_dir, image, {name: pkg_toml(name, "1", script)})
+    request = request_for(repo, name, "1")
+    record_submit(engine, package=(name, "1"), submit_uuid=request.submit_uuid)
+    seen = (lambda line, _item: on_line(request, line)) if on_line else None
+    result = run_job(
+        request, slots=DatabaseSlots(engine), recorder=DatabaseRecorder(engine), on_line=seen
     )
-    request = request_for(repo, "s", "1")
-    record_submit(engine, package=("s", "1"), submit_uuid=request.submit_uuid)
+    return request, result, repo
+
+
+@pytest.mark.docker
+def test_the_job_row_is_written_when_the_container_starts_and_completed_when_it_ends(
+    tmp_path: Path, engine: Any, build_image: str
+) -> None:
     seen_while_running = []
 
-    def on_line(line: str, _item: Any) -> None:
+    def on_line(request: Any, line: str) -> None:
         if line == "started":
             seen_while_running.append(job_detail(engine, request.job_uuid))
 
-    result = run_job(
-        request, slots=DatabaseSlots(engine), recorder=DatabaseRecorder(engine), on_line=on_line
-    )
+    script = "echo started; mkdir /outputs; echo s > /outputs/s-1.pkg"
+    repo_dir = tmp_path / "repo"
+    request, result, _ = build_recorded(engine, repo_dir, build_image, "s", script, on_line)
     (running,) = seen_while_running
     assert running is not None and running.state == "running"
     assert running.container == result.container_id and running.started_at
@@ -226,20 +234,10 @@ def test_the_job_row_is_written_when_the_container_starts_and_completed_when_it_
 def test_a_real_build_records_its_phase_timings_and_db_job_shows_them(
     tmp_path: Path, engine: Any, db_url: str, build_image: str
 ) -> None:
-    from airflow_butido.db.recorder import DatabaseRecorder
-    from airflow_butido.endpoints import DatabaseSlots
-    from airflow_butido.jobs import PHASES, run_job
-    from tests.integration.test_jobs import pkg_toml, request_for
-    from tests.integration.test_jobs import write_repo as write_build_repo
+    from airflow_butido.jobs import PHASES
 
-    repo = write_build_repo(
-        tmp_path / "repo",
-        build_image,
-        {"t": pkg_toml("t", "1", "sleep 0.3; mkdir /outputs; echo t > /outputs/t-1.pkg")},
-    )
-    request = request_for(repo, "t", "1")
-    record_submit(engine, package=("t", "1"), submit_uuid=request.submit_uuid)
-    result = run_job(request, slots=DatabaseSlots(engine), recorder=DatabaseRecorder(engine))
+    script = "sleep 0.3; mkdir /outputs; echo t > /outputs/t-1.pkg"
+    request, result, repo = build_recorded(engine, tmp_path / "repo", build_image, "t", script)
 
     done = job_detail(engine, request.job_uuid)
     assert done is not None
