@@ -72,7 +72,7 @@ PHASES = (
     "endpoints",  # connecting to the endpoints, the image's ID
     "prepare",  # checks, the script, verifying sources, the build key
     "reuse_check",  # looking up an earlier build with the same key
-    "slot_wait",  # waiting for a free slot on an endpoint
+    "slot_wait",  # waiting for a free slot on an endpoint (and clearing it of dead builds)
     "create",  # creating the container
     "copy_in",  # the inputs into the container
     "start",  # starting it
