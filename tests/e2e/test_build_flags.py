@@ -100,8 +100,10 @@ def test_a_failing_linter_stops_the_run_before_any_container(
         build_image,
         {
             good: pkg_toml(good, "1", f"mkdir /outputs; echo g > /outputs/{good}.pkg"),
-            bad: depends(pkg_toml(bad, "1", f"echo FORBIDDEN; mkdir /outputs; "
-                                  f"echo b > /outputs/{bad}.pkg"), good),
+            bad: depends(
+                pkg_toml(bad, "1", f"echo FORBIDDEN; mkdir /outputs; echo b > /outputs/{bad}.pkg"),
+                good,
+            ),
         },  # fmt: skip
         extra_config='script_linter = "lint.sh"\n',
     )
@@ -130,7 +132,9 @@ def test_a_failing_linter_stops_the_run_before_any_container(
 # -- verify -----------------------------------------------------------------------------------
 
 
-def test_no_verify_builds_with_a_source_whose_hash_differs(tmp_path: Path, build_image: str) -> None:
+def test_no_verify_builds_with_a_source_whose_hash_differs(
+    tmp_path: Path, build_image: str
+) -> None:
     name = unique("src")
     extra = (
         '[sources.src]\nurl = "https://example.com/src.tar"\nhash.type = "sha1"\n'
@@ -270,10 +274,17 @@ def test_write_log_writes_every_package_log_prefixed(tmp_path: Path, build_image
             tmp_path / "repo",
             build_image,
             {
-                low: pkg_toml(low, "1", f"echo hello from {low}\nmkdir /outputs; "
-                              f"echo l > /outputs/{low}.pkg"),
-                top: depends(pkg_toml(top, "1", f"echo hello from {top}\nmkdir /outputs; "
-                                      f"echo t > /outputs/{top}.pkg"), low),
+                low: pkg_toml(
+                    low, "1", f"echo hello from {low}\nmkdir /outputs; echo l > /outputs/{low}.pkg"
+                ),
+                top: depends(
+                    pkg_toml(
+                        top,
+                        "1",
+                        f"echo hello from {top}\nmkdir /outputs; echo t > /outputs/{top}.pkg",
+                    ),
+                    low,
+                ),
             },  # fmt: skip
         )
     )
