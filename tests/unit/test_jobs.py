@@ -289,3 +289,43 @@ def test_checks_fail_before_any_container(repo: Path, changes: dict[str, Any], m
     with pytest.raises(BuildError, match=message):
         run_job(request_for(repo, name, **changes), slots=LocalSlots(), runtime=runtime)
     assert runtime.containers == []
+
+
+@pytest.mark.parametrize(
+    ("lines", "code", "reason"),
+    [
+        (["exec /script: no such file or directory"], 1, "no interpreter"),
+        (
+            [
+                "OCI runtime exec failed: exec failed: unable to start container process: exec: "
+                '"/script": stat /bin/ash: no such file or directory: unknown\r'
+            ],
+            126,
+            "no interpreter",
+        ),  # fmt: skip
+        (["exec /script: exec format error"], 1, "not executable"),
+        (
+            [
+                "OCI runtime exec failed: exec failed: unable to start container process: exec: "
+                '"/script": permission denied: unknown\r'
+            ],
+            126,
+            "not executable",
+        ),  # fmt: skip
+        (["cc: no such file or directory"], 1, None),  # the script ran and failed
+        (["exec /script: no such file or directory"], 0, None),
+        (['#BUTIDO:STATE:ERR:"x"', "exec /script: no such file or directory"], 1, None),
+    ],
+)
+def test_exec_failure_tells_a_script_that_never_started(lines, code, reason) -> None:
+    from airflow_butido.container import exec_failure, fold_log
+
+    outcome = fold_log(lines, exit_code=lambda: code, tail_lines=5)
+    assert exec_failure(outcome) == reason
+
+
+def test_a_missing_interpreter_message_says_what_to_do() -> None:
+    from airflow_butido.jobs import not_started_message
+
+    text = not_started_message("no interpreter", "#!/bin/bash\necho\n")
+    assert "'/bin/bash'" in text and "shebang" in text and "--shebang" in text
