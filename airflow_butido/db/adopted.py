@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from airflow_butido.build_key import BuildKeyInputs
 from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
+from airflow_butido.db.queries import _log_tail as log_tail
 from airflow_butido.db.reuse import CANDIDATES_CHECKED, ReusableArtifact, ReuseCandidate
 from airflow_butido.db.reuse import artifact_places as places_of
 from airflow_butido.scripts.logproto import posthoc_state
@@ -34,7 +35,6 @@ from airflow_butido.stores import hash_artifact
 Key = tuple[str, str]  # (package name, version)
 
 PACKAGES_PER_QUERY = 100
-LOG_TAIL_CHARS = 4096  # the last state line of a butido log is at its end
 
 
 def has_butido_jobs(engine: Engine) -> bool:
@@ -109,12 +109,7 @@ def _candidates(
     """butido's jobs of each package with the script of now, requested in the image,
     successful by the post-hoc rule; newest first."""
     j, p, sub = s.jobs, s.packages, s.submits
-    col = j.c.log_text
-    tail = (
-        sa.func.right(col, LOG_TAIL_CHARS)
-        if conn.dialect.name == "postgresql"
-        else sa.func.substr(col, -LOG_TAIL_CHARS)
-    )
+    tail = log_tail(conn)  # the last state line of a butido log is at its end
     keys = list(wanted)
     found: dict[Key, list[Any]] = {}
     for start in range(0, len(keys), PACKAGES_PER_QUERY):
