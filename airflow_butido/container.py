@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 LABEL_PREFIX = "io.butido."
 MANAGED_LABEL = "io.butido.managed"
 SCRIPT_PATH = "/script"
-SCRIPT_COMMAND = (SCRIPT_PATH,)  # run through its shebang line
+SCRIPT_COMMAND = (SCRIPT_PATH,)  # the kernel runs it through its shebang line
 KEEP_ALIVE_COMMAND = ("/bin/sh",)  # reads the attached stdin until the lifeline closes
 CHUNK_SIZE = 1 << 20
 MAX_LINE_BYTES = 1 << 20  # a longer line without newline is emitted in pieces
@@ -43,7 +43,7 @@ LOG_SPOOL_BYTES = 1 << 20  # the full log stays in memory up to this size, then 
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 _NOT_FOUND = re.compile(r"no such file or directory", re.IGNORECASE)
 # what the engine (runc) prints instead of the script's output when exec fails
-_EXEC_FAILED = re.compile(r'exec[: ]+(failed: .*)?"?/script"?: (?P<why>.*)', re.IGNORECASE)
+_EXEC_FAILED = re.compile(r'exec[: ]+(failed: .*)?"?/[^"\s:]*"?: (?P<why>.*)', re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -202,10 +202,23 @@ class ScriptOutcome:
         return text
 
 
+def script_command(script: str) -> tuple[str, ...] | None:
+    """What the kernel runs for ``/script`` holding ``script``: the interpreter its ``#!``
+    line names, the rest of the line as one argument (when there is a rest), ``/script``.
+    None when the first line is no shebang line."""
+    first = script.split("\n", 1)[0]
+    if not first.startswith("#!"):
+        return None
+    words = first[2:].strip(" \t").split(None, 1)
+    if not words:
+        return None
+    return (*(w.strip(" \t") for w in words), SCRIPT_PATH)
+
+
 def exec_failure(outcome: ScriptOutcome) -> str | None:
-    """Why ``/script`` did not start at all, from the engine's message in place of its
+    """Why the script did not start at all, from the engine's message in place of its
     output: ``no interpreter`` (the shebang names a file the image lacks) or ``not
-    executable`` (no shebang line, or one the kernel cannot run); None when it ran."""
+    executable`` (one the kernel cannot run); None when it ran."""
     if outcome.saw_state or outcome.exit_code == 0 or outcome.line_count > 3:
         return None
     for line in outcome.tail:

@@ -41,6 +41,7 @@ from airflow_butido.container import (
     container_name,
     exec_failure,
     job_labels,
+    script_command,
 )
 from airflow_butido.endpoints import Candidate, SlotLeaser, base_url, lease_endpoint
 from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
@@ -401,6 +402,7 @@ class _Prepared:
     script: str
     inputs: list[InputFile]
     dest: Path
+    command: tuple[str, ...]  # the script's shebang interpreter, its argument, /script
 
 
 def _prepare(request: JobRequest) -> _Prepared:
@@ -418,6 +420,9 @@ def _prepare(request: JobRequest) -> _Prepared:
     script = (
         request.script if request.script is not None else render(package, config, request.shebang)
     )
+    command = script_command(script)
+    if command is None:
+        raise BuildError(f"{package.path}: {package.label}: {not_started_message('', script)}")
     inputs = job_inputs(
         package,
         config,
@@ -426,9 +431,8 @@ def _prepare(request: JobRequest) -> _Prepared:
         script,
         verify=request.verify_sources,
     )
-    return _Prepared(
-        image, env, git_env, script, inputs, staging_dir(config.staging, request.submit_uuid)
-    )
+    dest = staging_dir(config.staging, request.submit_uuid)
+    return _Prepared(image, env, git_env, script, inputs, dest, command)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -609,7 +613,9 @@ class _Job:
         outcome: ScriptOutcome | None = None
         try:
             outcome = container.run_script(
-                tail_lines=config.build_error_lines, on_line=self.on_line
+                tail_lines=config.build_error_lines,
+                on_line=self.on_line,
+                command=prepared.command,
             )
             built = dict(
                 exit_code=outcome.exit_code,

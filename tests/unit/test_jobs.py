@@ -82,7 +82,10 @@ class FakeContainer:
     def start(self) -> None:
         pass
 
-    def run_script(self, *, tail_lines: int, on_line: Any = None) -> ScriptOutcome:
+    def run_script(
+        self, *, tail_lines: int, on_line: Any = None, command: Any = None
+    ) -> ScriptOutcome:
+        self.command = command
         if self.fail_on == "run":
             raise InfrastructureError("endpoint fake went away")
         return fold_log(
@@ -329,3 +332,20 @@ def test_a_missing_interpreter_message_says_what_to_do() -> None:
 
     text = not_started_message("no interpreter", "#!/bin/bash\necho\n")
     assert "'/bin/bash'" in text and "shebang" in text and "--shebang" in text
+
+
+@pytest.mark.parametrize(
+    ("first_line", "command"),
+    [
+        ("#!/bin/bash", ("/bin/bash", "/script")),
+        ("#! /bin/sh ", ("/bin/sh", "/script")),
+        ("#!/usr/bin/env bash", ("/usr/bin/env", "bash", "/script")),
+        ("#!/bin/bash -e -x", ("/bin/bash", "-e -x", "/script")),  # one argument, as Linux
+        ("#!", None),
+        ("echo no shebang", None),
+    ],
+)
+def test_script_command_is_what_the_kernel_runs(first_line, command) -> None:
+    from airflow_butido.container import script_command
+
+    assert script_command(f"{first_line}\necho\n") == command
