@@ -349,3 +349,27 @@ def test_script_command_is_what_the_kernel_runs(first_line, command) -> None:
     from airflow_butido.container import script_command
 
     assert script_command(f"{first_line}\necho\n") == command
+
+
+def test_the_script_runs_through_its_shebang_and_without_one_never_starts(repo: Path):
+    runtime = FakeRuntime()
+    run_job(request_for(repo, shebang="#!/bin/sh"), slots=LocalSlots(), runtime=runtime)
+    (container,) = runtime.containers
+    assert container.command == ("/bin/sh", "/script")
+    (script,) = container.copied
+    assert script.mode == 0o755
+
+    with pytest.raises(BuildError, match="is not a shebang line") as info:
+        run_job(request_for(repo, script="echo no shebang\n"), slots=LocalSlots(), runtime=runtime)
+    assert not isinstance(info.value, ScriptFailed)
+    assert len(runtime.containers) == 1  # no container for it
+
+
+def test_a_missing_interpreter_is_a_script_failure_saying_what_to_do(repo: Path):
+    runtime = FakeRuntime(lines=("exec /bin/bash: no such file or directory",), exit_code=1)
+    recorder = FakeRecorder()
+    with pytest.raises(ScriptFailed) as info:
+        run_job(request_for(repo), slots=LocalSlots(), recorder=recorder, runtime=runtime)
+    assert info.value.failure_class == "script"
+    assert "'/bin/bash'" in str(info.value) and "does not exist in the image" in str(info.value)
+    assert recorder.finished()["failure_class"] == "script"
