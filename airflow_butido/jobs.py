@@ -48,7 +48,7 @@ from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
 from airflow_butido.recipes.config import Config
 from airflow_butido.recipes.package import Package
 from airflow_butido.recipes.paths import confine
-from airflow_butido.run_inputs import disallowed_env_names
+from airflow_butido.run_inputs import disallowed_env_names, masked_env, redactor
 from airflow_butido.sources import SourceError, source_path, verify_source
 from airflow_butido.stores import (
     Artifact,
@@ -402,6 +402,7 @@ class _Prepared:
     script: str
     inputs: list[InputFile]
     dest: Path
+    stored_env: Env  # env with the values of secret variables masked: what records keep
     command: tuple[str, ...]  # the script's shebang interpreter, its argument, /script
 
 
@@ -432,7 +433,8 @@ def _prepare(request: JobRequest) -> _Prepared:
         verify=request.verify_sources,
     )
     dest = staging_dir(config.staging, request.submit_uuid)
-    return _Prepared(image, env, git_env, script, inputs, dest, command)
+    stored_env = masked_env(env, config.secret_env)
+    return _Prepared(image, env, git_env, script, inputs, dest, stored_env, command)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -520,7 +522,7 @@ class _Job:
             "log_tail": (),
             "endpoint": "",
             "container_id": "",
-            "env": prepared.env,
+            "env": prepared.stored_env,
             "build_key": key.key,
         }
         fields.update(values)
@@ -539,7 +541,7 @@ class _Job:
                 package.version,
                 prepared.image,
                 prepared.script,
-                prepared.env,
+                prepared.stored_env,
                 key,
                 reused,
             )
@@ -591,7 +593,7 @@ class _Job:
                         chosen.endpoint.name,
                         container_id,
                         prepared.script,
-                        prepared.env,
+                        prepared.stored_env,
                         key,
                     )
                 )
@@ -615,6 +617,7 @@ class _Job:
             outcome = container.run_script(
                 tail_lines=config.build_error_lines,
                 on_line=self.on_line,
+                redact=redactor(prepared.env, config.secret_env),
                 command=prepared.command,
             )
             built = dict(
