@@ -83,7 +83,7 @@ class FakeContainer:
         pass
 
     def run_script(
-        self, *, tail_lines: int, on_line: Any = None, command: Any = None
+        self, *, tail_lines: int, on_line: Any = None, command: Any = None, redact: Any = None
     ) -> ScriptOutcome:
         self.command = command
         if self.fail_on == "run":
@@ -93,6 +93,7 @@ class FakeContainer:
             exit_code=lambda: self.exit_code,
             tail_lines=tail_lines,
             on_line=on_line,
+            redact=redact,
         )
 
     def outputs(self) -> Any:
