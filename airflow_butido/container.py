@@ -1,11 +1,13 @@
 """One build container on one Docker endpoint, through the Docker SDK's low-level API.
 
-The lifecycle is butido's (reference 4.1): create with ``/bin/bash`` kept alive on an open
+The lifecycle is butido's (reference 4.1): create with ``/bin/sh`` kept alive on an open
 stdin (attached to this process, so the container stops if the process dies), copy
-``/inputs``, ``/patches`` and ``/script`` in through the archive API before the start (so
-remote endpoints work without bind mounts), start, exec ``/bin/bash /script`` and stream its
-output line by line, then fetch ``/outputs`` as a tar stream. Unlike butido the container
-always goes away at the end: killed and removed, whatever happened.
+``/inputs``, ``/patches`` and ``/script`` (executable) in through the archive API before the
+start (so remote endpoints work without bind mounts), start, exec ``/script`` and stream its
+output line by line, then fetch ``/outputs`` as a tar stream. Unlike butido the script runs
+through its own shebang line (butido runs ``/bin/bash /script`` whatever the line says), so
+images without bash build with ``#!/bin/sh``; and the container always goes away at the end:
+killed and removed, whatever happened.
 
 Nothing here knows Airflow; memory stays bounded: tars are generated on the fly, the log is
 streamed to a callback and spooled to a temporary file, never collected in a list.
@@ -26,19 +28,24 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from airflow_butido.errors import ButidoError, InfrastructureError
+from airflow_butido.errors import BuildError, ButidoError, InfrastructureError
 
 log = logging.getLogger(__name__)
 
 LABEL_PREFIX = "io.butido."
 MANAGED_LABEL = "io.butido.managed"
 DATABASE_LABEL = "io.butido.database"
-SCRIPT_COMMAND = ("/bin/bash", "/script")
+SCRIPT_PATH = "/script"
+SCRIPT_COMMAND = (SCRIPT_PATH,)  # the kernel runs it through its shebang line
+KEEP_ALIVE_COMMAND = ("/bin/sh",)  # reads the attached stdin until the lifeline closes
 CHUNK_SIZE = 1 << 20
 MAX_LINE_BYTES = 64 << 10  # a longer log line is cut after this many bytes
 LINE_CUT_MARKER = "[airflow-butido: line cut, dropped"
 LOG_SPOOL_BYTES = 1 << 20  # the full log stays in memory up to this size, then on disk
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+_NOT_FOUND = re.compile(r"no such file or directory", re.IGNORECASE)
+# what the engine (runc) prints instead of the script's output when exec fails
+_EXEC_FAILED = re.compile(r'exec[: ]+(failed: .*)?"?/[^"\s:]*"?: (?P<why>.*)', re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,37 @@ class ScriptOutcome:
         return text
 
 
+def script_command(script: str) -> tuple[str, ...] | None:
+    """What the kernel runs for ``/script`` holding ``script``: the interpreter its ``#!``
+    line names, the rest of the line as one argument (when there is a rest), ``/script``.
+    None when the first line is no shebang line."""
+    first = script.split("\n", 1)[0]
+    if not first.startswith("#!"):
+        return None
+    words = first[2:].strip(" \t").split(None, 1)
+    if not words:
+        return None
+    return (*(w.strip(" \t") for w in words), SCRIPT_PATH)
+
+
+def exec_failure(outcome: ScriptOutcome) -> str | None:
+    """Why the script did not start at all, from the engine's message in place of its
+    output: ``no interpreter`` (the shebang names a file the image lacks) or ``not
+    executable`` (one the kernel cannot run); None when it ran."""
+    if outcome.saw_state or outcome.exit_code == 0 or outcome.line_count > 3:
+        return None
+    for line in outcome.tail:
+        found = _EXEC_FAILED.search(line)
+        if found is None:
+            continue
+        why = found.group("why")
+        if _NOT_FOUND.search(why):
+            return "no interpreter"
+        if "exec format error" in why.lower() or "permission denied" in why.lower():
+            return "not executable"
+    return None
+
+
 def fold_log(
     lines: Iterable[str],
     *,
@@ -341,7 +379,7 @@ class BuildContainer:
         try:
             created = self.api.create_container(
                 image=self.spec.image,
-                command=["/bin/bash"],
+                command=list(KEEP_ALIVE_COMMAND),
                 name=self.spec.name,
                 environment=[f"{k}={v}" for k, v in self.spec.environment],
                 labels=dict(self.spec.labels),
@@ -368,11 +406,13 @@ class BuildContainer:
             raise InfrastructureError(f"copying inputs into {self.spec.name}: {exc}") from exc
 
     def start(self) -> None:
-        """Start the idle ``/bin/bash`` with this process attached to its stdin.
+        """Start the idle ``/bin/sh`` with this process attached to its stdin.
 
         The container is created with ``StdinOnce``: when the attached connection closes,
-        because the task process died (even by SIGKILL), bash reads end-of-file and exits,
-        and the container stops with everything running in it instead of idling forever.
+        because the task process died (even by SIGKILL), the shell reads end-of-file and
+        exits, and the container stops with everything running in it instead of idling
+        forever. An image without ``/bin/sh`` is a BuildError: another endpoint would fail
+        the same way.
         """
         import docker.errors
 
@@ -380,6 +420,11 @@ class BuildContainer:
             self._lifeline = self.api.attach_socket(self._id(), params={"stdin": 1, "stream": 1})
             self.api.start(self._id())
         except docker.errors.DockerException as exc:
+            if _NOT_FOUND.search(str(exc)) and KEEP_ALIVE_COMMAND[0] in str(exc):
+                raise BuildError(
+                    f"image {self.spec.image} has no {KEEP_ALIVE_COMMAND[0]}, which every "
+                    f"build container runs to stay alive; build in an image that has it"
+                ) from exc
             raise InfrastructureError(f"starting container {self.spec.name}: {exc}") from exc
 
     def exec_stream(self, command: Sequence[str] = SCRIPT_COMMAND) -> tuple[Iterator[str], str]:

@@ -226,4 +226,15 @@ def _params(repo: Repository) -> dict[str, Any]:
             title="Force rebuild",
             description="Build even when a reusable artifact exists.",
         ),
+        "lint": Param(True, type="boolean", title="Lint", description="Run script_linter."),
+        "verify": Param(True, type="boolean", title="Verify", description="Check source hashes."),
+        "shebang": Param(
+            None, type=["null", "string"], title="Shebang", description="Script's first line."
+        ),
+        "staging_dir": Param(
+            None,
+            type=["null", "string"],
+            title="Staging directory",
+            description="<staging>/<submit uuid> of a submit to continue.",
+        ),
     }

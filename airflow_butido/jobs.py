@@ -34,13 +34,16 @@ from airflow_butido.build_key import (
     key_inputs,
 )
 from airflow_butido.container import (
+    SCRIPT_PATH,
     BuildContainer,
     ContainerSpec,
     InputFile,
     ScriptOutcome,
     container_name,
+    exec_failure,
     job_labels,
     remove_dead_containers,
+    script_command,
 )
 from airflow_butido.endpoints import Candidate, SlotLeaser, base_url, lease_endpoint
 from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
@@ -144,6 +147,7 @@ class JobRequest:
     force_rebuild: bool = False  # build even when an earlier build could be reused
     # sha256 of each of dependency_artifacts (same order); the files are hashed when None
     dependency_sha256: tuple[str, ...] | None = None
+    verify_sources: bool = True  # False: sources must exist, their hashes are not checked
 
 
 @dataclass(frozen=True)
@@ -375,13 +379,19 @@ def job_inputs(
     repo_root: Path,
     dependency_artifacts: Sequence[Path],
     script: str,
+    *,
+    verify: bool = True,
 ) -> list[InputFile]:
-    """The files to copy in: sources, dependency artifacts, patches, the script."""
+    """The files to copy in: sources (hash-checked when ``verify``), dependency artifacts,
+    patches, and the script, executable: it runs through its own shebang line."""
     files: list[InputFile] = []
     for source in package.sources:
         path = source_path(config.source_cache, package, source)
         try:
-            verify_source(path, source)
+            if verify:
+                verify_source(path, source)
+            elif not path.is_file():
+                raise SourceError(f"{path}: source file missing")
         except SourceError as exc:
             raise BuildError(f"{package.label}: source {source.name}: {exc}") from exc
         files.append(InputFile(f"/inputs/{path.name}", source=path))
@@ -402,7 +412,7 @@ def job_inputs(
         if not path.is_file():
             raise BuildError(f"{package.path}: patches: {patch} does not exist")
         files.append(InputFile(f"/patches/{patch}", source=path))
-    files.append(InputFile("/script", data=script.encode("utf-8")))
+    files.append(InputFile(SCRIPT_PATH, data=script.encode("utf-8"), mode=0o755))
     return files
 
 
@@ -418,8 +428,15 @@ def render(package: Package, config: Config, shebang: str | None) -> str:
         raise BuildError(f"{package.path}: rendering the script failed: {exc}") from exc
 
 
-def failure_message(package: Package, outcome: ScriptOutcome, tail_lines: int) -> str:
-    """The ERR message (or the exit status), the phase, and the last log lines."""
+def failure_message(
+    package: Package, outcome: ScriptOutcome, tail_lines: int, script: str = ""
+) -> str:
+    """The ERR message (or the exit status), the phase, and the last log lines; or, when the
+    script could not be started at all, why and what to do."""
+    cannot_start = exec_failure(outcome)
+    if cannot_start is not None:
+        head = f"{package.label}: {not_started_message(cannot_start, script)}"
+        return _with_tail(head, outcome.tail, tail_lines)
     if outcome.error_message is not None:
         head = f"{package.label}: the script reported an error: '{outcome.error_message}'"
     elif outcome.exit_code != 0:
@@ -429,6 +446,24 @@ def failure_message(package: Package, outcome: ScriptOutcome, tail_lines: int) -
     phase = outcome.failed_phase or outcome.last_phase
     head += f" in phase '{phase}'" if phase else " (no phase announced)"
     return _with_tail(head, outcome.tail, tail_lines)
+
+
+def not_started_message(reason: str, script: str) -> str:
+    """Why the image cannot run the script, and what to change (a recipe or image problem:
+    retrying elsewhere would fail the same way)."""
+    first = script.split("\n", 1)[0]
+    if reason == "no interpreter":
+        return (
+            f"the script cannot start: its interpreter {first.removeprefix('#!').strip()!r} "
+            f"(shebang line {first!r}) does not exist in the image; set `shebang` in "
+            'config.toml or pass --shebang (run conf "shebang") to an interpreter the '
+            "image has, e.g. '#!/bin/sh', or build in an image that has this one"
+        )
+    return (
+        f"the script cannot start: its first line {first!r} is not a shebang line the image "
+        'can execute; set `shebang` in config.toml or pass --shebang (run conf "shebang"), '
+        "e.g. '#!/bin/bash'"
+    )
 
 
 def _with_tail(head: str, tail: Sequence[str], tail_lines: int) -> str:
@@ -473,6 +508,7 @@ class _Prepared:
     inputs: list[InputFile]
     dest: Path
     stored_env: Env  # env with the values of secret variables masked: what records keep
+    command: tuple[str, ...]  # the script's shebang interpreter, its argument, /script
 
 
 def _prepare(request: JobRequest) -> _Prepared:
@@ -490,10 +526,20 @@ def _prepare(request: JobRequest) -> _Prepared:
     script = (
         request.script if request.script is not None else render(package, config, request.shebang)
     )
-    inputs = job_inputs(package, config, request.repo_root, request.dependency_artifacts, script)
+    command = script_command(script)
+    if command is None:
+        raise BuildError(f"{package.path}: {package.label}: {not_started_message('', script)}")
+    inputs = job_inputs(
+        package,
+        config,
+        request.repo_root,
+        request.dependency_artifacts,
+        script,
+        verify=request.verify_sources,
+    )
     dest = staging_dir(config.staging, request.submit_uuid)
     stored_env = masked_env(env, config.secret_env)
-    return _Prepared(image, env, git_env, script, inputs, dest, stored_env)
+    return _Prepared(image, env, git_env, script, inputs, dest, stored_env, command)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -726,6 +772,7 @@ class _Job:
                     tail_lines=config.build_error_lines,
                     on_line=self.on_line,
                     redact=redactor(prepared.env, config.secret_env),
+                    command=prepared.command,
                 )
             built = dict(
                 exit_code=outcome.exit_code,
@@ -777,8 +824,8 @@ class _Job:
     ) -> tuple[Artifact, ...]:
         """The artifacts of a successful script, or ScriptFailed."""
         package, config = self.request.package, self.request.config
-        if not outcome.succeeded:
-            message = failure_message(package, outcome, config.build_error_lines)
+        if not outcome.succeeded or exec_failure(outcome) is not None:
+            message = failure_message(package, outcome, config.build_error_lines, prepared.script)
             failed = self.result(prepared, key, state=FAILED, failure_message=message, **built)
             raise ScriptFailed(failed, "script")
         try:

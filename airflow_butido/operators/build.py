@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,6 +149,8 @@ class PackageBuildOperator(DockerOperator):
         self.force_rebuild = force_rebuild
         self._build_container: BuildContainer | None = None
         self._killed = False
+        # also given every raw script line with its package (``butido build -L``)
+        self.line_sink: Callable[[str, str], None] | None = None
 
     # -- execute, in small steps ----------------------------------------------------------
 
@@ -308,6 +310,8 @@ class PackageBuildOperator(DockerOperator):
             dag_run=self.dag_run_label(context),
             endpoint_names=self.endpoint_names,
             force_rebuild=run.force_rebuild,
+            shebang=run.plan.shebang if run.plan is not None else None,
+            verify_sources=run.plan.verify if run.plan is not None else True,
         )
 
     def database_engine(self, config: Config) -> Engine:
@@ -413,6 +417,8 @@ class PackageBuildOperator(DockerOperator):
             self.log.error("%s", logproto.readable(item))
         else:
             self.log.info("%s", logproto.readable(item))
+        if self.line_sink is not None:
+            self.line_sink(f"{self.package_name} {self.package_version}", line)
 
     def manifest(
         self,

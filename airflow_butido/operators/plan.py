@@ -21,7 +21,14 @@ from airflow.sdk.exceptions import (
 
 from airflow_butido.errors import BuildError, ButidoError
 from airflow_butido.operators.build import PackageBuildOperator
-from airflow_butido.plan import PLAN_TASK_ID, Plan, PlanError, RunRequest, parse_run_conf
+from airflow_butido.plan import (
+    PLAN_TASK_ID,
+    RUN_CONF_KEYS,
+    Plan,
+    PlanError,
+    RunRequest,
+    parse_run_conf,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -36,7 +43,7 @@ FAILURE_XCOM_KEY = "failure"
 def run_request(context: Context) -> RunRequest:
     """The run conf as validated params (the trigger form and REST ``conf`` alike)."""
     params = context.get("params") or {}
-    conf = {k: params[k] for k in params if k in ("packages", "env", "force_rebuild")}
+    conf = {k: params[k] for k in params if k in RUN_CONF_KEYS}
     dag_run_conf = getattr(context.get("dag_run"), "conf", None) or {}
     for key in set(dag_run_conf) - set(conf):  # unknown keys are reported, not dropped
         conf[key] = dag_run_conf[key]

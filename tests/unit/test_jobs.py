@@ -85,8 +85,9 @@ class FakeContainer:
         pass
 
     def run_script(
-        self, *, tail_lines: int, on_line: Any = None, redact: Any = None
+        self, *, tail_lines: int, on_line: Any = None, command: Any = None, redact: Any = None
     ) -> ScriptOutcome:
+        self.command = command
         if self.fail_on == "run":
             raise InfrastructureError("endpoint fake went away")
         return fold_log(
@@ -94,6 +95,7 @@ class FakeContainer:
             exit_code=lambda: self.exit_code,
             tail_lines=tail_lines,
             on_line=on_line,
+            redact=redact,
         )
 
     def outputs(self) -> Any:
@@ -432,3 +434,84 @@ def test_an_infrastructure_failure_forgets_the_endpoint_checks(repo: Path):
     ok = FakeRuntime()
     run_job(request_for(repo), slots=LocalSlots(), runtime=ok)
     assert not ok.forgotten
+
+
+@pytest.mark.parametrize(
+    ("lines", "code", "reason"),
+    [
+        (["exec /script: no such file or directory"], 1, "no interpreter"),
+        (
+            [
+                "OCI runtime exec failed: exec failed: unable to start container process: exec: "
+                '"/script": stat /bin/ash: no such file or directory: unknown\r'
+            ],
+            126,
+            "no interpreter",
+        ),  # fmt: skip
+        (["exec /script: exec format error"], 1, "not executable"),
+        (
+            [
+                "OCI runtime exec failed: exec failed: unable to start container process: exec: "
+                '"/script": permission denied: unknown\r'
+            ],
+            126,
+            "not executable",
+        ),  # fmt: skip
+        (["cc: no such file or directory"], 1, None),  # the script ran and failed
+        (["exec /script: no such file or directory"], 0, None),
+        (['#BUTIDO:STATE:ERR:"x"', "exec /script: no such file or directory"], 1, None),
+    ],
+)
+def test_exec_failure_tells_a_script_that_never_started(lines, code, reason) -> None:
+    from airflow_butido.container import exec_failure, fold_log
+
+    outcome = fold_log(lines, exit_code=lambda: code, tail_lines=5)
+    assert exec_failure(outcome) == reason
+
+
+def test_a_missing_interpreter_message_says_what_to_do() -> None:
+    from airflow_butido.jobs import not_started_message
+
+    text = not_started_message("no interpreter", "#!/bin/bash\necho\n")
+    assert "'/bin/bash'" in text and "shebang" in text and "--shebang" in text
+
+
+@pytest.mark.parametrize(
+    ("first_line", "command"),
+    [
+        ("#!/bin/bash", ("/bin/bash", "/script")),
+        ("#! /bin/sh ", ("/bin/sh", "/script")),
+        ("#!/usr/bin/env bash", ("/usr/bin/env", "bash", "/script")),
+        ("#!/bin/bash -e -x", ("/bin/bash", "-e -x", "/script")),  # one argument, as Linux
+        ("#!", None),
+        ("echo no shebang", None),
+    ],
+)
+def test_script_command_is_what_the_kernel_runs(first_line, command) -> None:
+    from airflow_butido.container import script_command
+
+    assert script_command(f"{first_line}\necho\n") == command
+
+
+def test_the_script_runs_through_its_shebang_and_without_one_never_starts(repo: Path):
+    runtime = FakeRuntime()
+    run_job(request_for(repo, shebang="#!/bin/sh"), slots=LocalSlots(), runtime=runtime)
+    (container,) = runtime.containers
+    assert container.command == ("/bin/sh", "/script")
+    (script,) = container.copied
+    assert script.mode == 0o755
+
+    with pytest.raises(BuildError, match="is not a shebang line") as info:
+        run_job(request_for(repo, script="echo no shebang\n"), slots=LocalSlots(), runtime=runtime)
+    assert not isinstance(info.value, ScriptFailed)
+    assert len(runtime.containers) == 1  # no container for it
+
+
+def test_a_missing_interpreter_is_a_script_failure_saying_what_to_do(repo: Path):
+    runtime = FakeRuntime(lines=("exec /bin/bash: no such file or directory",), exit_code=1)
+    recorder = FakeRecorder()
+    with pytest.raises(ScriptFailed) as info:
+        run_job(request_for(repo), slots=LocalSlots(), recorder=recorder, runtime=runtime)
+    assert info.value.failure_class == "script"
+    assert "'/bin/bash'" in str(info.value) and "does not exist in the image" in str(info.value)
+    assert recorder.finished()["failure_class"] == "script"
