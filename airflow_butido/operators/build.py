@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.docker.operators.docker import DockerOperator
 
 from airflow_butido.errors import BuildError, ButidoError, InfrastructureError
+from airflow_butido.operators.links import PACKAGE_TASK_LINKS
 
 if TYPE_CHECKING:
     from airflow_butido.container import BuildContainer
@@ -62,6 +63,7 @@ class PackageBuildOperator(DockerOperator):
         "submit_uuid",
     )
     ui_color = "#e8d8b0"
+    operator_extra_links = PACKAGE_TASK_LINKS
 
     def __init__(
         self,

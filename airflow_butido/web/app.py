@@ -42,8 +42,9 @@ class BuildRecord:
 
 
 def record_from_environment() -> BuildRecord:
-    """The build record of the repository in ``$BUTIDO_REPO`` (as the DAG file reads it)."""
-    from airflow_butido.db.engine import database_url, make_engine
+    """The build record of the repository in ``$BUTIDO_REPO`` (as the DAG file reads it),
+    its schema created or upgraded as the first plan task would."""
+    from airflow_butido.db.migrate import open_database
     from airflow_butido.recipes.config import load_config
     from airflow_butido.stores import release_dirs
 
@@ -56,7 +57,7 @@ def record_from_environment() -> BuildRecord:
     root = Path(repo).resolve()
     config = load_config(root)
     return BuildRecord(
-        engine=make_engine(database_url(config, repo_root=root)),
+        engine=open_database(config, repo_root=root),
         staging=Path(config.staging),
         release_stores=tuple(release_dirs(config.releases_root, config.release_stores)),
     )
