@@ -146,6 +146,19 @@ class AirflowClient:
                 return run
             time.sleep(interval)
 
+    # -- assets ----------------------------------------------------------------------------
+
+    def asset_id(self, uri: str) -> int | None:
+        """The id Airflow gave the asset ``uri`` (it exists once a DAG names it), or None."""
+        data = self._request("GET", "/api/v2/assets", params={"uri_pattern": uri, "limit": 100})
+        return next((int(a["id"]) for a in data.get("assets", []) if a.get("uri") == uri), None)
+
+    def add_asset_event(self, asset_id: int, extra: dict[str, Any]) -> dict[str, Any]:
+        """Record that the asset was updated; DAGs scheduled on it are queued."""
+        return self._request(
+            "POST", "/api/v2/assets/events", json={"asset_id": asset_id, "extra": extra}
+        )
+
     def _run_path(self, dag_id: str, run_id: str) -> str:
         return f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
 

@@ -101,6 +101,7 @@ def create_dags(
             root,
             repo,
             image.name,
+            image.short_name,
             loaded.graphs.get(image.name),
             task_ids,
             only_task=context.task_id if context.dag_id == dag_id else None,
@@ -139,6 +140,7 @@ def _build_dag(
     root: Path,
     repo: Repository,
     image: str,
+    image_short_name: str,
     graph: PackageGraph | None,
     task_ids: Mapping[tuple[str, str], str],
     *,
@@ -151,6 +153,7 @@ def _build_dag(
     from airflow.sdk import DAG
     from airflow.sdk.definitions.param import ParamsDict
 
+    from airflow_butido.assets import package_asset, release_asset
     from airflow_butido.operators.plan import PlannedBuildOperator, PlanOperator
     from airflow_butido.operators.report import ReportOperator
 
@@ -168,7 +171,11 @@ def _build_dag(
     tasks: dict[str, Any] = {}
     if only_task in (None, PLAN_TASK_ID):
         tasks[PLAN_TASK_ID] = PlanOperator(
-            task_id=PLAN_TASK_ID, default_packages=default_packages, **common
+            task_id=PLAN_TASK_ID,
+            default_packages=default_packages,
+            # reuse looks up earlier artifacts in the release stores, too
+            inlets=[release_asset(store) for store in repo.config.release_stores],
+            **common,
         )
     if only_task in (None, REPORT_TASK_ID):
         tasks[REPORT_TASK_ID] = ReportOperator(
@@ -181,6 +188,7 @@ def _build_dag(
             task_id=task_id,
             task_display_name=f"{key[0]} {key[1]}",
             doc_md=package_doc(repo.packages[key]) if only_task is None else None,
+            outlets=[package_asset(image_short_name, *key)],
             package_name=key[0],
             package_version=key[1],
             trigger_rule="none_failed",

@@ -702,7 +702,7 @@ def _reuse(
     recorder: JobRecorder,
 ) -> JobResult:
     package = request.package
-    log.info(
+    log.debug(  # the caller reports the reuse (the operator's first log line)
         "%s: reusing the artifacts of job %s: %s", package.label, reused.job_uuid, reused.reason
     )
     recorder.job_reused(

@@ -94,6 +94,7 @@ class PackageBuildOperator(DockerOperator):
         self.database_url = database_url
         self.force_rebuild = force_rebuild
         self._build_container: BuildContainer | None = None
+        self._building: JobRequest | None = None
         self._killed = False
         self._inputs: list[tuple[dict[str, Any], Path]] = []
 
@@ -126,7 +127,9 @@ class PackageBuildOperator(DockerOperator):
 
             self.log.error("%s", exc)
             raise AirflowFailException(str(exc)) from exc
-        return self.manifest(result, request)
+        manifest = self.manifest(result, request)
+        self.announce(context, manifest)
+        return manifest
 
     def load_config(self) -> Config:
         from airflow_butido.recipes.config import load_config
@@ -323,15 +326,7 @@ class PackageBuildOperator(DockerOperator):
     ) -> JobResult:
         from airflow_butido.jobs import run_job
 
-        self.log.info(
-            "Building %s %s in %s (submit %s, job %s, %d input artifact(s))",
-            request.package.name,
-            request.package.version,
-            request.config.resolve_image(request.image),
-            request.submit_uuid,
-            request.job_uuid,
-            len(request.dependency_artifacts),
-        )
+        self._building = request  # announced when its container starts: a reuse starts none
         result = run_job(
             request,
             slots=slots,
@@ -343,11 +338,13 @@ class PackageBuildOperator(DockerOperator):
             cache=cache,
         )
         if result.reused_from is not None:
+            reused = result.reused_from
             self.log.info(
-                "Reused job %s of submit %s (no container): %s",
-                result.reused_from.job_uuid,
-                result.reused_from.submit_uuid,
-                result.reused_from.reason,
+                "REUSED from job %s (submit %s, run %s): %s",
+                reused.job_uuid,
+                reused.submit_uuid,
+                _run_of_job(cache, reused.job_uuid),
+                reused.reason,
             )
         for artifact in result.artifacts:
             self.log.info(
@@ -397,6 +394,7 @@ class PackageBuildOperator(DockerOperator):
             "image": result.image,
             "endpoint": result.endpoint,
             "reused": reused is not None,
+            "outcome": "reused" if reused is not None else "built",
             "build_key": result.build_key,
             "artifacts": [located(a) for a in result.artifacts],
             "inputs": [entry for entry, _ in self._inputs],
@@ -408,6 +406,22 @@ class PackageBuildOperator(DockerOperator):
                 "reason": reused.reason,
             }
         return manifest
+
+    def announce(self, context: Any, manifest: dict[str, Any]) -> None:
+        """New artifacts update the task's assets (``outlets``), the manifest as the event's
+        ``extra``; a reuse updates nothing, so DAGs scheduled on a package's asset run after
+        real rebuilds only (Airflow emits events for the outlets the task holds when it ends).
+        """
+        if not self.outlets:
+            return
+        if manifest["reused"] or not manifest["artifacts"]:
+            self.outlets = []
+            return
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        for outlet in self.outlets:
+            events[outlet].extra = dict(manifest)
 
     # -- the container, for on_kill ---------------------------------------------------------
 
@@ -422,6 +436,17 @@ class PackageBuildOperator(DockerOperator):
         if container is not None and self._killed:
             # killed before the container existed: the job removes it on the way out
             raise BuildError(f"the task was killed; container {container.spec.name} removed")
+        request, self._building = self._building, None
+        if container is not None and request is not None:
+            self.log.info(
+                "Building %s %s in %s (submit %s, job %s, %d input artifact(s))",
+                request.package.name,
+                request.package.version,
+                request.config.resolve_image(request.image),
+                request.submit_uuid,
+                request.job_uuid,
+                len(request.dependency_artifacts),
+            )
         if container is not None and container.id:
             self.container = {"Id": container.id}
             self.docker_url = container.endpoint_url or self.docker_url
@@ -445,3 +470,16 @@ class PackageBuildOperator(DockerOperator):
             return
         self.log.info("Removing build container %s", container.spec.name)
         container.remove()
+
+
+def _run_of_job(cache: Any, job_uuid: str) -> str:
+    """``dag_id/run_id`` of an earlier job, from the build database when there is one."""
+    engine = getattr(cache, "engine", None)
+    if engine is None:
+        return "unknown"
+    from airflow_butido.db.queries import job_detail
+
+    detail = job_detail(engine, job_uuid, with_log=False)
+    if detail is None or not detail.run_id:
+        return "outside Airflow"
+    return f"{detail.dag_id}/{detail.run_id}"
