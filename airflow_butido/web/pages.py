@@ -137,7 +137,7 @@ def job(detail: JobDetail, releases: Sequence[ReleaseRow]) -> str:
         f"<dt>endpoint</dt><dd>{escape(d.endpoint)}</dd>"
         f"<dt>started</dt><dd>{escape(_time(d.started_at))}</dd>"
         f"<dt>finished</dt><dd>{escape(_time(d.finished_at))}</dd>"
-        f"<dt>exit status</dt><dd>{escape(str(d.exit_status or ''))}</dd>"
+        f"<dt>exit status</dt><dd>{'' if d.exit_status is None else d.exit_status}</dd>"
         f"<dt>Airflow run</dt><dd>{_airflow_link(d.dag_id, d.run_id)}"
         f"{escape(f' (try {d.try_number})' if d.try_number else '')}</dd>"
         f"{reused}"
