@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from airflow_butido.errors import InfrastructureError
+from airflow_butido.errors import ButidoError, InfrastructureError
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def fold_log(
             spool.write("\n")
         spool.write(line)
         count += 1
-        tail.append(line)
+        tail.append(logproto.readable(item))
         if on_line is not None:
             on_line(line, item)
     code = exit_code()
@@ -426,3 +426,25 @@ class BuildContainer:
         if self.id is None:
             raise RuntimeError("container not created")
         return self.id
+
+
+# -- image digests ------------------------------------------------------------------------
+
+
+def endpoint_image_digest(api: Any, image: str) -> str:
+    """The image ID (``sha256:...``) of ``image`` on an endpoint (a docker APIClient)."""
+    return str(api.inspect_image(image)["Id"])
+
+
+def local_image_digest(image: str) -> str:
+    """The image ID (``sha256:...``) of ``image`` on the local Docker engine."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        try:
+            return str(client.images.get(image).id)
+        finally:
+            client.close()
+    except Exception as exc:  # engine unreachable or image absent
+        raise ButidoError(f"cannot read the digest of image {image!r}: {exc}") from exc

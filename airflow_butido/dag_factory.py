@@ -40,8 +40,11 @@ Run conf (trigger form or REST `conf`):
 {{"packages": ["NAME", "NAME VERSION"], "env": {{"K": "V"}}, "force_rebuild": false}}
 ```
 
-{empty}. Package tasks outside the requested packages and their dependencies are skipped;
-the `report` task lists what was built, reused, failed and not built, and fails the run when
+{empty}. The `plan` task decides up front: package tasks outside the requested packages and
+their dependencies, and packages whose earlier build can be reused, are skipped without
+starting; a package that cannot build (a missing source, a denied image, an environment name
+not allowed) fails at once and only its dependents are not built. The `report` task waits for
+every package task, lists what was built, reused, failed and not built, and fails the run when
 a package failed. Each package task links to its build record (script, full log, artifacts).
 """
 
@@ -198,18 +201,14 @@ def _build_dag(
     if only_task is not None or graph is None:
         return dag  # a task process runs one task; relations are the scheduler's business
 
-    has_dependency: set[str] = set()
-    has_dependent: set[str] = set()
+    # The plan precedes every package task (it skips those outside the run or reused up
+    # front), and the report follows every one, so it never reports a package that is
+    # still building in another branch.
     for edge in graph.edges:
-        dependent, dependency = task_ids[edge.dependent], task_ids[edge.dependency]
-        _relate(tasks[dependency], tasks[dependent])
-        has_dependency.add(dependent)
-        has_dependent.add(dependency)
+        _relate(tasks[task_ids[edge.dependency]], tasks[task_ids[edge.dependent]])
     for task_id in task_ids.values():
-        if task_id not in has_dependency:
-            _relate(tasks[PLAN_TASK_ID], tasks[task_id])
-        if task_id not in has_dependent:
-            _relate(tasks[task_id], tasks[REPORT_TASK_ID])
+        _relate(tasks[PLAN_TASK_ID], tasks[task_id])
+        _relate(tasks[task_id], tasks[REPORT_TASK_ID])
     if not task_ids:
         _relate(tasks[PLAN_TASK_ID], tasks[REPORT_TASK_ID])
     return dag

@@ -18,10 +18,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_butido.errors import ConfigError, InfrastructureError
+from airflow_butido.heartbeat import heartbeat
 from airflow_butido.recipes.config import Config, EndpointConfig
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +196,7 @@ class SlotLeaser(Protocol):
 class DatabaseSlots:
     """Slot leases in the build database: ``maxjobs`` holds across processes."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     def acquire(self, job_uuid: str, candidates: Sequence[tuple[str, int]]) -> str | None:
@@ -257,7 +261,7 @@ def lease_endpoint(
     max_wait: float | None = None,
     on_wait: Callable[[float], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    heartbeat: float = HEARTBEAT_SECONDS,
+    every: float = HEARTBEAT_SECONDS,
 ) -> Iterator[Candidate]:
     """Hold a slot on the least-utilised candidate for the duration of the block.
 
@@ -284,20 +288,51 @@ def lease_endpoint(
             on_wait(waited)
         sleep(delay * random.uniform(0.8, 1.2))
         delay = min(delay * 2, 10.0)
-    stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(slots, job_uuid, stop, heartbeat), daemon=True)
-    beat.start()
     try:
-        yield by_name[name]
+        with heartbeat(
+            lambda: slots.renew(job_uuid), every, f"the endpoint slot of job {job_uuid}"
+        ):
+            yield by_name[name]
     finally:
-        stop.set()
-        beat.join(timeout=5)
         slots.release(job_uuid)
 
 
-def _heartbeat(slots: SlotLeaser, job_uuid: str, stop: threading.Event, every: float) -> None:
-    while not stop.wait(every):
+def same_image_endpoints(candidates: list[Candidate], image: str) -> tuple[list[Candidate], str]:
+    """The image ID a build key names, and the endpoints holding exactly that image.
+
+    Endpoints whose copy of the image differs from the first endpoint's are not used (their
+    clients are closed): the key must name the image the job really runs in.
+    """
+    import docker.errors
+    import requests
+
+    from airflow_butido.container import endpoint_image_digest
+
+    digests: list[tuple[Candidate, str]] = []
+    for candidate in candidates:
         try:
-            slots.renew(job_uuid)
-        except Exception as exc:  # a missed beat is not fatal; the next may work
-            log.warning("renewing the endpoint slot of job %s failed: %s", job_uuid, exc)
+            digests.append((candidate, endpoint_image_digest(candidate.api, image)))
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            log.warning(
+                "endpoint %s skipped: reading image %s: %s", candidate.endpoint.name, image, exc
+            )
+    if not digests:
+        for candidate in candidates:
+            candidate.api.close()
+        raise InfrastructureError(f"no endpoint could report the ID of image {image}")
+    digest = digests[0][1]
+    kept = [c for c, d in digests if d == digest]
+    for candidate, other in digests:
+        if other != digest:
+            log.warning(
+                "endpoint %s skipped: its image %s is %s, not %s as on endpoint %s",
+                candidate.endpoint.name,
+                image,
+                other[:19],
+                digest[:19],
+                kept[0].endpoint.name,
+            )
+    for candidate in candidates:
+        if candidate not in kept:
+            candidate.api.close()
+    return kept, digest

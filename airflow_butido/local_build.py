@@ -112,6 +112,8 @@ class LocalRun:
         self.on_event = on_event or (lambda _event: None)
         self.xcom = _XComStore()
         self.states: dict[str, str | None] = {t: None for t in dag.task_ids}
+        self._skip_requests: list[str] = []  # tasks a finished task skipped (SkipMixin)
+        self._lock = threading.Lock()
         self._started = time.monotonic()
 
     # -- one task ----------------------------------------------------------------------------
@@ -129,7 +131,11 @@ class LocalRun:
         }
 
     def _execute(self, task_id: str) -> tuple[str, str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+        from airflow.sdk.exceptions import (
+            AirflowFailException,
+            AirflowSkipException,
+            DownstreamTasksSkipped,
+        )
 
         task = self.dag.get_task(task_id)
         attempts = 1 + max(0, int(getattr(task, "retries", 0) or 0))
@@ -137,6 +143,12 @@ class LocalRun:
             ti = LocalTaskInstance(self, task_id, attempt)
             try:
                 value = _call_execute(task, self._context(task, ti))
+            except DownstreamTasksSkipped as skip:  # the task succeeded and skips others
+                with self._lock:
+                    self._skip_requests.extend(
+                        t if isinstance(t, str) else t[0] for t in skip.tasks
+                    )
+                return SUCCESS, "", self.xcom.get(task_id, "return_value")
             except AirflowSkipException as exc:
                 return SKIPPED, str(exc), None
             except AirflowFailException as exc:
@@ -207,7 +219,17 @@ class LocalRun:
                         state, message, value = future.result()
                         self.states[task_id] = state
                         self._emit(task_id, state, message, value)
+                    self._apply_skips()
         return dict(self.states)
+
+    def _apply_skips(self) -> None:
+        """Tasks a finished task skipped (the plan) become skipped without running."""
+        with self._lock:
+            requested, self._skip_requests = self._skip_requests, []
+        for task_id in requested:
+            if self.states.get(task_id, "") is None:
+                self.states[task_id] = SKIPPED
+                self._emit(task_id, SKIPPED, "skipped by the plan")
 
     def _kill(self, task_ids: Any, pool: ThreadPoolExecutor) -> None:
         """Ctrl-C: stop the running tasks as Airflow would (``on_kill`` removes a build's

@@ -12,7 +12,11 @@ levels keep an unchanged repository cheap:
    else the repository is loaded, resolved and pickled.
 
 The cache directory is ``$BUTIDO_PARSE_CACHE``, else ``$XDG_CACHE_HOME/airflow-butido/parse``
-(``~/.cache/...``). It is private to the user (mode 0700): pickles are only read from there.
+(``~/.cache/...``). It is private to the user (created mode 0700): pickles are only read from
+a directory the user owns that nobody else can write or read; any other directory is not
+used (a warning says why) and the repository is loaded without the cache. The pickles hold
+no database credentials: ``database_password`` and ``database_url`` are left out and taken
+from the configuration files at every load.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ import json
 import logging
 import os
 import pickle
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,10 +76,9 @@ def load(
     if not use_cache or environ.get("BUTIDO_PARSE_CACHE") == "off":
         return _load_fresh(root, environ, "")
     cache = cache_dir or default_cache_dir(environ)
-    try:
-        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        log.warning("parse cache %s unusable (%s); loading without cache", cache, exc)
+    problem = _private_directory(cache)
+    if problem is not None:
+        log.warning("parse cache %s not used: %s; loading without cache", cache, problem)
         return _load_fresh(root, environ, "")
 
     inputs = list(_input_files(root, environ))
@@ -89,13 +93,60 @@ def load(
     pickle_path = cache / f"{content_hash}.pickle"
     cached = _read_pickle(pickle_path)
     if cached is not None:
-        return cached
+        return _with_secrets(cached, root, environ)
     loaded = _load_fresh(root, environ, content_hash)
     try:
-        _write_atomic(pickle_path, pickle.dumps(loaded, protocol=pickle.HIGHEST_PROTOCOL))
+        stored = _without_secrets(loaded)
+        _write_atomic(pickle_path, pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL))
     except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
         log.warning("could not write the parse cache %s: %s", pickle_path, exc)
     return loaded
+
+
+def _private_directory(path: Path) -> str | None:
+    """Create ``path`` mode 0700, or check that an existing one is the user's alone.
+
+    A pickle is code: one read from a directory others can write runs their code.
+    Returns why the directory must not be used, or None.
+    """
+    try:
+        path.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+    if st.st_mode & 0o077:
+        return f"mode {stat.S_IMODE(st.st_mode):04o} lets others in; run chmod 700 {path}"
+    return None
+
+
+def _without_secrets(loaded: LoadedRepository) -> LoadedRepository:
+    """The same, its configuration without credentials: what goes into a pickle."""
+    config = replace(loaded.repo.config, database_password=None, database_url=None)
+    return replace(loaded, repo=replace(loaded.repo, config=config))
+
+
+def _with_secrets(
+    cached: LoadedRepository, root: Path, environ: Mapping[str, str]
+) -> LoadedRepository:
+    """A pickled repository with the credentials of the configuration as it is now."""
+    from airflow_butido.recipes.config import load_config
+
+    fresh = load_config(root, environ=environ)
+    config = replace(
+        cached.repo.config,
+        database_password=fresh.database_password,
+        database_url=fresh.database_url,
+    )
+    return replace(cached, repo=replace(cached.repo, config=config))
 
 
 def _load_fresh(root: Path, environ: Mapping[str, str], content_hash: str) -> LoadedRepository:

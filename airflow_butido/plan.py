@@ -15,14 +15,18 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_butido.errors import ButidoError
+from airflow_butido.manifest import Manifest
+from airflow_butido.run_inputs import disallowed_env_names, env_value_problem
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from airflow_butido.recipes.config import Config
     from airflow_butido.recipes.package import Package
     from airflow_butido.recipes.repository import Repository
@@ -33,7 +37,6 @@ PLAN_TASK_ID = "plan"
 REPORT_TASK_ID = "report"
 _TASK_ID_BAD = re.compile(r"[^\w.-]")
 _TASK_ID_MAX = 250
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class PlanError(ButidoError):
@@ -88,10 +91,9 @@ def parse_run_conf(conf: Mapping[str, Any] | None) -> RunRequest:
         problems.append('run conf: "env" must be an object of NAME: value')
     else:
         for name, value in env.items():
-            if not isinstance(name, str) or not _ENV_NAME.match(name):
-                problems.append(f"run conf: env: invalid variable name {name!r}")
-            elif not isinstance(value, str | int | float | bool):
-                problems.append(f"run conf: env: {name}: value must be a string")
+            problem = env_value_problem(name, value)
+            if problem is not None:
+                problems.append(f"run conf: env: {problem}")
             else:
                 env_pairs.append((name, str(value)))
 
@@ -187,9 +189,26 @@ class Plan:
     packages: tuple[str, ...]  # every task id in the closure, dependencies first
     labels: Mapping[str, str] = field(default_factory=dict)  # task id -> "NAME VERSION"
     edges: tuple[tuple[str, str], ...] = ()  # active (dependent, dependency)
+    # packages reused up front: their tasks never run, dependents read these manifests
+    reused: Mapping[str, Manifest] = field(default_factory=dict)
+    # packages that cannot build in this run, and why: their tasks fail at once
+    failures: Mapping[str, str] = field(default_factory=dict)
 
     def includes(self, task_id: str) -> bool:
         return task_id in self.labels
+
+    def with_failures(self, failures: Mapping[str, str]) -> Plan:
+        merged = dict(self.failures)
+        for task_id, message in failures.items():
+            merged[task_id] = f"{merged[task_id]}; {message}" if task_id in merged else message
+        return replace(self, failures=merged)
+
+    def with_reused(self, reused: Mapping[str, Manifest]) -> Plan:
+        return replace(self, reused={**self.reused, **reused})
+
+    def failed_because(self, task_id: str) -> list[str]:
+        """The planned failures among ``task_id`` and its active transitive dependencies."""
+        return [t for t in (*self.dependencies_of(task_id), task_id) if t in self.failures]
 
     @cached_property
     def _direct(self) -> dict[str, list[str]]:
@@ -224,6 +243,8 @@ class Plan:
             "packages": list(self.packages),
             "labels": dict(self.labels),
             "edges": [list(e) for e in self.edges],
+            "reused": {task_id: m.to_json() for task_id, m in self.reused.items()},
+            "failures": dict(self.failures),
         }
 
     @classmethod
@@ -237,6 +258,8 @@ class Plan:
             packages=tuple(data.get("packages") or ()),
             labels=dict(data.get("labels") or {}),
             edges=tuple((a, b) for a, b in data.get("edges") or ()),
+            reused={t: Manifest.from_json(m) for t, m in (data.get("reused") or {}).items()},
+            failures={str(t): str(m) for t, m in (data.get("failures") or {}).items()},
         )
 
 
@@ -249,28 +272,39 @@ def resolve_plan(
     task_ids: Mapping[Key, str] | None = None,
     submit_uuid: str | None = None,
 ) -> Plan:
-    """Resolve the request for ``image`` and its env; check images and env names.
+    """Resolve the request for ``image`` and its env.
 
     Without packages in the request, ``default_packages`` are built, or else every package
-    the image may build (the nightly case). Checks that need the file system or Docker are
-    in :func:`check_sources` and :func:`check_endpoints`.
+    the image may build (the nightly case). Problems of the run itself (unknown packages,
+    variables the configuration does not allow) raise one PlanError listing them all;
+    problems of single packages (an image they may not be built in, an environment name
+    not allowed) become the plan's ``failures``: those packages fail, the rest builds.
     """
     from airflow_butido.graph import resolve
 
     image = repo.config.resolve_image(image)
     env = request.env_dict
     specs = request.packages or tuple(default_packages)
-    # without packages: every package this image may build (the nightly case)
-    roots = select_packages(repo, specs) if specs else [p for p in repo if p.image_allowed(image)]
+    problems = _run_env_problems(repo.config, env)
+    try:
+        # without packages: every package this image may build (the nightly case)
+        roots = (
+            select_packages(repo, specs) if specs else [p for p in repo if p.image_allowed(image)]
+        )
+    except PlanError as exc:
+        raise PlanError([*exc.problems, *problems]) from None
+    if problems:
+        raise PlanError(problems)
     if not roots:
         raise PlanError([f"no package to build for image {image}"])
     graph = resolve(repo, roots, image=image, env=env)
     ids = dict(task_ids) if task_ids is not None else task_ids_for(repo.packages)
 
-    problems = _image_problems(graph.packages.values(), image)
-    problems += _env_problems(repo.config, graph.packages.values(), env)
-    if problems:
-        raise PlanError(problems)
+    failures: dict[str, list[str]] = {}
+    for package in graph.packages.values():
+        found = _image_problems(package, image) + _package_env_problems(repo.config, package)
+        if found:
+            failures[ids[package.key]] = found
 
     order = graph.build_order()
     edges = tuple(sorted({(ids[e.dependent], ids[e.dependency]) for e in graph.edges}))
@@ -283,67 +317,72 @@ def resolve_plan(
         packages=tuple(ids[k] for k in order),
         labels={ids[k]: f"{k[0]} {k[1]}" for k in order},
         edges=edges,
+        failures={t: "; ".join(found) for t, found in failures.items()},
     )
 
 
-def _image_problems(packages: Iterable[Package], image: str) -> list[str]:
+def _image_problems(package: Package, image: str) -> list[str]:
     problems = []
-    for package in packages:
-        if package.allowed_images is not None and image not in package.allowed_images:
-            problems.append(
-                f"{package.path}: allowed_images: {package.label} may not be built in {image} "
-                f"(allowed: {', '.join(package.allowed_images) or 'none'})"
-            )
-        if package.denied_images is not None and image in package.denied_images:
-            problems.append(f"{package.path}: denied_images: {package.label} denies {image}")
+    if package.allowed_images is not None and image not in package.allowed_images:
+        problems.append(
+            f"{package.path}: allowed_images: {package.label} may not be built in {image} "
+            f"(allowed: {', '.join(package.allowed_images) or 'none'})"
+        )
+    if package.denied_images is not None and image in package.denied_images:
+        problems.append(f"{package.path}: denied_images: {package.label} denies {image}")
     return problems
 
 
-def _env_problems(config: Config, packages: Iterable[Package], env: Mapping[str, str]) -> list[str]:
+def _run_env_problems(config: Config, env: Mapping[str, str]) -> list[str]:
+    """Run-level: the run's variables and the configured git variables must be allowed."""
     containers = config.containers
     if not containers.check_env_names:
         return []
     allowed = set(containers.allowed_env)
     problems = [
         f"config.toml: containers.allowed_env: environment variable {name} is not allowed"
-        for name in sorted(env)
-        if name not in allowed
+        for name in disallowed_env_names(env, containers)
     ]
     for var in (containers.git_author, containers.git_commit_hash):
         if var and var not in allowed:
             problems.append(
                 f"config.toml: containers.allowed_env: git variable {var} is not allowed"
             )
-    for package in packages:
-        for name, _ in package.environment or ():
-            if name not in allowed:
-                problems.append(
-                    f"{package.path}: environment.{name}: not in containers.allowed_env "
-                    f"({package.label})"
-                )
     return problems
 
 
-def check_sources(repo: Repository, plan: Plan) -> list[str]:
-    """Every source of every planned package is in the cache with its hash."""
+def _package_env_problems(config: Config, package: Package) -> list[str]:
+    names = (name for name, _ in package.environment or ())
+    return [
+        f"{package.path}: environment.{name}: not in containers.allowed_env ({package.label})"
+        for name in disallowed_env_names(names, config.containers)
+    ]
+
+
+def source_failures(repo: Repository, plan: Plan) -> dict[str, str]:
+    """Packages of the plan whose sources are missing from the cache or fail their hash."""
     from airflow_butido.sources import SourceError, source_path, verify_source
 
     cache = Path(repo.config.source_cache)
-    problems = []
-    for package in planned_packages(repo, plan):
+    failures: dict[str, list[str]] = {}
+    for task_id, label in plan.labels.items():
+        package = repo.packages[label_key(label)]
         for source in package.sources:
             try:
                 verify_source(source_path(cache, package, source), source)
             except SourceError as exc:
-                problems.append(f"{package.label}: source {source.name}: {exc}")
-    return problems
+                failures.setdefault(task_id, []).append(
+                    f"{package.label}: source {source.name}: {exc}"
+                )
+    return {t: "; ".join(found) for t, found in failures.items()}
 
 
 def planned_packages(repo: Repository, plan: Plan) -> list[Package]:
-    return [repo.packages[_key(label)] for label in plan.labels.values()]
+    return [repo.packages[label_key(label)] for label in plan.labels.values()]
 
 
-def _key(label: str) -> Key:
+def label_key(label: str) -> Key:
+    """(name, version) of a "NAME VERSION" label."""
     name, version = label.split(" ", 1)
     return name, version
 
@@ -355,29 +394,15 @@ def prepare_plan(
     *,
     default_packages: Sequence[str] = (),
     task_ids: Mapping[Key, str] | None = None,
-    check_endpoints: bool = True,
 ) -> Plan:
-    """Resolve and check everything up front; raise one PlanError listing every problem."""
+    """Resolve and check everything that needs no Docker and no database up front.
+
+    Run-level problems raise one PlanError listing all; package-level ones (a missing or
+    mismatching source, a denied image, an environment name not allowed) are the plan's
+    ``failures``. Whether an endpoint can run the image is the plan task's next check.
+    """
     plan = resolve_plan(repo, image, request, default_packages=default_packages, task_ids=task_ids)
-    problems = check_sources(repo, plan)
-    if check_endpoints:
-        problems += endpoint_problems(repo, plan.image)
-    if problems:
-        raise PlanError(problems)
-    return plan
-
-
-def endpoint_problems(repo: Repository, image: str) -> list[str]:
-    """At least one endpoint answers and has the image (the others are skipped by jobs)."""
-    from airflow_butido.endpoints import usable_endpoints
-
-    try:
-        candidates = usable_endpoints(repo.config, image, warn=lambda _message: None)
-    except ButidoError as exc:
-        return [str(exc)]
-    for candidate in candidates:
-        candidate.api.close()
-    return []
+    return plan.with_failures(source_failures(repo, plan))
 
 
 def repo_state(root: Path) -> tuple[str, bool]:
@@ -401,13 +426,13 @@ def repo_state(root: Path) -> tuple[str, bool]:
 
 
 def record_submit(
-    engine: Any, repo: Repository, plan: Plan, *, dag_id: str | None, run_id: str | None
+    engine: Engine, repo: Repository, plan: Plan, *, dag_id: str | None, run_id: str | None
 ) -> None:
     """The submit row: requested (first) package, image, repository commit, env, run."""
     from airflow_butido.db.records import record_submit as write_submit
 
     commit, dirty = repo_state(Path(repo.root))
-    name, version = _key(plan.labels[plan.requested[0]])
+    name, version = label_key(plan.labels[plan.requested[0]])
     write_submit(
         engine,
         uuid=plan.submit_uuid,

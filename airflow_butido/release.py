@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
 from airflow_butido.db.queries import ReleaseRow, list_releases
 from airflow_butido.errors import ButidoError
-from airflow_butido.stores import hash_artifact
+from airflow_butido.stores import hash_artifact, release_dir, staging_dir
 
 COPY_CHUNK = 1024 * 1024
 
@@ -57,10 +57,12 @@ def release_new(
     name: str | None = None,
     version: str | None = None,
     update: bool = False,
+    confirm_update: Callable[[Path], bool] | None = None,
 ) -> list[Released]:
     """Release the artifacts built in ``submit_uuid`` (optionally of one package
     NAME, VERSION matched exactly). Problems are collected; after every artifact
-    was tried, ReleaseError lists them."""
+    was tried, ReleaseError lists them. With ``update``, ``confirm_update(dest)`` is
+    asked before an existing file is replaced."""
     check_store(store, stores)
     _check_uuid(submit_uuid)
     a, j, p, sub = s.artifacts, s.jobs, s.packages, s.submits
@@ -82,11 +84,11 @@ def release_new(
         what = " ".join(x for x in (name, version) if x) or "any package"
         raise ReleaseError(f"submit {submit_uuid} has no artifacts of {what}")
 
-    store_dir = releases_root / store
+    store_dir = release_dir(releases_root, store)
     released: list[Released] = []
     errors: list[str] = []
     for art in selected:
-        source = staging_root / submit_uuid / art.path
+        source = staging_dir(staging_root, submit_uuid) / art.path
         dest = store_dir / art.path
         if not source.is_file():
             errors.append(f"{source}: artifact file is missing in the staging store")
@@ -94,6 +96,9 @@ def release_new(
         existed = dest.exists()
         if existed and not update:
             errors.append(f"{dest}: already released (use --update to replace it)")
+            continue
+        if existed and confirm_update is not None and not confirm_update(dest):
+            errors.append(f"{dest}: not updated (declined)")
             continue
         try:
             _copy_verified(source, dest, art.sha256)
@@ -162,7 +167,7 @@ def release_rm(
     if not found:
         raise ReleaseError(f"no release of {name} {version} in store {store!r}")
     release = found[0]
-    path = releases_root / store / release.path
+    path = release_dir(releases_root, store) / release.path
     if path.is_file():
         path.unlink()
     with transaction(engine, immediate=True) as conn:

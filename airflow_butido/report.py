@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_butido.manifest import Manifest
 from airflow_butido.plan import Plan
 
 BUILT = "built"
@@ -61,27 +62,35 @@ class RunReport:
 def summarize(
     plan: Plan,
     states: Mapping[str, str | None],
-    manifests: Mapping[str, Mapping[str, Any] | None],
+    manifests: Mapping[str, Manifest | None],
     failures: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> RunReport:
     """One outcome per planned package, in build order.
 
     ``states`` maps task ids to Airflow task states; ``manifests`` to the package tasks'
-    return values; ``failures`` to what a failed task recorded (``message``, ``log_tail``).
+    manifests; ``failures`` to what a failed task recorded (``message``, ``log_tail``).
     """
     failures = failures or {}
-    failed_ids = {t for t in plan.packages if states.get(t) == "failed"}
+    failed_ids = {t for t in plan.packages if states.get(t) == "failed" or t in plan.failures}
     outcomes = []
     for task_id in plan.packages:
         label = plan.labels.get(task_id, task_id)
         state = states.get(task_id)
-        manifest = manifests.get(task_id)
-        if state == "success" and manifest:
-            outcome = REUSED if manifest.get("reused") else BUILT
-            paths = tuple(str(a.get("path")) for a in manifest.get("artifacts") or ())
+        manifest = plan.reused.get(task_id) or manifests.get(task_id)
+        if task_id in plan.reused and manifest is not None:
+            reason = manifest.reused_from.reason if manifest.reused_from else ""
+            paths = tuple(a.path for a in manifest.artifacts)
+            outcomes.append(
+                PackageOutcome(
+                    task_id, label, REUSED, state, f"up front: {reason}", artifacts=paths
+                )
+            )
+        elif state == "success" and manifest is not None:
+            outcome = REUSED if manifest.reused else BUILT
+            paths = tuple(a.path for a in manifest.artifacts)
             outcomes.append(PackageOutcome(task_id, label, outcome, state, artifacts=paths))
-        elif state == "failed":
-            failure = failures.get(task_id) or {}
+        elif state == "failed" or task_id in plan.failures:
+            failure = failures.get(task_id) or {"message": plan.failures.get(task_id)}
             tail = failure.get("log_tail") or ()
             if isinstance(tail, str):
                 tail = tail.splitlines()
@@ -99,3 +108,22 @@ def summarize(
                 message = f"task state {state or 'none'}"
             outcomes.append(PackageOutcome(task_id, label, NOT_BUILT, state, message))
     return RunReport(plan.submit_uuid, plan.image, tuple(outcomes))
+
+
+def report_json(report: RunReport) -> dict[str, Any]:
+    """The report as the report task returns it (XCom) and ``butido build --json`` prints it."""
+    return {
+        "submit_uuid": report.submit_uuid,
+        "image": report.image,
+        "ok": report.ok,
+        "packages": [
+            {
+                "task_id": o.task_id,
+                "package": o.label,
+                "outcome": o.outcome,
+                "message": o.message,
+                "artifacts": list(o.artifacts),
+            }
+            for o in report.outcomes
+        ],
+    }

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_butido import __version__
 from airflow_butido.errors import ButidoError
+from airflow_butido.recipes.paths import OutsideRoot, confine
 
 if TYPE_CHECKING:
     from airflow_butido.recipes.package import Package, Source
@@ -53,7 +54,13 @@ class DownloadEvent:
 
 
 def source_path(cache_root: Path, package: Package, source: Source) -> Path:
-    return Path(cache_root) / f"{package.name}-{package.version}" / f"{source.name}.source"
+    """The cache file of ``source``; raises SourceError if it would lie outside the cache."""
+    rel = f"{package.name}-{package.version}/{source.name}.source"
+    try:
+        confine(cache_root, rel, what=f"source {source.name} of {package.name} {package.version}")
+    except OutsideRoot as exc:
+        raise SourceError(str(exc)) from None
+    return Path(cache_root) / rel
 
 
 def _hasher(hash_type: str) -> Any:

@@ -17,9 +17,14 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from airflow_butido.errors import BuildError, InfrastructureError
+from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
+from airflow_butido.recipes.paths import confine
+
+if TYPE_CHECKING:
+    from airflow_butido.manifest import ArtifactRef
+    from airflow_butido.recipes.config import Config
 
 CHUNK_SIZE = 1 << 20
 OUTPUTS_DIR = "outputs"
@@ -40,16 +45,39 @@ class Artifact:
 
 
 def staging_dir(staging_root: Path, submit_uuid: str) -> Path:
-    """``<staging>/<submit uuid>``: one staging store per submit."""
+    """``<staging>/<submit uuid>``: one staging store per submit, never outside ``staging``."""
+    confine(staging_root, str(submit_uuid), what=f"staging directory of submit {submit_uuid}")
     return Path(staging_root) / str(submit_uuid)
 
 
 def release_dir(releases_root: Path, store: str) -> Path:
+    """``<releases_root>/<store>``: one directory below the root (it may be a link to
+    another disk, the store name may not climb out)."""
+    if store in ("", ".", "..") or "/" in store or "\0" in store:
+        raise ConfigError(f"release store {store!r} must be a directory name below {releases_root}")
     return Path(releases_root) / store
 
 
 def release_dirs(releases_root: Path, stores: Iterable[str]) -> list[Path]:
     return [release_dir(releases_root, store) for store in stores]
+
+
+def release_store_holding(
+    staging_root: Path, release_store_dirs: Sequence[Path], submit_uuid: str, path: str
+) -> str | None:
+    """The release store (by name) holding ``path`` when its staged copy in the staging
+    directory of ``submit_uuid`` is gone; None while the staged copy is there."""
+    if (staging_dir(staging_root, submit_uuid) / path).is_file():
+        return None
+    return next((Path(d).name for d in release_store_dirs if (Path(d) / path).is_file()), None)
+
+
+def artifact_file(config: Config, ref: ArtifactRef) -> Path:
+    """Where a manifest's artifact lies: its release store, or the staging directory of the
+    submit that built it."""
+    if ref.store:
+        return release_dir(config.releases_root, ref.store) / ref.path
+    return staging_dir(config.staging, ref.submit_uuid or "") / ref.path
 
 
 class _ChunkReader(io.RawIOBase):

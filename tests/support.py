@@ -134,3 +134,14 @@ class Pkg:
 
     name: str
     version: str
+
+
+# The -E cases every command that takes -E is tested with: (case, argument, the error it
+# gives or None when it is accepted). "FLAVOR=a=b" sets FLAVOR to "a=b".
+ENV_ARG_CASES = (
+    ("empty value", "FLAVOR=", "-E 'FLAVOR=': FLAVOR: empty value"),
+    ("'=' in the value", "FLAVOR=a=b", None),
+    ("bad name", "1BAD=x", "-E '1BAD=x': invalid variable name '1BAD'"),
+)
+# ... and where the command checks containers.allowed_env (FLAVOR allowed, NOPE not):
+ENV_NOT_ALLOWED_CASE = ("name not allowed", "NOPE=x", "NOPE")

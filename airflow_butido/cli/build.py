@@ -17,33 +17,14 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from airflow_butido.cli.output import add_format_flags
-
-
-def add_run_flags(p: argparse.ArgumentParser) -> None:
-    """-I, -E, --force-rebuild and the output format: shared with `butido trigger`."""
-    p.add_argument("-I", "--image", required=True, help="build image (full or short name)")
-    p.add_argument(
-        "-E",
-        "--env",
-        action="append",
-        metavar="K=V",
-        help="environment variable for every build container and env conditions (repeatable)",
-    )
-    p.add_argument(
-        "--force-rebuild", action="store_true", help="build even when an artifact is reusable"
-    )
-    add_format_flags(p)
-
-
-def env_pairs(assignments: Iterable[str] | None) -> tuple[tuple[str, str], ...]:
-    from airflow_butido.cli.repo_commands import parse_env
-
-    return tuple(sorted(parse_env(assignments).items()))
+from airflow_butido.cli.common import add_run_flags, database_url_for
+from airflow_butido.run_inputs import env_pairs
+from airflow_butido.stores import artifact_file
 
 
 def register(subparsers: Any) -> None:
@@ -94,10 +75,10 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     _quiet_airflow(args.verbose)
     from airflow_butido import parse_cache
     from airflow_butido.dag_factory import create_dags
-    from airflow_butido.db.engine import database_url
     from airflow_butido.local_build import LocalRun, TaskEvent
+    from airflow_butido.manifest import Manifest, is_manifest
     from airflow_butido.plan import PLAN_TASK_ID, REPORT_TASK_ID, Plan, RunRequest
-    from airflow_butido.report import summarize
+    from airflow_butido.report import report_json, summarize
 
     repo_root = Path(args.repo).resolve()
     config = parse_cache.load(repo_root).repo.config
@@ -106,7 +87,7 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     request = RunRequest((spec,), env_pairs(args.env), args.force_rebuild)
     (dag,) = create_dags(repo_root, images=[image]).values()
 
-    url = database_url(config, repo_root=repo_root, use_airflow=False)
+    url = database_url_for(args, config, use_airflow=False)
     for task in dag.tasks:
         task.database_url = url  # type: ignore[union-attr]
     slots = sum(e.maxjobs for e in config.docker.endpoints)
@@ -119,8 +100,10 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
             if event.task_id not in (plan.get("labels") or {}):
                 return  # outside the requested closure, or no plan at all
         text = event.state
-        if not bookkeeping and event.state == "success":
-            text = "reused" if (event.value or {}).get("reused") else "built"
+        if not bookkeeping and event.state == "success" and is_manifest(event.value):
+            text = Manifest.from_json(event.value).outcome
+        elif not bookkeeping and event.task_id in (plan.get("reused") or {}):
+            text, event = "reused up front", replace(event, message="")
         if event.message and event.state != "success":
             first, *rest = event.message.splitlines()
             text += f": {first}" + "".join(
@@ -139,24 +122,20 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     if not plan_json:
         return 1  # the plan's message has been printed
     plan = Plan.from_json(plan_json)
-    manifests = {t: local.xcom.get(t, "return_value") for t in plan.packages}
+    values = {t: local.xcom.get(t, "return_value") for t in plan.packages}
+    manifests = {t: Manifest.from_json(v) for t, v in values.items() if is_manifest(v)}
+    manifests.update(plan.reused)
     failures = {t: local.xcom.get(t, "failure") for t in plan.packages}
     report = summarize(plan, states, manifests, failures)
     paths = sorted(
-        (
-            str(artifact_path(config, a, plan.submit_uuid))
-            for m in manifests.values()
-            if m
-            for a in m.get("artifacts") or ()
-        ),
+        (str(artifact_file(config, a)) for m in manifests.values() for a in m.artifacts),
         key=str.lower,
     )
     if args.json or args.csv:
         from airflow_butido.cli.output import print_table
-        from airflow_butido.operators.report import report_json
 
         if args.json:
-            result = {**report_json(report), "ok": report.ok, "paths": paths}
+            result = {**report_json(report), "paths": paths}
             print(json.dumps(result, indent=2), file=stdout)
         else:
             rows = [(o.label, o.outcome, o.message) for o in report.outcomes]
@@ -186,14 +165,6 @@ def _sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def artifact_path(config: Any, artifact: dict[str, Any], submit_uuid: str) -> Path:
-    """Where a manifest's artifact lies: a release store, or the staging directory of the
-    submit that built it (an earlier one for a reused build)."""
-    if artifact.get("store"):
-        return Path(config.releases_root) / artifact["store"] / artifact["path"]
-    return Path(config.staging) / str(artifact.get("submit_uuid") or submit_uuid) / artifact["path"]
 
 
 def _quiet_airflow(verbose: bool) -> None:

@@ -3,177 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import re
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from airflow_butido.cli.common import (
+    DbContext,
+    add_db_flags,
+    add_env_flag,
+    add_limit,
+    add_text_flags,
+    add_time_filters,
+    database_url_for,
+    disposing,
+    fmt_time,
+    format_text,
+    highlight_theme_of,
+    limit_of,
+    load_config_for,
+    open_db,
+    time_filters,
+    uuid_arg,
+)
 from airflow_butido.cli.output import add_format_flags, print_table
 from airflow_butido.errors import ButidoError
-
-DEFAULT_LIMIT = 10
-
-
-# --- shared by every command that touches the database ------------------------------
-
-
-def add_db_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db-url",
-        metavar="URL",
-        help="SQLAlchemy URL of the build database (overrides the configuration)",
-    )
-
-
-@dataclass
-class DbContext:
-    engine: Any
-    config: Any  # the repository's Config, or None when --db-url alone was given
-
-    @property
-    def default_limit(self) -> int:
-        limit = getattr(self.config, "database_default_query_limit", None)
-        return DEFAULT_LIMIT if limit is None else int(limit)
-
-    def short_image(self, name: str) -> str:
-        shorten = getattr(self.config, "short_image_name", None)
-        return shorten(name) if callable(shorten) else name
-
-
-def load_config_for(args: argparse.Namespace, *, required: bool) -> Any | None:
-    """The repository's config; optional when ``--db-url`` names the database."""
-    from airflow_butido.recipes.config import load_config
-
-    try:
-        return load_config(Path(args.repo))
-    except ButidoError:
-        if required:
-            raise
-        return None
-
-
-def open_db(
-    args: argparse.Namespace, *, need_schema: bool = True, need_config: bool = False
-) -> DbContext:
-    from airflow_butido.db.engine import database_url, make_engine
-
-    url = getattr(args, "db_url", None)
-    config = load_config_for(args, required=need_config or not url)
-    url = database_url(config, url=url, repo_root=Path(args.repo))
-    if need_schema:
-        _require_sqlite_file(url)
-    # One command, one connection reused by its statements; disposed by disposing().
-    engine = make_engine(url, pool_size=1, pool_pre_ping=False)
-    args.db_engines = [*getattr(args, "db_engines", []), engine]
-    if need_schema:
-        check_schema(engine)
-    return DbContext(engine, config)
-
-
-def _require_sqlite_file(url: str) -> None:
-    """A query must not create an empty SQLite file (and its directories) on the way."""
-    import sqlalchemy as sa
-
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
-        return  # make_engine reports it
-    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
-    if path and path != ":memory:" and not Path(path).is_file():
-        raise ButidoError(f"database {path} does not exist: run `butido db setup`")
-
-
-def disposing(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Run a command, then close the database connections it opened."""
-
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        finally:
-            for engine in getattr(args, "db_engines", []):
-                engine.dispose()
-
-    return run
-
-
-def check_schema(engine: Any) -> None:
-    from airflow_butido.db.migrate import current_state, head_revision
-
-    state = current_state(engine)
-    if state == head_revision():
-        return
-    where = engine.url.render_as_string(hide_password=True)
-    if state == "empty":
-        raise ButidoError(f"database {where} has no butido schema: run `butido db setup`")
-    if state == "butido-0.5":
-        raise ButidoError(
-            f"database {where} is a butido 0.5 database: run `butido db setup` to adopt it"
-        )
-    from airflow_butido.db.migrate import known_revisions, unknown_revision_error
-
-    if state not in known_revisions():
-        raise unknown_revision_error(engine, state)
-    raise ButidoError(f"database {where} is at revision {state}: run `butido db setup`")
-
-
-def limit_of(args: argparse.Namespace, ctx: DbContext) -> int | None:
-    limit = ctx.default_limit if args.limit is None else args.limit
-    if limit < 0:
-        raise ButidoError(f"--limit must be 0 (unlimited) or positive, not {limit}")
-    return limit or None
-
-
-def parse_env_pairs(items: Sequence[str] | None) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for item in items or ():
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ButidoError(f"-E {item!r}: expected NAME=VALUE")
-        env[name] = value
-    return env
-
-
-_UNITS = {
-    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
-    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
-    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
-    "d": 86400, "day": 86400, "days": 86400,
-    "w": 604800, "week": 604800, "weeks": 604800,
-    "M": 2630016, "month": 2630016, "months": 2630016,
-    "y": 31557600, "year": 31557600, "years": 31557600,
-}  # fmt: skip
-_DURATION_PART = re.compile(r"\s*(\d+)\s*([A-Za-z]+)")
-
-
-def parse_when(text: str, *, now: datetime | None = None) -> datetime:
-    """A point in time: a duration ago (``2h``, ``3weeks``, ``1d 12h``) or a date
-    ``YYYY-MM-DD[ HH:MM:SS]`` (UTC)."""
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
-        try:
-            return datetime.strptime(text.strip(), fmt).replace(tzinfo=UTC)
-        except ValueError:
-            pass
-    seconds, pos = 0, 0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos or match.group(2) not in _UNITS:
-            break
-        seconds += int(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos == 0 or text[pos:].strip():
-        raise ButidoError(f"{text!r} is neither a duration (2h, 3weeks) nor YYYY-MM-DD[ HH:MM:SS]")
-    return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
-
-
-def fmt_time(value: datetime | None) -> str:
-    if value is None:
-        return ""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+from airflow_butido.run_inputs import parse_env_assignments
+from airflow_butido.stores import release_dir
 
 
 def _out(args: argparse.Namespace, headers: Sequence[str], rows: Any) -> None:
@@ -200,7 +57,7 @@ def cmd_submits(args: argparse.Namespace) -> int:
         with_pkg=args.with_pkg,
         for_pkg=args.for_pkg,
         commit=args.commit,
-        image=_image(ctx, args.image),
+        image=ctx.resolve_image(args.image),
         limit=limit_of(args, ctx),
     )
     _out(
@@ -213,15 +70,6 @@ def cmd_submits(args: argparse.Namespace) -> int:
         ],
     )  # fmt: skip
     return 0
-
-
-def _image(ctx: DbContext, name: str | None) -> str | None:
-    if not name or ctx.config is None:
-        return name
-    try:
-        return str(ctx.config.resolve_image(name))
-    except ButidoError:
-        return name  # a historic image no longer configured
 
 
 JOB_HEADERS = ("Submit", "Job", "Time", "Host", "State", "Package", "Version", "Distro", "Type")
@@ -240,15 +88,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from airflow_butido.db.queries import list_jobs
 
     ctx = open_db(args)
+    older_than, newer_than = time_filters(args)
     found = list_jobs(
         ctx.engine,
         submit=args.submit,
-        image=_image(ctx, args.image),
-        env=parse_env_pairs(args.env),
+        image=ctx.resolve_image(args.image),
+        env=parse_env_assignments(args.env),
         endpoint=args.endpoint,
         package=args.package,
-        older_than=parse_when(args.older_than) if args.older_than else None,
-        newer_than=parse_when(args.newer_than) if args.newer_than else None,
+        older_than=older_than,
+        newer_than=newer_than,
         limit=limit_of(args, ctx),
     )
     _out(args, JOB_HEADERS, [_job_cells(ctx, x) for x in found])
@@ -344,18 +193,14 @@ def cmd_job(args: argparse.Namespace) -> int:
         _out(args, ("Name", "Value"), job.env)
     if args.script:
         print("\nScript:")
-        _print_text(job.script, args.line_numbers)
+        theme = highlight_theme_of(args, ctx.config)
+        sys.stdout.write(
+            format_text(job.script, line_numbers=args.line_numbers, highlight_theme=theme)
+        )
     if args.log:
         print("\nLog:")
-        _print_text(job.log, args.line_numbers)
+        sys.stdout.write(format_text(job.log, line_numbers=args.line_numbers))
     return 0
-
-
-def _print_text(text: str, numbered: bool) -> None:
-    lines = text.splitlines()
-    width = len(str(len(lines)))
-    for number, line in enumerate(lines, 1):
-        sys.stdout.write(f"{str(number).rjust(width)} | {line}\n" if numbered else line + "\n")
 
 
 def cmd_log_of(args: argparse.Namespace) -> int:
@@ -386,12 +231,13 @@ def cmd_releases(args: argparse.Namespace) -> int:
     from airflow_butido.db.queries import list_releases
 
     ctx = open_db(args)
+    older_than, newer_than = time_filters(args)
     found = list_releases(
         ctx.engine,
         store=args.to,
         package=args.package,
-        older_than=parse_when(args.older_than) if args.older_than else None,
-        newer_than=parse_when(args.newer_than) if args.newer_than else None,
+        older_than=older_than,
+        newer_than=newer_than,
         limit=limit_of(args, ctx),
     )
     root = getattr(ctx.config, "releases_root", None)
@@ -399,7 +245,7 @@ def cmd_releases(args: argparse.Namespace) -> int:
     for x in found:
         where = x.path
         if root is not None:
-            full = Path(root) / x.store / x.path
+            full = release_dir(root, x.store) / x.path
             where = str(full) if full.is_file() else f"{full} (is not available locally)"
         cells.append((x.package, x.version, fmt_time(x.date), x.store, where))
     _out(args, ("Package", "Version", "Date", "Store", "Path"), cells)
@@ -420,30 +266,63 @@ def cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
+DB_TOOLS = {"postgresql": ("psql", "pgcli"), "sqlite": ("sqlite3",)}
+
+
+def client_command(url: str, tool: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command line of an interactive client for ``url`` and the variables to add to
+    its environment. The password travels in ``PGPASSWORD``, never in the arguments (they
+    are visible to every user in ``ps``)."""
+    import sqlalchemy as sa
+
+    parsed = sa.engine.make_url(url)
+    backend = parsed.get_backend_name()
+    tools = DB_TOOLS.get(backend)
+    if tools is None:
+        raise ButidoError(f"db cli: no client for {backend} databases")
+    tool = tool or tools[0]
+    if tool not in tools:
+        raise ButidoError(
+            f"db cli: --tool {tool} does not open {backend} databases (use {', '.join(tools)})"
+        )
+    if backend == "sqlite":
+        path = parsed.database or ""
+        if not path or path == ":memory:" or not Path(path).is_file():
+            where = path or ":memory:"
+            raise ButidoError(f"database {where} does not exist: run `butido db setup`")
+        return [tool, path], {}
+    env: dict[str, str] = {}
+    if parsed.password is not None:
+        env["PGPASSWORD"] = str(parsed.password)
+    timeout = parsed.query.get("connect_timeout")
+    if isinstance(timeout, str):
+        env["PGCONNECT_TIMEOUT"] = timeout
+    argv = [tool]
+    for flag, value in (
+        ("-h", parsed.host),
+        ("-p", parsed.port),
+        ("-U", parsed.username),
+        ("-d", parsed.database),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv, env
+
+
+def cmd_cli(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    config = load_config_for(args, required=False)
+    argv, extra_env = client_command(database_url_for(args, config), args.tool)
+    if shutil.which(argv[0]) is None:
+        raise ButidoError(f"db cli: {argv[0]} is not installed (or not on PATH)")
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, {**os.environ, **extra_env})
+    return 0  # not reached: exec replaces this process
+
+
 # --- parser ------------------------------------------------------------------------------
-
-
-def uuid_arg(value: str) -> str:
-    """A UUID argument in canonical form; anything else is a usage error, not a query
-    PostgreSQL refuses with a traceback."""
-    import uuid
-
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a UUID") from None
-
-
-def add_limit(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-L", "--limit", type=int, default=None,
-        help="at most N rows (default: database_default_query_limit; 0 = unlimited)",
-    )  # fmt: skip
-
-
-def add_time_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--older-than", metavar="WHEN", help="e.g. 2h, 3weeks or 2024-03-01")
-    parser.add_argument("--newer-than", metavar="WHEN", help="e.g. 2h, 3weeks or 2024-03-01")
 
 
 def register(subparsers: Any) -> None:
@@ -457,6 +336,13 @@ def register(subparsers: Any) -> None:
             add_format_flags(p)
         p.set_defaults(func=disposing(func))
         return p
+
+    p = command("cli", cmd_cli, "open psql (PostgreSQL) or sqlite3 (SQLite) on the database",
+                table=False)  # fmt: skip
+    p.add_argument(
+        "--tool", choices=sorted({t for tools in DB_TOOLS.values() for t in tools}),
+        help="client program (default: psql for PostgreSQL, sqlite3 for SQLite)",
+    )  # fmt: skip
 
     command("setup", cmd_setup, "create the schema, or upgrade (and adopt) an existing one",
             table=False)  # fmt: skip
@@ -475,7 +361,7 @@ def register(subparsers: Any) -> None:
     p = command("jobs", cmd_jobs, "list jobs (one row per artifact)")
     p.add_argument("-S", "--submit", metavar="UUID", type=uuid_arg, help="jobs of this submit")
     p.add_argument("-I", "--image", help="jobs on this image")
-    p.add_argument("-E", "--env", action="append", metavar="K=V", help="jobs with K=V")
+    add_env_flag(p, "jobs run with K=V (repeatable)")
     p.add_argument("-e", "--endpoint", help="jobs on this endpoint")
     p.add_argument("-p", "--package", help="jobs of this package")
     add_time_filters(p)
@@ -486,10 +372,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("-L", "--log", action="store_true", help="print the log")
     p.add_argument("-s", "--script", action="store_true", help="print the script")
     p.add_argument("-E", "--env", action="store_true", help="print the environment")
-    p.add_argument(
-        "--line-numbers", action=argparse.BooleanOptionalAction, default=False,
-        help="number script and log lines",
-    )  # fmt: skip
+    add_text_flags(p)
 
     p = command("log-of", cmd_log_of, "print a job's log", table=False)
     p.add_argument("uuid", metavar="UUID", type=uuid_arg)

@@ -1,5 +1,9 @@
-"""``butido find-artifact NAME [VERSION] -I IMAGE [-E K=V]...``: the artifacts a build
-would reuse now, or why a package would be rebuilt."""
+"""``butido find-artifact REGEX [VERSION] -I IMAGE [-E K=V]...``: the artifacts a build
+would reuse now, or why a package would be rebuilt.
+
+REGEX is an unanchored regular expression on package names and VERSION a version
+constraint, as in butido. ``-S`` drops the script from the comparison: an artifact built
+by another script (all other inputs equal) is found too."""
 
 from __future__ import annotations
 
@@ -7,57 +11,68 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from airflow_butido.cli.db import add_db_flags, disposing, fmt_time, open_db, parse_env_pairs
+from airflow_butido.cli.common import (
+    CONSTRAINT_HELP,
+    add_db_flags,
+    add_env_flag,
+    disposing,
+    fmt_time,
+    open_db,
+    select_packages,
+)
 from airflow_butido.errors import ButidoError
+from airflow_butido.run_inputs import check_allowed_env, parse_env_assignments
 
 
 def cmd_find_artifact(args: argparse.Namespace) -> int:
+    from airflow_butido.build_key import git_environment, key_inputs
+    from airflow_butido.container import local_image_digest
     from airflow_butido.db import reuse
-    from airflow_butido.db.build_inputs import current_build_inputs, local_image_digest
-    from airflow_butido.db.queries import list_releases
+    from airflow_butido.db.queries import build_keys_but_script, list_releases
     from airflow_butido.graph import resolve
     from airflow_butido.recipes.repository import load_repository
+    from airflow_butido.stores import release_dirs as store_dirs
 
     ctx = open_db(args, need_config=True)
-    config = ctx.config
+    config = ctx.repo_config
     repo_root = Path(args.repo).absolute()
     repo = load_repository(repo_root, config=config)
     image = config.resolve_image(args.image)
-    env = parse_env_pairs(args.env)
-    check_env_names(env, config)
-    if args.version:
-        found = repo.get(args.name, args.version)
-        targets = [found] if found else []
-    else:
-        targets = repo.find(args.name)
+    env = parse_env_assignments(args.env)
+    check_allowed_env(env, config.containers)
+    targets = select_packages(repo, None, args.version, regex=args.name)
     if not targets:
-        raise ButidoError(f"no package {args.name} {args.version or ''}".rstrip())
+        raise ButidoError(f"no package matches {args.name!r} {args.version or ''}".rstrip())
     digest = args.image_digest or local_image_digest(image)
     staging = Path(args.staging_dir) if args.staging_dir else Path(config.staging)
-    release_dirs = [Path(config.releases_root) / s for s in config.release_stores]
+    release_dirs = store_dirs(config.releases_root, config.release_stores)
     exists = reuse.store_checker(staging, release_dirs)
+    run_env = tuple(sorted(env.items()))
+    git_env = git_environment(config, repo_root)
 
     status = 0
     for target in targets:
         graph = resolve(repo, [target], image=image, env=env)
-        reusable: dict[Any, reuse.ReuseCandidate | None] = {}
-        inputs: dict[Any, reuse.BuildKeyInputs | None] = {}
-        for key in graph.build_order():
-            deps = graph.transitive_dependencies(key)
-            if any(reusable.get(d) is None for d in deps):
-                inputs[key] = None  # a dependency is rebuilt, so is this package
-                reusable[key] = None
-                continue
-            dep_hashes = [a.sha256 for d in deps for a in reusable[d].artifacts]  # type: ignore[union-attr]
-            package = graph.packages[key]
-            inputs[key] = now = current_build_inputs(
-                package, config, repo_root, image_digest=digest, env=env,
-                dependency_artifacts=dep_hashes,
+
+        def inputs_of(key: tuple[str, str], hashes: list[str], graph: Any = graph) -> Any:
+            return key_inputs(
+                graph.packages[key], config, repo_root, image_digest=digest, env=run_env,
+                dependency_sha256=hashes, git_env=git_env,
             )  # fmt: skip
-            key_hex = reuse.build_key(now)
-            reusable[key] = reuse.find_reusable(ctx.engine, key[0], key[1], key_hex, exists)
+
+        def without_script(key: tuple[str, str], now: Any) -> Any:
+            for other in build_keys_but_script(ctx.engine, key[0], key[1], now.to_json()):
+                found = reuse.find_reusable(ctx.engine, key[0], key[1], other, exists)
+                if found is not None:
+                    return found
+            return None
+
+        decisions = reuse.decide_reuse(
+            ctx.engine, graph.build_order(), graph.transitive_dependencies, inputs_of, exists,
+            fallback=without_script if args.no_script_filter else None,
+        )  # fmt: skip
         root = target.key
-        candidate = reusable[root]
+        candidate = decisions[root].candidate
         if candidate is not None:
             releases = list_releases(ctx.engine, job=candidate.job_uuid)
             for art in candidate.artifacts:
@@ -71,13 +86,13 @@ def cmd_find_artifact(args: argparse.Namespace) -> int:
             continue
         status = 1
         print(f"{target.label} would be rebuilt:")
-        blocked = [k for k in graph.transitive_dependencies(root) if reusable.get(k) is None]
-        root_inputs = inputs[root]
+        blocked = [k for k in graph.transitive_dependencies(root) if decisions[k].candidate is None]
+        root_inputs = decisions[root].inputs
         if root_inputs is None:
             labels = ", ".join(f"{n} {v}" for n, v in sorted(blocked))
             print(f"  dependencies would be rebuilt: {labels}")
             for dep in sorted(blocked):
-                dep_inputs = inputs.get(dep)
+                dep_inputs = decisions[dep].inputs
                 if dep_inputs is not None:
                     for line in reuse.explain_difference(ctx.engine, dep[0], dep[1], dep_inputs):
                         print(f"  {dep[0]} {dep[1]}: {line}")
@@ -87,32 +102,19 @@ def cmd_find_artifact(args: argparse.Namespace) -> int:
     return status
 
 
-def check_env_names(env: dict[str, str], config: Any) -> None:
-    """The -E names a build would accept; others would make the answer meaningless."""
-    import re
-
-    for name in env:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ButidoError(f"-E {name}=...: invalid variable name")
-    containers = config.containers
-    if containers.check_env_names:
-        refused = sorted(set(env) - set(containers.allowed_env))
-        if refused:
-            raise ButidoError(
-                f"-E {', '.join(refused)}: not in containers.allowed_env of config.toml "
-                "(a build would refuse it)"
-            )
-
-
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "find-artifact", help="artifacts a build would reuse, or why it would rebuild"
     )
     add_db_flags(p)
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("version", nargs="?", metavar="VERSION", help="exact version")
+    p.add_argument("name", metavar="REGEX", help="unanchored regular expression on the name")
+    p.add_argument("version", nargs="?", metavar="VERSION", help=CONSTRAINT_HELP)
     p.add_argument("-I", "--image", required=True, help="build image (full or short name)")
-    p.add_argument("-E", "--env", action="append", metavar="K=V", help="build environment")
+    add_env_flag(p, "build environment (repeatable)")
+    p.add_argument(
+        "-S", "--no-script-filter", action="store_true",
+        help="also find artifacts built by a different script (other inputs equal)",
+    )  # fmt: skip
     p.add_argument("--image-digest", help="image ID to assume instead of asking Docker")
     p.add_argument("--staging-dir", help="staging root (default: config staging)")
     p.set_defaults(func=disposing(cmd_find_artifact))

@@ -14,8 +14,9 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from airflow_butido.cli.repo_commands import CONSTRAINT_HELP, load_repo, select_packages
+from airflow_butido.cli.common import CONSTRAINT_HELP, load_repo, require_packages, select_packages
 from airflow_butido.errors import ButidoError
+from airflow_butido.run_inputs import disallowed_env_names
 
 if TYPE_CHECKING:
     from airflow_butido.recipes.package import Package
@@ -66,11 +67,9 @@ def check_package(package: Package, repo: Repository) -> list[str]:
                 )
             elif image not in images:
                 problems.append(f"{key}: image {image!r} is not configured")
-    if config.containers.check_env_names:
-        allowed = set(config.containers.allowed_env)
-        for name, _value in package.environment or ():
-            if name not in allowed:
-                problems.append(f"environment variable {name} is not in containers.allowed_env")
+    env_names = (name for name, _value in package.environment or ())
+    for name in disallowed_env_names(env_names, config.containers):
+        problems.append(f"environment variable {name} is not in containers.allowed_env")
     return problems
 
 
@@ -107,8 +106,6 @@ def _script_problems(package: Package, repo: Repository) -> list[str]:
 def cmd_lint(args: argparse.Namespace) -> int:
     repo = load_repo(args)
     if args.name is not None:
-        from airflow_butido.cli.repo_commands import require_packages
-
         packages = require_packages(repo, args.name, args.version)
     else:
         packages = select_packages(repo, None, None)

@@ -3,7 +3,11 @@
 Every command group lives in its own module of this package and exposes
 ``register(subparsers)``; each sub-command sets ``func(args) -> int``. Errors that
 are the user's (``ButidoError``) are printed to stderr with exit status 1, never
-as a traceback.
+as a traceback. A command group that fails to import is an error of the installation,
+never silently left out.
+
+Shell completion (``generate-completions``) comes from argcomplete: the generated
+script calls ``butido`` back, and ``autocomplete`` answers before any command runs.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from airflow_butido import __version__
+from airflow_butido.cli.common import add_db_flags
 from airflow_butido.errors import ButidoError
 
 # Command-group modules, in the order their commands appear in --help.
@@ -44,20 +49,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("BUTIDO_REPO", ".")),
         help="package repository root (default: $BUTIDO_REPO or the current directory)",
     )
+    parser.add_argument(
+        "--hide-bars",
+        action="store_true",
+        help="accepted for butido's scripts; there are no progress bars to hide",
+    )
+    add_db_flags(parser, is_global=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # command group not part of this build
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
+    p = subparsers.add_parser("generate-completions", help="print a shell completion script")
+    p.add_argument("shell", nargs="?", default="bash", choices=COMPLETION_SHELLS)
+    p.set_defaults(func=cmd_generate_completions)
     return parser
+
+
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+def cmd_generate_completions(args: argparse.Namespace) -> int:
+    import argcomplete
+
+    sys.stdout.write(argcomplete.shellcode(["butido"], shell=args.shell))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if argv is None and "_ARGCOMPLETE" in os.environ:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)  # answers the shell and exits
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

@@ -12,23 +12,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_butido.cli.db import (
+from airflow_butido.cli.common import (
     add_db_flags,
     add_limit,
     add_time_filters,
-    cmd_releases,
+    confirm,
     disposing,
     open_db,
     uuid_arg,
 )
+from airflow_butido.cli.db import cmd_releases
 from airflow_butido.cli.output import add_format_flags
+from airflow_butido.stores import release_dir
 
 
 def cmd_new(args: argparse.Namespace) -> int:
     from airflow_butido.release import release_new
 
     ctx = open_db(args, need_config=True)
-    cfg = ctx.config
+    cfg = ctx.repo_config
+
+    def confirm_update(dest: Path) -> bool:
+        return confirm(f"Going to update {dest}", non_interactive=args.non_interactive)
+
     released = release_new(
         ctx.engine,
         submit_uuid=args.submit,
@@ -39,6 +45,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         name=args.name,
         version=args.version,
         update=args.update,
+        confirm_update=confirm_update,
     )
     if not args.quiet:
         for item in released:
@@ -84,10 +91,14 @@ def announce_release(store: str, submit: str, released: Sequence[Any]) -> None:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from airflow_butido.release import release_rm
+    from airflow_butido.release import ReleaseError, check_store, release_rm
 
     ctx = open_db(args, need_config=True)
-    cfg = ctx.config
+    cfg = ctx.repo_config
+    check_store(args.from_store, cfg.release_stores)
+    question = f"Remove the newest release of {args.name} {args.version} from {args.from_store}?"
+    if not confirm(question, non_interactive=args.non_interactive):
+        raise ReleaseError(f"{args.name} {args.version}: not removed (declined)")
     removed = release_rm(
         ctx.engine,
         store=args.from_store,
@@ -96,7 +107,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
         releases_root=Path(cfg.releases_root),
         stores=tuple(cfg.release_stores),
     )
-    print(f"removed {Path(cfg.releases_root) / removed.store / removed.path}")
+    print(f"removed {release_dir(cfg.releases_root, removed.store) / removed.path}")
     return 0
 
 
@@ -116,6 +127,12 @@ class _IntermixedParser(argparse.ArgumentParser):
             self._parsing = False
 
 
+def _non_interactive(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--non-interactive", action="store_true", help=f"{what} without asking for confirmation"
+    )
+
+
 def register(subparsers: Any) -> None:
     release = subparsers.add_parser("release", help="release artifacts into a release store")
     sub = release.add_subparsers(
@@ -129,6 +146,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("name", nargs="?", metavar="NAME", help="only this package")
     p.add_argument("version", nargs="?", metavar="VERSION", help="only this exact version")
     p.add_argument("--update", action="store_true", help="replace already released files")
+    _non_interactive(p, "replace released files (--update)")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the paths")
     p.set_defaults(func=disposing(cmd_new))
 
@@ -137,6 +155,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--from", dest="from_store", required=True, metavar="STORE")
     p.add_argument("name", metavar="NAME")
     p.add_argument("version", metavar="VERSION")
+    _non_interactive(p, "remove")
     p.set_defaults(func=disposing(cmd_rm))
 
     p = sub.add_parser("list", help="list releases (same as `db releases`)")

@@ -1,6 +1,10 @@
 """Read-only commands over the package repository: tree-of, versions-of,
 dependencies-of, what-depends, env-of, find-pkg, metrics.
 
+``find-pkg``, ``dependencies-of`` and ``what-depends`` print packages through the
+configured ``package_print_format`` (a handlebars template), as butido does;
+``--csv`` / ``--json`` print a table instead.
+
 Imports stay light at module level (the CLI must start fast); the repository loader
 is imported inside the helpers.
 """
@@ -9,95 +13,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from airflow_butido.cli.common import (
+    CONSTRAINT_HELP,
+    add_db_flags,
+    add_env_flag,
+    add_package_args,
+    add_text_flags,
+    disposing,
+    format_text,
+    highlight_theme_of,
+    load_repo,
+    open_db,
+    require_packages,
+    select_packages,
+)
 from airflow_butido.cli.output import add_format_flags, print_table
-from airflow_butido.errors import ButidoError, ResolveError
+from airflow_butido.errors import ResolveError
+from airflow_butido.run_inputs import parse_env_assignments
 
 if TYPE_CHECKING:
     from airflow_butido.graph import PackageGraph
     from airflow_butido.recipes.package import Package
     from airflow_butido.recipes.repository import Repository
 
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEPENDENCY_KINDS = ("build", "runtime")
-
-
-# ---------------------------------------------------------------- shared helpers
-
-
-def parse_env_assignment(text: str) -> tuple[str, str]:
-    """``KEY=VALUE`` from ``-E``; everything after the first ``=`` is the value."""
-    key, sep, value = text.partition("=")
-    if not sep or not _ENV_NAME_RE.fullmatch(key) or not value:
-        raise ButidoError(
-            f"invalid environment assignment {text!r}: expected KEY=VALUE with KEY made of "
-            "letters, digits and '_' (not starting with a digit) and a non-empty VALUE"
-        )
-    return key, value
-
-
-def parse_env(assignments: Iterable[str] | None) -> dict[str, str]:
-    return dict(parse_env_assignment(a) for a in assignments or ())
-
-
-def load_repo(args: argparse.Namespace) -> Repository:
-    from airflow_butido.recipes.repository import load_repository
-
-    return load_repository(args.repo)
-
-
-def select_packages(
-    repo: Repository, name: str | None, constraint: str | None, *, regex: str | None = None
-) -> list[Package]:
-    """Packages by exact name (or unanchored regex) and CLI version constraint."""
-    from airflow_butido.recipes.errors import InvalidValue
-    from airflow_butido.recipes.versions import VersionConstraint
-
-    try:
-        vc = VersionConstraint.parse(constraint) if constraint is not None else None
-    except InvalidValue as exc:
-        raise ButidoError(f"invalid version constraint {constraint!r}: {exc.message}") from None
-    if regex is not None:
-        pattern = compile_regex(regex)
-        found = [p for p in repo if pattern.search(p.name)]
-    elif name is not None:
-        found = repo.find(name)
-    else:
-        found = list(repo)
-    if vc is not None:
-        found = [p for p in found if vc.matches(p.version)]
-    return found
-
-
-def require_packages(repo: Repository, name: str, constraint: str | None) -> list[Package]:
-    found = select_packages(repo, name, constraint)
-    if found:
-        return found
-    versions = repo.versions_of(name)
-    if not versions:
-        raise ResolveError(f"no package named {name!r} in the repository")
-    raise ResolveError(
-        f"no version of {name} matches {constraint!r} (versions: {', '.join(versions)})"
-    )
-
-
-def compile_regex(text: str) -> re.Pattern[str]:
-    try:
-        return re.compile(text)
-    except re.error as exc:
-        raise ButidoError(f"invalid regular expression {text!r}: {exc}") from None
-
-
-def add_package_args(parser: argparse.ArgumentParser, *, version_help: str) -> None:
-    parser.add_argument("name", metavar="NAME", help="package name")
-    parser.add_argument("version", metavar="VERSION", nargs="?", help=version_help)
-
-
-CONSTRAINT_HELP = "version constraint: '=X' exact, 'X' semver-partial (1 matches 1.4.2)"
 
 
 # ---------------------------------------------------------------- tree-of
@@ -163,7 +105,7 @@ def _serial_order(graph: PackageGraph, root: tuple[str, str]) -> list[str]:
 def cmd_tree_of(args: argparse.Namespace) -> int:
     from airflow_butido.graph import resolve
 
-    env = parse_env(args.env)
+    env = parse_env_assignments(args.env)
     repo = load_repo(args)
     image = repo.config.resolve_image(args.image) if args.image else None
     roots = require_packages(repo, args.name, args.version)
@@ -205,11 +147,65 @@ def _kinds(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(args.type) if args.type else DEPENDENCY_KINDS
 
 
+PRINT_SWITCHES = (
+    "print_runtime_deps",
+    "print_build_deps",
+    "print_dependencies",
+    "print_sources",
+    "print_patches",
+    "print_env",
+    "print_flags",
+    "print_allowed_images",
+    "print_denied_images",
+    "print_phases",
+    "print_script",
+)
+
+
+def print_packages(
+    repo: Repository,
+    packages: list[Package],
+    flags: dict[str, bool],
+    *,
+    scripts: dict[tuple[str, str], str] | None = None,
+) -> None:
+    """Print packages through ``package_print_format`` with the ``print_*`` switches.
+
+    The template sees ``i`` (index from 0), ``p`` (the package as scripts see it, plus
+    an always empty ``flags``), ``script`` and every switch of ``flags``.
+    """
+    from airflow_butido.scripts.handlebars import render
+
+    template = repo.config.package_print_format
+    switches = {name: False for name in PRINT_SWITCHES} | flags
+    switches["print_any"] = any(switches[name] for name in PRINT_SWITCHES)
+    for i, package in enumerate(packages):
+        context = {
+            "i": i,
+            "p": {**package.template_context(), "flags": []},
+            "script": (scripts or {}).get(package.key, ""),
+            **switches,
+        }
+        sys.stdout.write(render(template, context, strict=False, name="package_print_format"))
+
+
+def _dependency_switches(kinds: tuple[str, ...]) -> dict[str, bool]:
+    return {
+        "print_dependencies": True,
+        "print_build_deps": "build" in kinds,
+        "print_runtime_deps": "runtime" in kinds,
+    }
+
+
 def cmd_dependencies_of(args: argparse.Namespace) -> int:
     repo = load_repo(args)
     kinds = _kinds(args)
+    packages = require_packages(repo, args.name, args.version)
+    if not (args.csv or args.json):
+        print_packages(repo, packages, _dependency_switches(kinds))
+        return 0
     rows = []
-    for package in require_packages(repo, args.name, args.version):
+    for package in packages:
         for dep in package.dependencies:
             if dep.kind in kinds:
                 cond = "" if dep.condition is None else str(dep.condition)
@@ -227,6 +223,12 @@ def cmd_what_depends(args: argparse.Namespace) -> int:
     """Direct dependents by dependency *name* (any version), conditions ignored."""
     repo = load_repo(args)
     kinds = _kinds(args)
+    if not (args.csv or args.json):
+        dependents = [
+            p for p in repo if any(d.name == args.name and d.kind in kinds for d in p.dependencies)
+        ]
+        print_packages(repo, dependents, _dependency_switches(kinds))
+        return 0
     rows = [
         (p.name, p.version, dep.kind, f"{dep.name} {dep.version}")
         for p in repo
@@ -257,44 +259,40 @@ def cmd_env_of(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- find-pkg
 
 
-def _detail_lines(args: argparse.Namespace, package: Package, repo: Repository) -> list[str]:
+def _find_pkg_switches(args: argparse.Namespace) -> dict[str, bool]:
     every = args.all
-    lines = [f"{package.name} {package.version}", f"    file: {package.path}"]
-    if every or args.sources:
-        lines.append("    sources:")
-        for s in package.sources:
-            manual = " (download manually)" if s.download_manually else ""
-            lines.append(f"        {s.name} = {s.url} ({s.hash_type}: {s.hash}){manual}")
-    if every or args.dependencies:
-        for kind in DEPENDENCY_KINDS:
-            lines.append(f"    {kind} dependencies:")
-            for dep in package.dependencies:
-                if dep.kind == kind:
-                    cond = "" if dep.condition is None else f" [if {dep.condition}]"
-                    lines.append(f"        {dep.name} {dep.version}{cond}")
-    if every or args.patches:
-        lines.append("    patches:")
-        lines.extend(f"        {p}" for p in package.patches)
-    if every or args.env:
-        lines.append("    environment:")
-        lines.extend(f"        {k} = {v!r}" for k, v in package.environment or ())
-    if every or args.images:
-        lines.append(f"    allowed images: {', '.join(package.allowed_images or ()) or '-'}")
-        lines.append(f"    denied images: {', '.join(package.denied_images or ()) or '-'}")
-    if every or args.phases:
-        lines.append("    phases: " + ", ".join(p.name for p in package.phases))
-    if args.script:
-        lines.append("    script:")
-        lines.extend(f"        {line}".rstrip() for line in _render(package, repo).splitlines())
-    return lines
+    deps = every or args.dependencies
+    kinds = tuple(args.dependency_type) if args.dependency_type else DEPENDENCY_KINDS
+    return {
+        "print_dependencies": deps,
+        "print_build_deps": deps and "build" in kinds,
+        "print_runtime_deps": deps and "runtime" in kinds,
+        "print_sources": every or args.sources,
+        "print_patches": every or args.patches,
+        "print_env": every or args.env,
+        "print_flags": every or args.flags,
+        "print_allowed_images": every or args.allowed_images,
+        "print_denied_images": every or args.denied_images,
+        "print_phases": every or args.phases,
+        "print_script": args.script,
+    }
 
 
-def _render(package: Package, repo: Repository) -> str:
-    try:
-        from airflow_butido.scripts.render import render_script
-    except ModuleNotFoundError as exc:
-        raise ButidoError("script rendering is not available in this installation") from exc
-    return render_script(package, repo.config)
+def _scripts(
+    args: argparse.Namespace, repo: Repository, packages: list[Package]
+) -> dict[tuple[str, str], str]:
+    """Rendered scripts for ``-s``, numbered and coloured as asked."""
+    from airflow_butido.scripts.render import render_script
+
+    theme = highlight_theme_of(args, repo.config)
+    return {
+        package.key: format_text(
+            render_script(package, repo.config),
+            line_numbers=args.line_numbers,
+            highlight_theme=theme,
+        ).rstrip("\n")
+        for package in packages
+    }
 
 
 def cmd_find_pkg(args: argparse.Namespace) -> int:
@@ -304,10 +302,8 @@ def cmd_find_pkg(args: argparse.Namespace) -> int:
         for package in found:
             print(f"{package.name} {package.version}")
         return 0
-    for i, package in enumerate(found):
-        if i:
-            print()
-        print("\n".join(_detail_lines(args, package, repo)))
+    scripts = _scripts(args, repo, found) if args.script else None
+    print_packages(repo, found, _find_pkg_switches(args), scripts=scripts)
     return 0
 
 
@@ -315,9 +311,10 @@ def cmd_find_pkg(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
+    """Repository counts, then the rows of every table of the build database."""
     repo = load_repo(args)
     config = repo.config
-    rows = [
+    rows: list[tuple[str, int]] = [
         ("pkg.toml files", len(repo.pkg_toml_files)),
         ("packages", len(repo)),
         ("package names", len(repo.names())),
@@ -326,6 +323,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         ("release stores", len(config.release_stores)),
         ("phases", len(config.available_phases)),
     ]
+    from airflow_butido.db.queries import table_counts
+
+    counts = table_counts(open_db(args).engine)
+    rows += [(f"rows in {table}", n) for table, n in counts.items()]
     print_table(("metric", "value"), rows, as_csv=args.csv, as_json=args.json)
     return 0
 
@@ -351,13 +352,7 @@ def register(subparsers: Any) -> None:
     )
     add_package_args(p, version_help=CONSTRAINT_HELP)
     p.add_argument("-I", "--image", help="build image (full or short name) for in_image conditions")
-    p.add_argument(
-        "-E",
-        "--env",
-        action="append",
-        metavar="K=V",
-        help="environment for has_env/env_eq conditions (repeatable)",
-    )
+    add_env_flag(p, "environment for has_env/env_eq conditions (repeatable)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--dot", action="store_true", help="print Graphviz DOT")
     fmt.add_argument(
@@ -396,15 +391,27 @@ def register(subparsers: Any) -> None:
     p.add_argument("version", metavar="VERSION", nargs="?", help=CONSTRAINT_HELP)
     p.add_argument("-t", "--terse", action="store_true", help="print only NAME VERSION")
     p.add_argument("-A", "--all", action="store_true", help="print every detail")
-    p.add_argument("-S", "--sources", action="store_true", help="print sources")
+    p.add_argument("-S", "--source", "--sources", dest="sources", action="store_true",
+                   help="print sources")  # fmt: skip
     p.add_argument("-D", "--dependencies", action="store_true", help="print dependencies")
+    p.add_argument(
+        "--dependency-type", action="append", choices=DEPENDENCY_KINDS,
+        help="with -D/-A: only this dependency type (repeatable; default: both)",
+    )  # fmt: skip
     p.add_argument("-p", "--patches", action="store_true", help="print patches")
     p.add_argument("-E", "--env", action="store_true", help="print the environment")
-    p.add_argument("-i", "--images", action="store_true", help="print allowed/denied images")
+    p.add_argument("-F", "--flags", action="store_true",
+                   help="print the flags (packages have none since butido 0.2)")  # fmt: skip
+    p.add_argument("--allowed-images", action="store_true", help="print allowed images")
+    p.add_argument("--denied-images", action="store_true", help="print denied images")
     p.add_argument("-P", "--phases", action="store_true", help="print the phase names")
     p.add_argument("-s", "--script", action="store_true", help="print the rendered script")
+    add_text_flags(p)
     p.set_defaults(func=cmd_find_pkg)
 
-    p = subparsers.add_parser("metrics", help="print repository counts")
+    p = subparsers.add_parser(
+        "metrics", help="print repository counts and the rows of every database table"
+    )
+    add_db_flags(p)
     add_format_flags(p)
-    p.set_defaults(func=cmd_metrics)
+    p.set_defaults(func=disposing(cmd_metrics))

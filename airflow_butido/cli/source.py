@@ -6,13 +6,13 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from airflow_butido.cli.output import add_format_flags, print_table
-from airflow_butido.cli.repo_commands import (
+from airflow_butido.cli.common import (
     CONSTRAINT_HELP,
     load_repo,
     require_packages,
     select_packages,
 )
+from airflow_butido.cli.output import add_format_flags, print_table
 from airflow_butido.errors import ButidoError
 
 if TYPE_CHECKING:

@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from airflow_butido.cli.common import add_run_flags
+from airflow_butido.run_inputs import env_pairs
+
 EXIT_TIMEOUT = 3
 _BOOKKEEPING_TASKS = ("plan", "report")
 # operators.plan.FAILURE_XCOM_KEY; not imported, so that this client does not load Airflow
@@ -27,8 +30,6 @@ _RUN_ID_WHAT_MAX = 120
 
 
 def register(subparsers: Any) -> None:
-    from airflow_butido.cli.build import add_run_flags
-
     p = subparsers.add_parser(
         "trigger",
         help="trigger a build on an Airflow deployment and follow it",
@@ -62,9 +63,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from airflow_butido.airflow_rest import AirflowClient
-    from airflow_butido.cli.build import env_pairs
     from airflow_butido.plan import RunRequest
 
+    # the run inputs are checked before anything goes over the network
+    request = RunRequest(tuple(args.packages), env_pairs(args.env), args.force_rebuild)
     dag_id = args.dag_id or dag_id_for(args.repo, args.image)
     token = os.environ.get("BUTIDO_AIRFLOW_TOKEN")
     client = AirflowClient(args.airflow, token=token, username=args.user, password=args.password)
@@ -72,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
         client.login()
     if not args.no_unpause:
         client.set_paused(dag_id, False)
-    request = RunRequest(tuple(args.packages), env_pairs(args.env), args.force_rebuild)
     run_id = client.trigger(dag_id, request.to_conf(), run_id=run_id_for(request.packages))
     # progress goes to stderr when stdout is for a machine (--json / --csv)
     progress_out = sys.stderr if (args.json or args.csv) else sys.stdout

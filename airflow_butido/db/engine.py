@@ -16,24 +16,37 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 
-from airflow_butido.errors import ConfigError, InfrastructureError
+from airflow_butido.errors import ButidoError, ConfigError, InfrastructureError
+
+if TYPE_CHECKING:
+    from airflow_butido.recipes.config import Config
 
 AIRFLOW_CONN_ID = "butido_db"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 SUPPORTED_BACKENDS = ("postgresql", "sqlite")
+# config.toml's keys of the PostgreSQL connection (butido's --db-* flags override them).
+DB_SETTING_KEYS = (
+    "database_host",
+    "database_port",
+    "database_user",
+    "database_password",
+    "database_name",
+    "database_connection_timeout",
+)
 
 
 def database_url(
-    config: Any | None = None,
+    config: Config | None = None,
     *,
     url: str | None = None,
     repo_root: Path | None = None,
@@ -54,7 +67,7 @@ def database_url(
     return f"sqlite:///{default_sqlite_path(config, repo_root=repo_root)}"
 
 
-def default_sqlite_path(config: Any | None = None, *, repo_root: Path | None = None) -> Path:
+def default_sqlite_path(config: Config | None = None, *, repo_root: Path | None = None) -> Path:
     staging = getattr(config, "staging", None) if config is not None else None
     if staging:
         return Path(staging).resolve().parent / "butido.sqlite"
@@ -62,7 +75,7 @@ def default_sqlite_path(config: Any | None = None, *, repo_root: Path | None = N
     return Path(root).resolve() / ".butido" / "butido.sqlite"
 
 
-def _url_from_database_keys(config: Any | None) -> str | None:
+def _url_from_database_keys(config: Config | None) -> str | None:
     if config is None:
         return None
     host = getattr(config, "database_host", None)
@@ -134,9 +147,33 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         raise ConfigError(f"database URL {shown}: driver not available: {exc}") from exc
 
 
+class DatabaseFileError(ButidoError):
+    """The SQLite database file is not a database, or is damaged: a restore, not a retry."""
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """An existing, non-empty file must start with SQLite's header."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DatabaseFileError(f"database {path}: cannot read it: {exc.strerror}") from exc
+    if header and header != SQLITE_HEADER:
+        raise DatabaseFileError(
+            f"database {path} is not an SQLite database file; restore it from a backup "
+            "or point the configuration at another database"
+        )
+
+
 def _create_engine(parsed: URL, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
+            _check_sqlite_file(Path(parsed.database))
             folder = Path(parsed.database).parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -194,6 +231,11 @@ def infrastructure_errors(engine: Engine) -> Iterator[None]:
     try:
         yield
     except sa.exc.DBAPIError as exc:
+        if is_sqlite(engine) and type(exc.orig) is sqlite3.DatabaseError:
+            raise DatabaseFileError(
+                f"database {engine.url.database} is damaged or not an SQLite database: "
+                f"{exc.orig}; restore it from a backup"
+            ) from exc
         if exc.connection_invalidated or isinstance(
             exc, sa.exc.OperationalError | sa.exc.InterfaceError
         ):

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from alembic import command
@@ -25,6 +25,9 @@ from sqlalchemy.engine import Engine
 from airflow_butido.db.engine import infrastructure_errors, is_sqlite
 from airflow_butido.db.schema import BUTIDO_05_TABLES
 from airflow_butido.errors import ButidoError
+
+if TYPE_CHECKING:
+    from airflow_butido.recipes.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK_ID = 0x62757469646F  # "butido": a PostgreSQL advisory lock key
@@ -78,11 +81,14 @@ def _quiet_alembic() -> Iterator[None]:
 def current_state(engine: Engine) -> str:
     """``empty``, ``butido-0.5`` (tables without alembic_version) or the revision."""
     with _quiet_alembic(), infrastructure_errors(engine), engine.connect() as conn:
-        revision = MigrationContext.configure(conn).get_current_revision()
-        if revision:
-            return revision
-        tables = set(sa.inspect(conn).get_table_names())
-    if tables & set(BUTIDO_05_TABLES):
+        return _state(conn)
+
+
+def _state(conn: sa.Connection) -> str:
+    revision = MigrationContext.configure(conn).get_current_revision()
+    if revision:
+        return revision
+    if set(sa.inspect(conn).get_table_names()) & set(BUTIDO_05_TABLES):
         return "butido-0.5"
     return "empty"
 
@@ -101,10 +107,11 @@ def unknown_revision_error(engine: Engine, revision: str) -> ButidoError:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
-    """Migrate the database to ``revision``; safe to run repeatedly."""
-    before = current_state(engine)
-    if before not in ("empty", "butido-0.5") and before not in known_revisions():
-        raise unknown_revision_error(engine, before)
+    """Migrate the database to ``revision``; safe to run repeatedly.
+
+    The state before is read under the migration lock, so of several processes setting up
+    one database at once exactly one reports creating it; the others find it current.
+    """
     cfg = alembic_config()
     with _quiet_alembic(), infrastructure_errors(engine), engine.connect() as conn:
         # Two processes setting up one database (the first runs of two DAGs): the second
@@ -116,6 +123,9 @@ def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
             conn.begin()  # BEGIN IMMEDIATE: the write lock, before alembic reads
         else:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
+        before = _state(conn)
+        if before not in ("empty", "butido-0.5") and before not in known_revisions():
+            raise unknown_revision_error(engine, before)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
         conn.commit()
@@ -135,7 +145,7 @@ def is_current(engine: Engine) -> bool:
     return current_state(engine) == head_revision()
 
 
-def open_database(config: Any, url: str | None = None, repo_root: Path | None = None) -> Engine:
+def open_database(config: Config, url: str | None = None, repo_root: Path | None = None) -> Engine:
     """The build database (``url``, or the one ``config`` names) migrated to the current
     schema when it is not: what a plan, build or report task opens before its first query."""
     from airflow_butido.db.engine import database_url, make_engine

@@ -494,3 +494,38 @@ def table_counts(engine: Engine, tables: Sequence[str] = s.BUTIDO_05_TABLES) -> 
             )
             for name in tables
         }
+
+
+def build_keys_but_script(
+    engine: Engine, name: str, version: str, inputs: Mapping[str, Any], *, scan: int = 200
+) -> list[str]:
+    """Build keys of successful builds of a package whose recorded inputs equal
+    ``inputs`` in everything but the script (``find-artifact -S``), newest first."""
+    import json
+
+    j, p = s.jobs, s.packages
+    with transaction(engine) as conn:
+        stored = conn.execute(
+            sa.select(j.c.build_key, j.c.build_key_inputs)
+            .join(p, p.c.id == j.c.package_id)
+            .where(
+                p.c.name == name,
+                p.c.version == version,
+                j.c.state == s.SUCCESS,
+                j.c.build_key.is_not(None),
+                j.c.build_key_inputs.is_not(None),
+            )
+            .order_by(j.c.id.desc())
+            .limit(scan)
+        ).all()
+    wanted = {k: v for k, v in inputs.items() if k != "script_sha256"}
+    keys: list[str] = []
+    for row in stored:
+        try:
+            before = json.loads(row.build_key_inputs)
+        except ValueError:
+            continue
+        same = {k: v for k, v in before.items() if k != "script_sha256"} == wanted
+        if same and row.build_key not in keys:
+            keys.append(str(row.build_key))
+    return keys

@@ -142,7 +142,7 @@ def record_job_start(
 ) -> int:
     """Write (or, on a retry, reset) the job row as running; returns its id.
 
-    ``build_key_inputs`` is a reuse.BuildKeyInputs, a mapping or a JSON string.
+    ``build_key_inputs`` is a build_key.BuildKeyInputs, a mapping or a JSON string.
     """
     values = {
         "endpoint_id": None,
@@ -330,33 +330,79 @@ def record_reused_job(
     try_number: int | None = None,
 ) -> int:
     """A job that ran no container because an earlier job's artifacts were reused."""
+    job = ReusedJob(
+        uuid, submit_uuid, package_name, package_version, image, reused_job_uuid, reason,
+        script, dict(env or {}), build_key, build_key_inputs, image_digest, dag_id, run_id,
+        try_number,
+    )  # fmt: skip
+    return record_reused_jobs(engine, [job])[0]
+
+
+@dataclass(frozen=True)
+class ReusedJob:
+    """The record of a job satisfied by an earlier job's artifacts (see record_reused_job)."""
+
+    uuid: str
+    submit_uuid: str
+    package_name: str
+    package_version: str
+    image: str
+    reused_job_uuid: str
+    reason: str
+    script: str = ""
+    env: Mapping[str, str] | None = None
+    build_key: str | None = None
+    build_key_inputs: Any = None
+    image_digest: str | None = None
+    dag_id: str | None = None
+    run_id: str | None = None
+    try_number: int | None = None
+
+
+def record_reused_jobs(engine: Engine, jobs: Iterable[ReusedJob]) -> list[int]:
+    """Many reused jobs in one transaction (a plan reusing a whole repository up front)."""
     now = rows.utcnow()
-    values = {
-        "container_hash": "",
-        "script_text": script,
-        "log_text": "",
-        "state": s.REUSED,
-        "exit_status": None,
-        "failure_class": None,
-        "started_at": now,
-        "finished_at": now,
-        "dag_id": dag_id,
-        "run_id": run_id,
-        "try_number": try_number,
-        "image_digest": image_digest,
-        "build_key": build_key,
-        "build_key_inputs": _inputs_json(build_key_inputs),
-        "reuse_reason": reason,
-    }
+    ids = []
     with transaction(engine, immediate=True) as conn:
-        reused_id = _job_id(conn, reused_job_uuid)
-        if reused_id is None:
-            raise RecordError(f"reused job {reused_job_uuid} is not recorded in the database")
-        values["reused_from_job_id"] = reused_id
-        values["endpoint_id"] = rows.endpoint_id(conn, s.REUSED_ENDPOINT)
-        return _upsert_job(
-            conn, uuid, submit_uuid, package_name, package_version, image, env, values
-        )
+        endpoint = rows.endpoint_id(conn, s.REUSED_ENDPOINT)
+        for job in jobs:
+            reused_id = _job_id(conn, job.reused_job_uuid)
+            if reused_id is None:
+                raise RecordError(
+                    f"reused job {job.reused_job_uuid} is not recorded in the database"
+                )
+            values = {
+                "container_hash": "",
+                "script_text": job.script,
+                "log_text": "",
+                "state": s.REUSED,
+                "exit_status": None,
+                "failure_class": None,
+                "started_at": now,
+                "finished_at": now,
+                "dag_id": job.dag_id,
+                "run_id": job.run_id,
+                "try_number": job.try_number,
+                "image_digest": job.image_digest,
+                "build_key": job.build_key,
+                "build_key_inputs": _inputs_json(job.build_key_inputs),
+                "reuse_reason": job.reason,
+                "reused_from_job_id": reused_id,
+                "endpoint_id": endpoint,
+            }
+            ids.append(
+                _upsert_job(
+                    conn,
+                    job.uuid,
+                    job.submit_uuid,
+                    job.package_name,
+                    job.package_version,
+                    job.image,
+                    job.env,
+                    values,
+                )  # fmt: skip
+            )
+    return ids
 
 
 def mark_orphaned_jobs(

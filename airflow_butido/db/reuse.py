@@ -1,19 +1,14 @@
-"""Build keys and reuse: what makes two builds the same, and finding an earlier one.
-
-A build key is the sha256 of a canonical JSON of everything that determines the
-output of a build: the rendered script, the phase list, the image digest, the
-environment, the source hashes, the patch contents and the sha256 of every
-dependency artifact the job receives. The JSON (with the script replaced by its
-sha256) is stored with the job, so that a rebuild can say which input changed.
+"""Reuse: finding an earlier successful build with the same build key
+(:mod:`airflow_butido.build_key`) whose artifacts are intact, and the claims that make one
+build per key at a time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,48 +16,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from airflow_butido.build_key import BuildKeyInputs, compare_inputs
 from airflow_butido.db import rows
 from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
 from airflow_butido.errors import InfrastructureError
 from airflow_butido.stores import hash_artifact
 
-KEY_FORMAT = 1
 CANDIDATES_CHECKED = 20
 CLAIM_TTL_SECONDS = 6 * 3600
-
-
-@dataclass(frozen=True)
-class BuildKeyInputs:
-    script: str
-    phases: Sequence[str]
-    image_digest: str
-    environment: Mapping[str, str] = field(default_factory=dict)
-    source_hashes: Mapping[str, str] = field(default_factory=dict)
-    patch_hashes: Mapping[str, str] = field(default_factory=dict)
-    dependency_artifacts: Sequence[str] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        """The canonical form hashed into the key and stored with the job."""
-        return {
-            "format": KEY_FORMAT,
-            "script_sha256": hashlib.sha256(self.script.encode("utf-8")).hexdigest(),
-            "phases": list(self.phases),
-            "image_digest": self.image_digest,
-            "environment": {k: str(v) for k, v in sorted(self.environment.items())},
-            "source_hashes": dict(sorted(self.source_hashes.items())),
-            "patch_hashes": dict(sorted(self.patch_hashes.items())),
-            # The order in which dependencies deliver artifacts is not meaningful.
-            "dependency_artifacts": sorted(self.dependency_artifacts),
-        }
-
-
-def canonical_json(data: Mapping[str, Any]) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def build_key(inputs: BuildKeyInputs) -> str:
-    return hashlib.sha256(canonical_json(inputs.to_json()).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -86,7 +48,8 @@ class ReuseCandidate:
     artifacts: tuple[ReusableArtifact, ...]
 
 
-ArtifactExists = Callable[[str, str], bool]
+ArtifactExists = Callable[[ReusableArtifact], bool]
+Wanted = tuple[str, str, str]  # (package name, version, build key)
 
 
 def find_reusable(
@@ -96,61 +59,147 @@ def find_reusable(
     key: str,
     artifact_exists: ArtifactExists,
 ) -> ReuseCandidate | None:
-    """The newest successful job of this package with this key whose artifacts are
-    all present and verified; ``artifact_exists(staging_relative_path, sha256)`` is
-    asked per artifact (``staging_relative_path`` = ``<submit-uuid>/<path>``; a
-    release store holds the same file under ``<path>``, see store_checker)."""
+    """The newest successful job of this package with this key whose artifacts are all
+    intact (``artifact_exists``, see store_checker)."""
+    wanted = (package_name, version, key)
+    return find_reusable_many(engine, [wanted], artifact_exists)[wanted]
+
+
+def find_reusable_many(
+    engine: Engine, wanted: Sequence[Wanted], artifact_exists: ArtifactExists
+) -> dict[Wanted, ReuseCandidate | None]:
+    """find_reusable for many packages in one lookup: two queries whatever their number."""
+    found: dict[Wanted, ReuseCandidate | None] = {w: None for w in wanted}
+    if not wanted:
+        return found
     j, p, a, sub = s.jobs, s.packages, s.artifacts, s.submits
+    keys = sorted({key for _, _, key in wanted})
     with transaction(engine) as conn:
         job_rows = conn.execute(
-            sa.select(j.c.id, j.c.uuid, sub.c.uuid.label("submit_uuid"))
+            sa.select(j.c.id, j.c.uuid, j.c.build_key, p.c.name, p.c.version,
+                      sub.c.uuid.label("submit_uuid"))
             .join(p, p.c.id == j.c.package_id)
             .join(sub, sub.c.id == j.c.submit_id)
-            .where(
-                j.c.build_key == key,
-                j.c.state == s.SUCCESS,
-                p.c.name == package_name,
-                p.c.version == version,
-            )
+            .where(j.c.build_key.in_(keys), j.c.state == s.SUCCESS)
             .order_by(j.c.id.desc())
-            .limit(CANDIDATES_CHECKED)
-        ).all()
-        by_job: dict[int, list[Any]] = {r.id: [] for r in job_rows}
-        if by_job:
+        ).all()  # fmt: skip
+        per_want: dict[Wanted, list[Any]] = {}
+        for row in job_rows:
+            want = (row.name, row.version, row.build_key)
+            if want in found and len(per_want.setdefault(want, [])) < CANDIDATES_CHECKED:
+                per_want[want].append(row)
+        job_ids = [row.id for rows_ in per_want.values() for row in rows_]
+        by_job: dict[int, list[Any]] = {job_id: [] for job_id in job_ids}
+        for chunk in _chunks(job_ids, 500):
             for art in conn.execute(
                 sa.select(a.c.job_id, a.c.path, a.c.sha256, a.c.size)
-                .where(a.c.job_id.in_(list(by_job)))
+                .where(a.c.job_id.in_(chunk))
                 .order_by(a.c.path)
             ):
                 by_job[art.job_id].append(art)
-    for job in job_rows:
-        arts = by_job[job.id]
-        if not arts or any(not art.sha256 for art in arts):
-            continue
-        candidate = tuple(
-            ReusableArtifact(art.path, art.sha256, art.size, str(job.submit_uuid)) for art in arts
-        )
-        if all(artifact_exists(c.staging_path, c.sha256) for c in candidate):
-            return ReuseCandidate(str(job.uuid), str(job.submit_uuid), key, candidate)
-    return None
+    for want, rows_ in per_want.items():
+        for job in rows_:
+            arts = by_job[job.id]
+            if not arts or any(not art.sha256 for art in arts):
+                continue
+            candidate = tuple(
+                ReusableArtifact(art.path, art.sha256, art.size, str(job.submit_uuid))
+                for art in arts
+            )
+            if all(artifact_exists(c) for c in candidate):
+                found[want] = ReuseCandidate(
+                    str(job.uuid), str(job.submit_uuid), want[2], candidate
+                )
+                break
+    return found
+
+
+def _chunks(items: Sequence[int], size: int) -> list[Sequence[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def store_checker(
     staging_root: Path, release_store_dirs: Sequence[Path] = (), *, verify: bool = True
 ) -> ArtifactExists:
-    """An ``artifact_exists`` for find_reusable: the file is looked up in the staging
-    store (``<staging>/<submit-uuid>/<path>``), then in each release store
-    (``<store>/<path>``), and must have the recorded sha256 when ``verify``."""
+    """An ``artifact_exists`` for find_reusable: the file is looked up in the staging store
+    (``<staging>/<submit-uuid>/<path>``), then in each release store (``<store>/<path>``).
+    It must have the recorded sha256 when ``verify``, else only the recorded size (a stat,
+    no read: what the plan checks for every package of a run)."""
 
-    def exists(staging_relative: str, sha256: str) -> bool:
-        _submit, _, path = staging_relative.partition("/")
-        places = [staging_root / staging_relative, *(d / path for d in release_store_dirs)]
+    def exists(artifact: ReusableArtifact) -> bool:
+        places = [
+            Path(staging_root) / artifact.staging_path,
+            *(Path(d) / artifact.path for d in release_store_dirs),
+        ]
         for place in places:
-            if place.is_file() and (not verify or hash_artifact(place) == sha256):
+            if not place.is_file():
+                continue
+            if verify:
+                if hash_artifact(place) == artifact.sha256:
+                    return True
+            elif artifact.size is None or place.stat().st_size == artifact.size:
                 return True
         return False
 
     return exists
+
+
+Key = tuple[str, str]  # (package name, version)
+
+
+@dataclass(frozen=True)
+class ReuseDecision:
+    """Whether a package of a graph can be reused now, and the inputs that say so."""
+
+    inputs: BuildKeyInputs | None  # None: a dependency must be built first, so no key yet
+    candidate: ReuseCandidate | None
+
+
+def decide_reuse(
+    engine: Engine,
+    order: Sequence[Key],
+    dependencies: Callable[[Key], Collection[Key]],
+    inputs_of: Callable[[Key, list[str]], BuildKeyInputs | None],
+    artifact_exists: ArtifactExists,
+    fallback: Callable[[Key, BuildKeyInputs], ReuseCandidate | None] | None = None,
+) -> dict[Key, ReuseDecision]:
+    """Which packages of a graph can be reused now, deciding dependencies first.
+
+    ``order`` lists the packages dependencies first; ``dependencies(key)`` names every
+    transitive dependency whose artifacts the package receives; ``inputs_of(key, hashes)``
+    gives its build-key inputs once the sha256 of those artifacts are known, or None when the
+    package cannot be reused whatever the database holds. A package whose
+    dependencies are all reusable gets a key and a lookup; the others are left undecided
+    (``inputs`` None) because their key depends on artifacts not built yet. One batched
+    lookup per dependency level: a handful of queries for a deep graph. ``fallback`` is
+    asked about a package with a key but no candidate (``find-artifact -S``).
+    """
+    level: dict[Key, int] = {}
+    for key in order:
+        level[key] = 1 + max((level[d] for d in dependencies(key)), default=-1)
+    decisions: dict[Key, ReuseDecision] = {}
+    for depth in sorted(set(level.values())):
+        ready: dict[Key, BuildKeyInputs] = {}
+        for key in (k for k in order if level[k] == depth):
+            deps = dependencies(key)
+            found = [decisions[d].candidate for d in deps]
+            if any(c is None for c in found):
+                decisions[key] = ReuseDecision(None, None)
+                continue
+            hashes = [a.sha256 for c in found if c is not None for a in c.artifacts]
+            inputs = inputs_of(key, hashes)
+            if inputs is None:
+                decisions[key] = ReuseDecision(None, None)
+            else:
+                ready[key] = inputs
+        wanted = {key: (key[0], key[1], inputs.key) for key, inputs in ready.items()}
+        looked_up = find_reusable_many(engine, list(wanted.values()), artifact_exists)
+        for key, inputs in ready.items():
+            candidate = looked_up[wanted[key]]
+            if candidate is None and fallback is not None:
+                candidate = fallback(key, inputs)
+            decisions[key] = ReuseDecision(inputs, candidate)
+    return decisions
 
 
 def explain_difference(
@@ -197,33 +246,6 @@ def explain_difference(
         )
         return [f"no input differs from job {job_uuid}, {why}"]
     return [f"compared with job {job_uuid}:", *diffs]
-
-
-def compare_inputs(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """Field-by-field differences of two stored build-key input documents."""
-    diffs: list[str] = []
-    for key in sorted(set(before) | set(now)):
-        old, new = before.get(key), now.get(key)
-        if old == new:
-            continue
-        if isinstance(old, dict) and isinstance(new, dict):
-            for name in sorted(set(old) | set(new)):
-                if name not in old:
-                    diffs.append(f"{key}: {name} added ({new[name]!r})")
-                elif name not in new:
-                    diffs.append(f"{key}: {name} removed (was {old[name]!r})")
-                elif old[name] != new[name]:
-                    diffs.append(f"{key}: {name} changed from {old[name]!r} to {new[name]!r}")
-        elif isinstance(old, list) and isinstance(new, list) and key != "phases":
-            for item in sorted(set(map(str, new)) - set(map(str, old))):
-                diffs.append(f"{key}: {item} added")
-            for item in sorted(set(map(str, old)) - set(map(str, new))):
-                diffs.append(f"{key}: {item} removed")
-        elif key == "script_sha256":
-            diffs.append("script: the rendered script differs")
-        else:
-            diffs.append(f"{key}: changed from {old!r} to {new!r}")
-    return diffs
 
 
 # --- claims: one build per key at a time ------------------------------------------
@@ -295,11 +317,14 @@ def claim_or_reuse(
     poll_seconds: float = 2.0,
     timeout_seconds: float = CLAIM_TTL_SECONDS,
     ttl_seconds: float = CLAIM_TTL_SECONDS,
+    on_wait: Callable[[str | None, float], None] | None = None,
 ) -> ReuseCandidate | None:
     """Either a reusable earlier build (returned), or None: then this job holds the
     claim and must build, and call release_build_key when done. While another job
-    holds the claim, wait for it to finish and look again."""
-    deadline = time.monotonic() + timeout_seconds
+    holds the claim, wait for it to finish and look again; ``on_wait(holder, waited)``
+    is told each time."""
+    start = time.monotonic()
+    deadline = start + timeout_seconds
     while True:
         found = find()
         if found is not None:
@@ -314,4 +339,6 @@ def claim_or_reuse(
             raise InfrastructureError(
                 f"waited {timeout_seconds:.0f}s for another run building key {key[:12]}"
             )
+        if on_wait is not None:
+            on_wait(claim_holder(engine, key), time.monotonic() - start)
         time.sleep(poll_seconds)

@@ -1,28 +1,20 @@
 """``PackageBuildOperator``: one package build as an Airflow task.
 
-It is a ``DockerOperator`` so that ``docker_url``, the TLS settings, templating and
-``on_kill`` look familiar, but it runs butido's container protocol (``airflow_butido.jobs``)
-instead of ``docker run``: the endpoint is chosen at run time from config.toml (a slot
-lease in the build database keeps ``maxjobs`` across all tasks and runs), inputs are
-copied in, the log streams line by line into the task log, ``/outputs`` lands in the
-staging store, and the return value (XCom) is a JSON manifest of the artifacts.
+It runs butido's container protocol (:mod:`airflow_butido.jobs`) rather than ``docker run``:
+the endpoint is chosen at run time from config.toml (a slot lease in the build database keeps
+``maxjobs`` across all tasks and runs), inputs are copied in, the log streams line by line
+into the task log, ``/outputs`` lands in the staging store, and the return value (XCom) is a
+:class:`~airflow_butido.manifest.Manifest`: paths and hashes, never bytes.
 
-What ``execute`` reads from the context (each step is a method a subclass may override):
+Where a run's settings come from is decided once (:meth:`PackageBuildOperator.run_settings`):
+with a plan task (the DAG factory's DAGs), the :class:`~airflow_butido.plan.Plan` names the
+submit, image, env and the tasks whose artifacts this package receives (its active transitive
+dependencies, one ``xcom_pull``); without one (a hand-written DAG), the operator's arguments
+and the run conf do, and each upstream manifest forwards what it received.
 
-* ``ti.xcom_pull(task_ids=plan_task_id)``: the run's plan (``airflow_butido.plan.Plan``
-  JSON) if the DAG has a plan task: ``submit_uuid``, ``env`` and ``dependencies`` (the
-  task ids whose artifacts this package receives, transitively);
-* without a plan: ``submit_uuid`` / ``env`` given to the operator, else a submit UUID
-  derived from the DAG run, and the manifests of the upstream build tasks (each carries
-  its own ``artifacts`` and the ``inputs`` it received, so the closure arrives);
-* ``run_id`` and ``dag_run`` for the container's ``io.butido.dag_run`` label;
-* ``force_rebuild``: the operator argument, else the plan's flag, else the run conf's.
-
-Reuse: unless ``force_rebuild``, a job whose build key (``airflow_butido.db.reuse``) equals
-that of an earlier successful build with intact artifacts starts no container; it is
-recorded as reused and returns a manifest with ``"reused": true`` whose artifacts name the
-earlier build's submit and job, so dependents find the files. A job building a key holds a
-claim on it, so a concurrent run needing the same key waits and then reuses.
+Reuse: unless ``force_rebuild``, a job whose build key equals that of an earlier successful
+build with intact artifacts starts no container; its manifest's outcome is ``reused`` and its
+artifacts name the earlier build's submit and job, so dependents find the files.
 
 Failures: a script failure (``BuildError``, bad recipe or config) raises
 ``AirflowFailException`` (no retries); an endpoint or Docker failure raises
@@ -31,37 +23,76 @@ Failures: a script failure (``BuildError``, bad recipe or config) raises
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.docker.operators.docker import DockerOperator
+from airflow.sdk import BaseOperator
 
 from airflow_butido.errors import BuildError, ButidoError, InfrastructureError
+from airflow_butido.manifest import BUILT, REUSED, ArtifactRef, Manifest, ReusedFrom, is_manifest
 from airflow_butido.operators.links import PACKAGE_TASK_LINKS
+from airflow_butido.plan import PLAN_TASK_ID, Plan
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from sqlalchemy.engine import Engine
+
+    from airflow_butido.build_key import Env
     from airflow_butido.container import BuildContainer
     from airflow_butido.endpoints import SlotLeaser
     from airflow_butido.jobs import BuildCache, JobRecorder, JobRequest, JobResult
     from airflow_butido.recipes.config import Config
     from airflow_butido.recipes.package import Package
 
-MANIFEST_KIND = "butido.artifacts/v1"
 _SUBMIT_NAMESPACE = uuid.UUID("5b7e2a8e-6c1d-4f0e-9a55-6275746964f0")
+
+# DockerOperator's arguments for a plain `docker run`: this operator would ignore them.
+_DOCKER_RUN_ARGUMENTS = frozenset(inspect.signature(DockerOperator.__init__).parameters) - {
+    *inspect.signature(BaseOperator.__init__).parameters,
+    "self",
+    "kwargs",
+    "image",
+}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where this run's submit, image, env and dependency artifacts come from."""
+
+    submit_uuid: str
+    image: str
+    env: Env
+    force_rebuild: bool
+    plan: Plan | None  # the plan of the run, when the DAG has a plan task
+    upstream: tuple[str, ...]  # task ids whose manifests name this package's inputs
+    forwarded: bool  # without a plan each upstream manifest forwards what it received
+
+
+@dataclass(frozen=True)
+class LocatedInput:
+    """A dependency artifact and the file that holds it."""
+
+    ref: ArtifactRef
+    path: Path
 
 
 class PackageBuildOperator(DockerOperator):
-    """Build ``package_name package_version`` from the repository at ``repo_path``."""
+    """Build ``package_name package_version`` from the repository at ``repo_path``.
 
-    template_fields: Sequence[str] = (
-        *DockerOperator.template_fields,
-        "repo_path",
-        "package_name",
-        "package_version",
-        "submit_uuid",
-    )
+    A ``DockerOperator`` so that it reads and kills like one, but endpoints, images and
+    containers come from config.toml: the arguments DockerOperator takes for a plain
+    ``docker run`` (``command``, ``mounts``, ``docker_url``, ``tls_*``, ...) are refused with
+    an error rather than silently ignored. No field is an Airflow template: package names
+    and versions come from the package repository, and a recipe must never be able to pull
+    Airflow variables or connections into a log.
+    """
+
+    template_fields: Sequence[str] = ()
     ui_color = "#e8d8b0"
     operator_extra_links = PACKAGE_TASK_LINKS
 
@@ -74,20 +105,27 @@ class PackageBuildOperator(DockerOperator):
         image: str,
         submit_uuid: str | None = None,
         env: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-        plan_task_id: str | None = "plan",
+        plan_task_id: str | None = PLAN_TASK_ID,
         endpoint_names: Sequence[str] | None = None,
         max_slot_wait: float | None = None,
         database_url: str | None = None,
         force_rebuild: bool = False,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("mount_tmp_dir", False)
-        super().__init__(image=image, **kwargs)
+        refused = sorted(set(kwargs) & _DOCKER_RUN_ARGUMENTS)
+        if refused:
+            raise ValueError(
+                f"{type(self).__name__} does not use DockerOperator argument(s) "
+                f"{', '.join(refused)}: endpoints, images and containers come from config.toml"
+            )
+        super().__init__(image=image, mount_tmp_dir=False, **kwargs)
         self.repo_path = str(repo_path)
         self.package_name = package_name
         self.package_version = package_version
         self.submit_uuid = submit_uuid
-        self.build_env = tuple((dict(env) if isinstance(env, Mapping) else dict(env or ())).items())
+        self.build_env: Env = tuple(
+            (dict(env) if isinstance(env, Mapping) else dict(env or ())).items()
+        )
         self.plan_task_id = plan_task_id
         self.endpoint_names = tuple(endpoint_names) if endpoint_names else None
         self.max_slot_wait = max_slot_wait
@@ -96,38 +134,40 @@ class PackageBuildOperator(DockerOperator):
         self._build_container: BuildContainer | None = None
         self._building: JobRequest | None = None
         self._killed = False
-        self._inputs: list[tuple[dict[str, Any], Path]] = []
 
     # -- execute, in small steps ----------------------------------------------------------
 
-    def execute(self, context: Any) -> dict[str, Any]:  # type: ignore[override]
+    def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
+        return self.build(context, self.read_plan(context))
+
+    def build(self, context: Context, plan: Plan | None) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
         try:
             config = self.load_config()
             package = self.load_package(config)
-            plan = self.read_plan(context)
-            request = self.job_request(context, config, package, plan)
+            run = self.run_settings(context, plan)
+            inputs = self.locate_inputs(config, self.upstream_artifacts(context, run))
+            request = self.job_request(context, config, package, run, inputs)
             engine = self.database_engine(config)
             try:
                 result = self.run_build(
                     request,
                     slots=self.slot_leaser(engine),
-                    recorder=self.recorder(context, engine, plan),
+                    recorder=self.recorder(context, engine, run, inputs),
                     cache=self.build_cache(engine, config),
                 )
             finally:
                 engine.dispose()
         except InfrastructureError as exc:
-            from airflow.sdk.exceptions import AirflowException, AirflowFailException
-
             if self._killed:  # the container went away because the task was killed
-                raise AirflowFailException(f"the task was killed: {exc}") from exc
-            raise AirflowException(f"infrastructure failure (will retry): {exc}") from exc
-        except (BuildError, ButidoError) as exc:
-            from airflow.sdk.exceptions import AirflowFailException
-
+                raise AirflowFailException(f"the task was killed: {exc}") from None
+            raise AirflowException(f"infrastructure failure (will retry): {exc}") from None
+        except ButidoError as exc:
+            # The whole message (with the log tail) once; the exception only says what failed.
             self.log.error("%s", exc)
-            raise AirflowFailException(str(exc)) from exc
-        manifest = self.manifest(result, request)
+            raise AirflowFailException(str(exc).splitlines()[0]) from None
+        manifest = self.manifest(result, request, run, inputs).to_json()
         self.announce(context, manifest)
         return manifest
 
@@ -147,132 +187,124 @@ class PackageBuildOperator(DockerOperator):
             )
         return package
 
-    def read_plan(self, context: Any) -> Mapping[str, Any] | None:
+    def read_plan(self, context: Context) -> Plan | None:
+        """The run's plan (``return_value`` of the plan task), or None without a plan task."""
         if not self.plan_task_id:
             return None
-        ti = context.get("ti") or context.get("task_instance")
-        if ti is None:
-            return None
-        plan = ti.xcom_pull(task_ids=self.plan_task_id)
-        return plan if isinstance(plan, Mapping) else None
+        data = context["ti"].xcom_pull(task_ids=self.plan_task_id)
+        return Plan.from_json(data) if isinstance(data, Mapping) else None
 
-    def job_request(
-        self,
-        context: Any,
-        config: Config,
-        package: Package,
-        plan: Mapping[str, Any] | None,
-    ) -> JobRequest:
-        from airflow_butido.jobs import JobRequest
-        from airflow_butido.stores import hash_artifact
-
-        submit = self.submit_uuid or (plan or {}).get("submit_uuid") or self.derived_submit(context)
-        self._inputs = self.dependency_inputs(context, config, plan)
-        env = self.build_env or tuple(dict((plan or {}).get("env") or {}).items())
-        return JobRequest(
-            package=package,
-            config=config,
-            repo_root=Path(self.repo_path),
-            image=(plan or {}).get("image") or self.image,
-            submit_uuid=str(submit),
-            job_uuid=str(uuid.uuid4()),
-            env=tuple((str(k), str(v)) for k, v in env),
-            dependency_artifacts=tuple(path for _, path in self._inputs),
-            dependency_sha256=tuple(
-                str(entry.get("sha256") or hash_artifact(path)) for entry, path in self._inputs
-            ),
-            dag_run=self.dag_run_label(context),
-            endpoint_names=self.endpoint_names,
-            force_rebuild=self.force_rebuild_wanted(context, plan),
+    def run_settings(self, context: Context, plan: Plan | None) -> RunSettings:
+        """The one place that decides between the plan and the operator's own settings."""
+        if plan is not None:
+            return RunSettings(
+                submit_uuid=self.submit_uuid or plan.submit_uuid,
+                image=plan.image,
+                env=self.build_env or plan.env,
+                force_rebuild=self.force_rebuild or plan.force_rebuild,
+                plan=plan,
+                upstream=plan.dependencies_of(self.task_id),
+                forwarded=False,
+            )
+        conf = getattr(context.get("dag_run"), "conf", None) or {}
+        params = context.get("params") or {}
+        return RunSettings(
+            submit_uuid=self.submit_uuid or self.derived_submit(context),
+            image=self.image,
+            env=self.build_env,
+            force_rebuild=self.force_rebuild
+            or conf.get("force_rebuild", params.get("force_rebuild")) is True,
+            plan=None,
+            upstream=tuple(sorted(self.upstream_task_ids)),
+            forwarded=True,
         )
 
-    def force_rebuild_wanted(self, context: Any, plan: Mapping[str, Any] | None) -> bool:
-        """Build even when an earlier build could be reused: the operator argument, the
-        plan's ``force_rebuild``, or (without a plan) the run conf's / params'."""
-        if self.force_rebuild:
-            return True
-        if plan is not None:
-            return plan.get("force_rebuild") is True
-        dag_run = context.get("dag_run")
-        conf = getattr(dag_run, "conf", None) or {}
-        params = context.get("params") or {}
-        return conf.get("force_rebuild", params.get("force_rebuild")) is True
-
     @staticmethod
-    def derived_submit(context: Any) -> str:
+    def derived_submit(context: Context) -> str:
         """One submit per DAG run when no plan says otherwise (stable across retries)."""
         dag_id = getattr(context.get("dag"), "dag_id", "") or ""
         return str(uuid.uuid5(_SUBMIT_NAMESPACE, f"{dag_id}/{context.get('run_id', '')}"))
 
     @staticmethod
-    def dag_run_label(context: Any) -> str | None:
+    def dag_run_label(context: Context) -> str | None:
         run_id = context.get("run_id")
         dag_id = getattr(context.get("dag"), "dag_id", None)
         if not run_id:
             return None
         return f"{dag_id}/{run_id}" if dag_id else str(run_id)
 
-    def dependency_manifests(
-        self, context: Any, plan: Mapping[str, Any] | None
-    ) -> list[Mapping[str, Any]]:
-        ti = context.get("ti") or context.get("task_instance")
-        if ti is None:
-            return []
-        if plan is not None:
-            task_ids = list((plan.get("dependencies") or {}).get(self.task_id, ()))
-        else:
-            task_ids = sorted(getattr(self, "upstream_task_ids", ()) or ())
-        if not task_ids:
-            return []
-        pulled = ti.xcom_pull(task_ids=task_ids)
-        if isinstance(pulled, Mapping):
-            pulled = [pulled]
-        return [
-            m for m in pulled or () if isinstance(m, Mapping) and m.get("kind") == MANIFEST_KIND
-        ]
+    def upstream_manifests(self, context: Context, run: RunSettings) -> list[Manifest]:
+        """The manifests of ``run.upstream``: from the plan for packages it reused up front,
+        else from the tasks' XCom (one pull)."""
+        planned = run.plan.reused if run.plan is not None else {}
+        manifests = [planned[t] for t in run.upstream if t in planned]
+        pull = [t for t in run.upstream if t not in planned]
+        if pull:
+            pulled = context["ti"].xcom_pull(task_ids=pull)
+            values = [pulled] if isinstance(pulled, Mapping) else list(pulled or ())
+            manifests += [Manifest.from_json(v) for v in values if is_manifest(v)]
+        return manifests
 
-    def dependency_inputs(
-        self, context: Any, config: Config, plan: Mapping[str, Any] | None
-    ) -> list[tuple[dict[str, Any], Path]]:
-        """Every artifact the upstream manifests name (theirs and what they received),
-        with its file found in the stores; an artifact in no store fails the build."""
+    def upstream_artifacts(self, context: Context, run: RunSettings) -> list[ArtifactRef]:
+        """Every artifact this package receives, once each."""
+        found: dict[tuple[str, str], ArtifactRef] = {}
+        for manifest in self.upstream_manifests(context, run):
+            forwarded = manifest.inputs if run.forwarded else ()
+            for ref in (*forwarded, *manifest.artifacts):
+                found.setdefault(ref.location, ref)
+        return list(found.values())
+
+    def locate_inputs(self, config: Config, refs: Sequence[ArtifactRef]) -> list[LocatedInput]:
+        """The file of every artifact, found in the stores; one in no store fails the build."""
         from airflow_butido.stores import find_artifact, release_dirs, staging_dir
 
         releases = release_dirs(config.releases_root, config.release_stores)
-        found: dict[tuple[str, str], tuple[dict[str, Any], Path]] = {}
-        for manifest in self.dependency_manifests(context, plan):
-            # With a plan every transitive producer is pulled directly; without one, each
-            # upstream manifest forwards what it received.
-            forwarded = manifest.get("inputs", ()) if plan is None else ()
-            for raw in [*forwarded, *manifest.get("artifacts", ())]:
-                entry = dict(raw)
-                if not entry.get("store"):
-                    entry.setdefault("submit_uuid", manifest.get("submit_uuid"))
-                entry.setdefault("job_uuid", manifest.get("job_uuid"))
-                key = (str(entry.get("store") or entry.get("submit_uuid")), entry["path"])
-                if key in found:
-                    continue
-                submit = entry.get("submit_uuid")
-                store = entry.get("store")
-                stagings = [staging_dir(config.staging, submit)] if submit else []
-                stores = [Path(config.releases_root) / store] if store else releases
-                path = find_artifact(entry["path"], entry.get("sha256"), stagings, stores)
-                if path is None:
-                    raise BuildError(
-                        f"artifact {entry['path']} of {manifest.get('package')} "
-                        f"{manifest.get('version')} is in no store (or was changed since)"
-                    )
-                found[key] = (entry, path)
-        return list(found.values())
+        located = []
+        for ref in refs:
+            stagings = [staging_dir(config.staging, ref.submit_uuid)] if ref.submit_uuid else []
+            stores = release_dirs(config.releases_root, [ref.store]) if ref.store else releases
+            path = find_artifact(ref.path, ref.sha256, stagings, stores)
+            if path is None:
+                raise BuildError(
+                    f"artifact {ref.path} of job {ref.job_uuid} is in no store "
+                    "(or was changed since)"
+                )
+            located.append(LocatedInput(ref, path))
+        return located
 
-    def database_engine(self, config: Config) -> Any:
+    def job_request(
+        self,
+        context: Context,
+        config: Config,
+        package: Package,
+        run: RunSettings,
+        inputs: Sequence[LocatedInput],
+    ) -> JobRequest:
+        from airflow_butido.jobs import JobRequest
+
+        return JobRequest(
+            package=package,
+            config=config,
+            repo_root=Path(self.repo_path),
+            image=run.image,
+            submit_uuid=run.submit_uuid,
+            job_uuid=str(uuid.uuid4()),
+            env=run.env,
+            dependency_artifacts=tuple(i.path for i in inputs),
+            dependency_sha256=tuple(i.ref.sha256 for i in inputs),
+            dag_run=self.dag_run_label(context),
+            endpoint_names=self.endpoint_names,
+            force_rebuild=run.force_rebuild,
+        )
+
+    def database_engine(self, config: Config) -> Engine:
         from airflow_butido.db.migrate import open_database
 
         return open_database(config, url=self.database_url, repo_root=Path(self.repo_path))
 
-    def build_cache(self, engine: Any, config: Config) -> BuildCache | None:
+    def build_cache(self, engine: Engine, config: Config) -> BuildCache:
         """Where earlier builds are looked up: the build database and the stores."""
-        from airflow_butido.jobs import DatabaseBuildCache
+        from airflow_butido.db.build_cache import DatabaseBuildCache
         from airflow_butido.stores import release_dirs
 
         return DatabaseBuildCache(
@@ -282,25 +314,29 @@ class PackageBuildOperator(DockerOperator):
             cancelled=lambda: self._killed,
         )
 
-    def slot_leaser(self, engine: Any) -> SlotLeaser:
+    def slot_leaser(self, engine: Engine) -> SlotLeaser:
         from airflow_butido.endpoints import DatabaseSlots
 
         return DatabaseSlots(engine)
 
-    def recorder(self, context: Any, engine: Any, plan: Mapping[str, Any] | None) -> JobRecorder:
+    def recorder(
+        self, context: Context, engine: Engine, run: RunSettings, inputs: Sequence[LocatedInput]
+    ) -> JobRecorder:
         """Record in the database when a plan task recorded the submit; else nothing."""
-        from airflow_butido.jobs import DatabaseRecorder, NullRecorder
+        from airflow_butido.jobs import NullRecorder
 
-        if plan is None:
+        if run.plan is None:
             return NullRecorder()
+        from airflow_butido.db.recorder import DatabaseRecorder
         from airflow_butido.db.records import InputRef, mark_earlier_tries_failed
 
-        ti = context.get("ti")
-        dag_id = getattr(context.get("dag"), "dag_id", None)
-        try_number = getattr(ti, "try_number", None)
-        if dag_id and context.get("run_id") and isinstance(try_number, int) and try_number > 1:
+        ti = context["ti"]
+        dag_id = ti.dag_id
+        run_id = context.get("run_id")
+        try_number = ti.try_number
+        if run_id and try_number > 1:
             orphans = mark_earlier_tries_failed(
-                engine, dag_id=dag_id, run_id=context["run_id"], package_name=self.package_name,
+                engine, dag_id=dag_id, run_id=run_id, package_name=self.package_name,
                 package_version=self.package_version, try_number=try_number,
             )  # fmt: skip
             if orphans:
@@ -308,12 +344,9 @@ class PackageBuildOperator(DockerOperator):
         return DatabaseRecorder(
             engine,
             dag_id=dag_id,
-            run_id=context.get("run_id"),
+            run_id=run_id,
             try_number=try_number,
-            inputs=[
-                InputRef(entry["path"], entry.get("sha256"), entry.get("job_uuid"))
-                for entry, _ in self._inputs
-            ],
+            inputs=[InputRef(i.ref.path, i.ref.sha256, i.ref.job_uuid) for i in inputs],
         )
 
     def run_build(
@@ -354,58 +387,52 @@ class PackageBuildOperator(DockerOperator):
 
     def log_line(self, line: str, item: Any) -> None:
         """One script output line into the task log; protocol lines become events."""
-        kind = type(item).__name__
-        if kind == "PhaseMarker":
-            self.log.info("[butido] phase: %s", getattr(item, "name", line))
-        elif kind == "Progress":
-            self.log.info("[butido] progress: %s%%", getattr(item, "n", "?"))
-        elif kind == "State":
-            if getattr(item, "ok", False):
-                self.log.info("[butido] state: OK")
-            else:
-                self.log.error("[butido] state: ERR %s", getattr(item, "message", "") or "")
+        from airflow_butido.scripts import logproto
+
+        if isinstance(item, logproto.State) and not item.ok:
+            self.log.error("%s", logproto.readable(item))
         else:
-            self.log.info("%s", line)
+            self.log.info("%s", logproto.readable(item))
 
-    def manifest(self, result: JobResult, request: JobRequest) -> dict[str, Any]:
-        """The XCom value: paths and hashes, never bytes.
-
-        Each artifact names the submit and job that produced it: for a reused build those
-        of the earlier build, whose staging directory holds the file, or ``store``: the
-        release store holding it when the staged copy is gone.
-        """
+    def manifest(
+        self,
+        result: JobResult,
+        request: JobRequest,
+        run: RunSettings,
+        inputs: Sequence[LocatedInput],
+    ) -> Manifest:
+        """Each artifact names the submit and job that produced it: for a reused build those
+        of the earlier build, whose staging directory holds the file, or the release store
+        holding it when the staged copy is gone."""
         reused = result.reused_from
         producer_submit = reused.submit_uuid if reused else request.submit_uuid
         producer_job = reused.job_uuid if reused else result.job_uuid
-
-        def located(artifact: Any) -> dict[str, Any]:
-            entry = {**artifact.to_dict(), "submit_uuid": producer_submit, "job_uuid": producer_job}
-            store = reused.store_of(artifact.path) if reused else None
-            if store:
-                entry["store"] = store  # staged copy gone; the release store holds it
-            return entry
-
-        manifest: dict[str, Any] = {
-            "kind": MANIFEST_KIND,
-            "job_uuid": result.job_uuid,
-            "submit_uuid": request.submit_uuid,
-            "package": result.package_name,
-            "version": result.package_version,
-            "image": result.image,
-            "endpoint": result.endpoint,
-            "reused": reused is not None,
-            "outcome": "reused" if reused is not None else "built",
-            "build_key": result.build_key,
-            "artifacts": [located(a) for a in result.artifacts],
-            "inputs": [entry for entry, _ in self._inputs],
-        }
-        if reused is not None:
-            manifest["reused_from"] = {
-                "job_uuid": reused.job_uuid,
-                "submit_uuid": reused.submit_uuid,
-                "reason": reused.reason,
-            }
-        return manifest
+        artifacts = tuple(
+            ArtifactRef(
+                a.path,
+                a.sha256,
+                a.size,
+                producer_submit,
+                producer_job,
+                reused.store_of(a.path) if reused else None,
+            )
+            for a in result.artifacts
+        )
+        return Manifest(
+            package=result.package_name,
+            version=result.package_version,
+            image=result.image,
+            submit_uuid=run.submit_uuid,
+            job_uuid=result.job_uuid,
+            outcome=REUSED if reused else BUILT,
+            artifacts=artifacts,
+            inputs=tuple(i.ref for i in inputs),
+            endpoint=result.endpoint,
+            build_key=result.build_key,
+            reused_from=(
+                ReusedFrom(reused.job_uuid, reused.submit_uuid, reused.reason) if reused else None
+            ),
+        )
 
     def announce(self, context: Any, manifest: dict[str, Any]) -> None:
         """New artifacts update the task's assets (``outlets``), the manifest as the event's
@@ -414,7 +441,7 @@ class PackageBuildOperator(DockerOperator):
         """
         if not self.outlets:
             return
-        if manifest["reused"] or not manifest["artifacts"]:
+        if manifest["outcome"] == REUSED or not manifest["artifacts"]:
             self.outlets = []
             return
         events = context.get("outlet_events")

@@ -66,4 +66,19 @@ class ArtifactsLink(BaseOperatorLink):
         return urls.job_artifacts(str(producer))
 
 
+class SubmitRecordLink(BaseOperatorLink):
+    """On the plan task: the run's submit, every job of it with its state, packages reused
+    up front included (their tasks are skipped without starting, so they have no links)."""
+
+    name = "Build record"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        from airflow.sdk.bases.xcom import BaseXCom
+
+        plan = BaseXCom.get_value(ti_key=ti_key, key="return_value")
+        submit = plan.get("submit_uuid") if isinstance(plan, Mapping) else None
+        return urls.submit(str(submit)) if submit else ""
+
+
 PACKAGE_TASK_LINKS = (BuildRecordLink(), ReusedFromLink(), ArtifactsLink())
+PLAN_TASK_LINKS = (SubmitRecordLink(),)

@@ -9,30 +9,42 @@ and builds through :class:`~airflow_butido.operators.build.PackageBuildOperator`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.bases.skipmixin import XCOM_SKIPMIXIN_KEY, XCOM_SKIPMIXIN_SKIPPED
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSkipException,
+    DownstreamTasksSkipped,
+)
 
-from airflow_butido.errors import ButidoError
+from airflow_butido.errors import BuildError, ButidoError
 from airflow_butido.operators.build import PackageBuildOperator
-from airflow_butido.plan import PLAN_TASK_ID, Plan, RunRequest, parse_run_conf
+from airflow_butido.operators.links import PLAN_TASK_LINKS
+from airflow_butido.plan import PLAN_TASK_ID, Plan, PlanError, RunRequest, parse_run_conf
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_butido.recipes.config import Config
+    from airflow_butido.recipes.package import Package
+    from airflow_butido.recipes.repository import Repository
 
 FAILURE_XCOM_KEY = "failure"
 
 
-def run_request(context: Any) -> RunRequest:
+def run_request(context: Context) -> RunRequest:
     """The run conf as validated params (the trigger form and REST ``conf`` alike)."""
     params = context.get("params") or {}
     conf = {k: params[k] for k in params if k in ("packages", "env", "force_rebuild")}
-    dag_run = context.get("dag_run")
-    extra = set(getattr(dag_run, "conf", None) or {}) - set(conf)
-    for key in extra:  # unknown keys are reported, not silently dropped
-        conf[key] = dag_run.conf[key]
+    dag_run_conf = getattr(context.get("dag_run"), "conf", None) or {}
+    for key in set(dag_run_conf) - set(conf):  # unknown keys are reported, not dropped
+        conf[key] = dag_run_conf[key]
     return parse_run_conf(conf)
 
 
-def pull_plan(context: Any) -> Plan | None:
+def pull_plan(context: Context) -> Plan | None:
     """The plan of this run, or None when the plan task failed."""
     data = context["ti"].xcom_pull(task_ids=PLAN_TASK_ID)
     return Plan.from_json(data) if data else None
@@ -43,6 +55,7 @@ class PlanOperator(BaseOperator):
 
     ui_color = "#e8f0fe"
     template_fields: Sequence[str] = ()
+    operator_extra_links = PLAN_TASK_LINKS
 
     def __init__(
         self,
@@ -60,10 +73,11 @@ class PlanOperator(BaseOperator):
         self.default_packages = tuple(default_packages)
         self.database_url = database_url
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         from airflow_butido import parse_cache
-        from airflow_butido.plan import prepare_plan
+        from airflow_butido.plan import prepare_plan, task_ids_for
 
+        ti = context["ti"]
         try:
             repo = parse_cache.load(self.repo_path).repo
             plan = prepare_plan(
@@ -72,66 +86,124 @@ class PlanOperator(BaseOperator):
                 run_request(context),
                 default_packages=self.default_packages,
             )
-            self._record_submit(repo, plan, context)
+            digest = image_digest(repo.config, plan.image)
+            plan = self._record(repo, plan, digest, context)
         except ButidoError as exc:
             # also an XCom, so that `butido trigger` can show CI why the run did not start
-            context["ti"].xcom_push(key=FAILURE_XCOM_KEY, value={"message": str(exc)})
-            raise AirflowFailException(f"the run cannot start:\n{exc}") from exc
-        self.log.info(
-            "submit %s: %d package(s) on %s: %s",
-            plan.submit_uuid,
-            len(plan.packages),
-            plan.image,
-            ", ".join(plan.labels[t] for t in plan.packages),
-        )
-        return plan.to_json()
+            ti.xcom_push(key=FAILURE_XCOM_KEY, value={"message": str(exc)})
+            raise AirflowFailException(f"the run cannot start:\n{exc}") from None
+        self._log_plan(plan)
+        value = plan.to_json()
+        # Skipping ends execute() (the Task SDK's DownstreamTasksSkipped), so the plan is
+        # pushed first; the skipped tasks never start a task process.
+        ti.xcom_push(key="return_value", value=value)
+        skipped = [
+            t
+            for t in task_ids_for(repo.packages).values()
+            if t not in plan.labels or t in plan.reused
+        ]
+        if skipped:
+            ti.xcom_push(key=XCOM_SKIPMIXIN_KEY, value={XCOM_SKIPMIXIN_SKIPPED: skipped})
+            raise DownstreamTasksSkipped(tasks=skipped)
+        return value
 
-    def _record_submit(self, repo: Any, plan: Plan, context: Any) -> None:
+    def _log_plan(self, plan: Plan) -> None:
+        runs = [t for t in plan.packages if t not in plan.reused and t not in plan.failures]
+        self.log.info(
+            "submit %s on %s: %d package(s) in the run: %d to build, %d reused up front, "
+            "%d failing",
+            plan.submit_uuid,
+            plan.image,
+            len(plan.packages),
+            len(runs),
+            len(plan.reused),
+            len(plan.failures),
+        )
+        for task_id in plan.packages:
+            label = plan.labels[task_id]
+            if task_id in plan.failures:
+                self.log.error("  failing %s: %s", label, plan.failures[task_id])
+            elif task_id in plan.reused:
+                reused = plan.reused[task_id].reused_from
+                self.log.info("  reused  %s: %s", label, reused.reason if reused else "")
+            else:
+                self.log.info("  build   %s", label)
+
+    def _record(self, repo: Repository, plan: Plan, digest: str, context: Context) -> Plan:
+        """Record the submit, decide reuse up front and record the reused jobs."""
         from airflow_butido.db.migrate import open_database
         from airflow_butido.plan import record_submit
+        from airflow_butido.planned_reuse import reuse_up_front
 
+        dag_id, run_id = context["ti"].dag_id, context["run_id"]
         engine = open_database(repo.config, url=self.database_url)
         try:
-            record_submit(
-                engine, repo, plan, dag_id=context["dag"].dag_id, run_id=context["run_id"]
+            record_submit(engine, repo, plan, dag_id=dag_id, run_id=run_id)
+            return reuse_up_front(
+                engine, repo, plan, image_digest=digest, dag_id=dag_id, run_id=run_id
             )
         finally:
             engine.dispose()
 
 
+def image_digest(config: Config, image: str) -> str:
+    """The ID of ``image`` on the endpoints that can run it; PlanError when none can."""
+    from airflow_butido.errors import ConfigError, InfrastructureError
+    from airflow_butido.jobs import DockerRuntime
+
+    try:
+        candidates, digest = DockerRuntime().endpoints(config, image, None)
+    except (ConfigError, InfrastructureError) as exc:
+        raise PlanError([str(exc)]) from None
+    for candidate in candidates:
+        candidate.api.close()
+    return digest
+
+
 class PlannedBuildOperator(PackageBuildOperator):
     """A package task that follows the plan: it skips itself outside the plan; inside, the
-    base operator builds with the manifests of the plan's active transitive dependencies
-    (one ``xcom_pull``). On failure it leaves the message and log tail for the report."""
+    base operator builds with the manifests of the plan's active transitive dependencies.
+    On failure it leaves the message and log tail for the report."""
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
         plan = self.read_plan(context)
         if plan is None:
             raise AirflowFailException("no plan: the plan task did not succeed")
-        if self.task_id not in (plan.get("labels") or {}):
+        if not plan.includes(self.task_id):
             raise AirflowSkipException(f"{self.task_id} is not part of this run")
+        if self.task_id in plan.reused:  # cleared and run again: the plan's answer stands
+            manifest = plan.reused[self.task_id]
+            if manifest.reused_from is not None:
+                origin = manifest.reused_from
+                self.log.info(
+                    "REUSED from job %s (submit %s, run %s): %s",
+                    origin.job_uuid,
+                    origin.submit_uuid,
+                    origin.run or "unknown",
+                    origin.reason,
+                )
+            return manifest.to_json()
+        if self.task_id in plan.failures:
+            message = plan.failures[self.task_id]
+            self.log.error("%s", message)
+            context["ti"].xcom_push(key=FAILURE_XCOM_KEY, value={"message": message})
+            raise AirflowFailException(message)
         try:
-            return super().execute(context)
+            return self.build(context, plan)
         except Exception as exc:
             context["ti"].xcom_push(key=FAILURE_XCOM_KEY, value=failure_record(exc))
             raise
 
-    def read_plan(self, context: Any) -> Any:
-        """The plan, with this task's transitive dependencies spelled out for the base
-        operator (the plan itself stores only direct edges)."""
-        data = super().read_plan(context)
-        if data is None:
-            return None
-        deps = Plan.from_json(data).dependencies_of(self.task_id)
-        return {**data, "dependencies": {self.task_id: list(deps)}}
-
-    def load_config(self) -> Any:
+    def load_config(self) -> Config:
         return self._repository().config
 
-    def load_package(self, config: Any) -> Any:
-        return self._repository().get(self.package_name, self.package_version)
+    def load_package(self, config: Config) -> Package:
+        package = self._repository().get(self.package_name, self.package_version)
+        if package is None:
+            raise BuildError(f"no package {self.package_name} {self.package_version}")
+        return package
 
-    def _repository(self) -> Any:
+    def _repository(self) -> Repository:
         """From the parse cache: the DAG file's import has just loaded it."""
         from airflow_butido import parse_cache
 
@@ -139,12 +211,13 @@ class PlannedBuildOperator(PackageBuildOperator):
 
 
 def failure_record(exc: BaseException) -> dict[str, Any]:
-    """What the report shows about a failed package: the message and the log tail."""
+    """What the report shows about a failed package: the message and the log tail (of the
+    ScriptFailed behind the task's exception, which is raised ``from None``)."""
     cause: BaseException | None = exc
     result = None
     while cause is not None and result is None:
         result = getattr(cause, "result", None)
-        cause = cause.__cause__
+        cause = cause.__cause__ or cause.__context__
     tail = getattr(result, "log_tail", None) or ()
     message = getattr(result, "failure_message", None) or str(exc) or type(exc).__name__
     return {"message": str(message).splitlines()[0][:500], "log_tail": [str(t) for t in tail]}

@@ -9,13 +9,18 @@ succeeds would otherwise make a run with failed packages look successful.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_butido.manifest import Manifest, is_manifest
 from airflow_butido.operators.plan import FAILURE_XCOM_KEY, pull_plan
-from airflow_butido.report import RunReport, summarize
+from airflow_butido.plan import PLAN_TASK_ID
+from airflow_butido.report import RunReport, report_json, summarize
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 # Task states after which a package task records nothing more.
 FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -35,14 +40,18 @@ class ReportOperator(BaseOperator):
         self.image = image
         self.database_url = database_url
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
         run_id = context["run_id"]
         dag_id = context["dag"].dag_id
         plan = pull_plan(context)
         if plan is None:
             self._mark_orphans(dag_id, run_id, keep=())
-            raise AirflowFailException("the plan task failed: nothing was built (see its log)")
+            failure = ti.xcom_pull(task_ids=PLAN_TASK_ID, key=FAILURE_XCOM_KEY) or {}
+            message = failure.get("message") or "see its log"
+            for line in f"the plan task failed, nothing was built:\n{message}".splitlines():
+                self.log.error("%s", line)
+            raise AirflowFailException(f"the plan task failed: {message.splitlines()[0]}")
         states_by_run = ti.get_task_states(dag_id=dag_id, run_ids=[run_id])
         states = {
             task_id: getattr(state, "value", state)
@@ -52,7 +61,13 @@ class ReportOperator(BaseOperator):
         in_progress = [t for t in plan.packages if states.get(t) not in FINISHED_STATES]
         keep = [tuple(plan.labels[t].rsplit(" ", 1)) for t in in_progress]
         self._mark_orphans(dag_id, run_id, keep=keep)
-        manifests = _pull(ti, [t for t in plan.packages if states.get(t) == "success"])
+        manifests = {
+            task_id: Manifest.from_json(value)
+            for task_id, value in _pull(
+                ti, [t for t in plan.packages if states.get(t) == "success"]
+            ).items()
+            if is_manifest(value)
+        }
         failed = [t for t in plan.packages if states.get(t) == "failed"]
         failures = _pull(ti, failed, key=FAILURE_XCOM_KEY)
         report = summarize(plan, states, manifests, failures)
@@ -94,20 +109,3 @@ def _failure_summary(report: RunReport) -> str:
     failed = ", ".join(o.label for o in report.of("failed")) or "none"
     not_built = len(report.of("not built"))
     return f"package(s) failed: {failed}; {not_built} not built"
-
-
-def report_json(report: RunReport) -> dict[str, Any]:
-    return {
-        "submit_uuid": report.submit_uuid,
-        "image": report.image,
-        "packages": [
-            {
-                "task_id": o.task_id,
-                "package": o.label,
-                "outcome": o.outcome,
-                "message": o.message,
-                "artifacts": list(o.artifacts),
-            }
-            for o in report.outcomes
-        ],
-    }

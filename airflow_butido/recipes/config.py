@@ -9,6 +9,7 @@ Settings butido does not know live in ``<repo>/airflow-butido.toml`` (overlay:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -17,13 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from airflow_butido.errors import ConfigError
-from airflow_butido.recipes.errors import InvalidValue, RecipeError
+from airflow_butido.recipes.errors import STRICT_KEYS_HINT, InvalidValue, RecipeError
 from airflow_butido.recipes.layers import (
     find_key_line,
     has_key_path,
     merge,
     read_toml,
 )
+from airflow_butido.recipes.names import name_problem
+from airflow_butido.recipes.paths import OutsideRoot, confine
+
+log = logging.getLogger(__name__)
 
 CONFIGURATION_VERSION = 1
 # Changes a configuration has to make to reach each compatibility level.
@@ -73,6 +78,33 @@ DEFAULT_PACKAGE_PRINT_FORMAT = """\
         {{@key}} = {{this}}
     {{/each}}
 {{/if}}
+{{#if print_flags}}
+    Flags:
+    {{#each p.flags}}
+        {{this}}
+    {{/each}}
+{{/if}}
+{{#if print_allowed_images}}
+    Allowed images:
+    {{#each p.allowed_images}}
+        {{this}}
+    {{/each}}
+{{/if}}
+{{#if print_denied_images}}
+    Denied images:
+    {{#each p.denied_images}}
+        {{this}}
+    {{/each}}
+{{/if}}
+{{#if print_phases}}
+    Phases:
+    {{#each p.phases}}
+        {{@key}}
+    {{/each}}
+{{/if}}
+{{#if print_script}}
+{{script}}
+{{/if}}
 """
 SCRIPT_DIALECTS = ("handlebars", "jinja2")
 CONFIG_FILE = "config.toml"
@@ -102,13 +134,6 @@ class EndpointConfig:
     network_mode: str | None = None
     timeout: int = 10
     tls: TlsConfig | None = None
-
-    @property
-    def base_url(self) -> str:
-        """The URL a Docker client takes: ``unix:///path`` for sockets, else the uri."""
-        if self.endpoint_type == "socket" and not self.uri.startswith("unix://"):
-            return f"unix://{self.uri}"
-        return self.uri
 
 
 @dataclass(frozen=True)
@@ -168,11 +193,13 @@ class Config:
     docker: DockerConfig = field(default_factory=DockerConfig)
     containers: ContainerConfig = field(default_factory=ContainerConfig)
     available_phases: tuple[str, ...] = ()
+    strict_keys: bool = True  # unknown keys (config and recipes) are errors, else warnings
     # Extension settings (airflow-butido.toml).
     script_dialect: str = "handlebars"
     database_url: str | None = None
     airflow: AirflowSettings = field(default_factory=AirflowSettings)
     files: tuple[Path, ...] = ()  # the files read, in load order
+    warnings: tuple[RecipeError, ...] = ()  # unknown keys accepted with strict_keys = false
 
     @property
     def images(self) -> tuple[ImageSpec, ...]:
@@ -204,9 +231,6 @@ class Config:
             if image.name == full_name:
                 return image.short_name
         return full_name
-
-    def release_store_path(self, store: str) -> Path:
-        return self.releases_root / store
 
 
 # --------------------------------------------------------------------------- loading
@@ -264,6 +288,7 @@ _TOP_LEVEL: dict[str, tuple[str, bool]] = {
     "docker": ("table", True),
     "containers": ("table", True),
     "available_phases": ("str_list", True),
+    "strict_keys": ("bool", False),
 }
 _DOCKER_KEYS = ("docker_versions", "docker_api_versions", "images", "endpoints")
 _ENDPOINT_KEYS = ("uri", "endpoint_type", "maxjobs", "network_mode", "timeout")
@@ -299,6 +324,8 @@ class _Loader:
         self.env = env
         self.layers: list[_Layer] = []
         self.errors: list[RecipeError] = []
+        self.warnings: list[RecipeError] = []
+        self.strict_keys = True
 
     def label(self, path: Path) -> str:
         try:
@@ -314,6 +341,17 @@ class _Loader:
             self.errors.append(RecipeError(label, None, exc.line, exc.message))
             return
         self.layers.append(_Layer(label, data, path.read_text(encoding="utf-8")))
+
+    def unknown(self, key: str, allowed: tuple[str, ...]) -> None:
+        """An unknown key: an error, or a warning with ``strict_keys = false``."""
+        message = f"unknown key (allowed: {', '.join(allowed)})"
+        if self.strict_keys:
+            self.error(key, f"{message}; {STRICT_KEYS_HINT}")
+            return
+        before = len(self.errors)
+        self.error(key, f"{message}; ignored (strict_keys = false)")
+        self.warnings.extend(self.errors[before:])
+        del self.errors[before:]
 
     def error(self, key: str, message: str) -> None:
         """Record an error against the deepest layer that set ``key`` (or its parent)."""
@@ -397,7 +435,7 @@ def _check_compatibility(loader: _Loader, data: Mapping[str, Any]) -> int:
 def _unknown(loader: _Loader, table: Mapping[str, Any], allowed: tuple[str, ...], at: str) -> None:
     for key in table:
         if key not in allowed:
-            loader.error(f"{at}{key}", f"unknown key (allowed: {', '.join(allowed)})")
+            loader.unknown(f"{at}{key}", allowed)
 
 
 def _get(loader: _Loader, table: Mapping[str, Any], key: str, kind: str, at: str = "") -> Any:
@@ -415,6 +453,16 @@ def _required(loader: _Loader, table: Mapping[str, Any], key: str, kind: str, at
         loader.error(f"{at}{key}", "missing required key")
         return None
     return _get(loader, table, key, kind, at)
+
+
+def _in_repository(loader: _Loader, key: str, value: Any) -> None:
+    """A relative file path (script_linter, TLS files) names a repository file: it must
+    stay in the repository once links are resolved. Absolute paths are the admin's choice."""
+    if isinstance(value, str) and not Path(value).is_absolute():
+        try:
+            confine(loader.root, value, what=key)
+        except OutsideRoot as exc:
+            loader.error(key, str(exc))
 
 
 def _path(root: Path, value: str | None) -> Path | None:
@@ -544,6 +592,11 @@ def _build_config(loader: _Loader, data: Mapping[str, Any]) -> dict[str, Any]:
         if kind == "path":
             value = _path(loader.root, value)
         values[key] = value
+    _in_repository(loader, "script_linter", data.get("script_linter"))
+    for i, store in enumerate(values.get("release_stores", ())):
+        problem = name_problem(store)
+        if problem is not None:
+            loader.error(f"release_stores[{i}]", f"release store name {problem}")
     for key in ("release_stores", "available_phases"):
         if key in values and not values[key]:
             loader.error(key, "must not be empty")
@@ -625,6 +678,8 @@ def _apply_tls(loader: _Loader, table: Any, values: dict[str, Any]) -> None:
             loader.error(f"{at}.tls", "expected a table")
             continue
         _unknown(loader, tls, _TLS_KEYS, f"{at}.tls.")
+        for k in ("ca_cert", "client_cert", "client_key"):
+            _in_repository(loader, f"{at}.tls.{k}", tls.get(k))
         paths = {
             k: _path(loader.root, _get(loader, tls, k, "str", f"{at}.tls."))
             for k in ("ca_cert", "client_cert", "client_key")
@@ -675,11 +730,14 @@ def load_config(repo_root: Path, *, environ: Mapping[str, str] | None = None) ->
                 continue
             loader.layers.append(_Layer(label, {key: value}))
     data = loader.merged()
+    strict = data.get("strict_keys", True)
+    loader.strict_keys = strict if isinstance(strict, bool) else True  # else: a type error below
     level = _check_compatibility(loader, data)
     values = _build_config(loader, data)
     values["compatibility"] = level
 
     settings = _Loader(root, env)
+    settings.strict_keys = loader.strict_keys
     settings_files = [(root / SETTINGS_FILE, False)]
     if env.get("BUTIDO_SETTINGS"):
         settings_files.append((Path(env["BUTIDO_SETTINGS"]), True))
@@ -694,4 +752,7 @@ def load_config(repo_root: Path, *, environ: Mapping[str, str] | None = None) ->
     errors = loader.errors + settings.errors
     if errors:
         raise InvalidConfiguration(errors)
-    return Config(repo_root=root, files=tuple(files), **values)
+    warnings = tuple(loader.warnings + settings.warnings)
+    for warning in warnings:
+        log.warning("%s", warning)
+    return Config(repo_root=root, files=tuple(files), warnings=warnings, **values)

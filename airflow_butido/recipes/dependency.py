@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from airflow_butido.recipes.errors import InvalidValue, type_name
+from airflow_butido.recipes.errors import InvalidValue, UnknownKey, type_name
 from airflow_butido.recipes.versions import parse_version
 
 KINDS = ("build", "runtime")
@@ -117,12 +117,23 @@ def _string_list(value: Any, key: str) -> tuple[str, ...]:
     raise InvalidValue("expected a string or a list of strings", key)
 
 
-def parse_condition(value: Any) -> Condition:
+def _unknown_keys(
+    table: dict[str, Any], allowed: tuple[str, ...], unknown: list[InvalidValue] | None, at: str
+) -> None:
+    """Raise UnknownKey for a key not in ``allowed``, or collect it in ``unknown``."""
+    for key in table:
+        if key not in allowed:
+            exc = UnknownKey(f"unknown key {key!r} (allowed: {', '.join(allowed)})", at + key)
+            if unknown is None:
+                raise exc
+            unknown.append(exc)
+
+
+def parse_condition(value: Any, unknown: list[InvalidValue] | None = None) -> Condition:
+    """A ``condition`` table; unknown keys raise, or are collected in ``unknown``."""
     if not isinstance(value, dict):
         raise InvalidValue(f"expected a table, got {type_name(value)}")
-    for key in value:
-        if key not in _CONDITION_KEYS:
-            raise InvalidValue(f"unknown key {key!r} (allowed: {', '.join(_CONDITION_KEYS)})", key)
+    _unknown_keys(value, _CONDITION_KEYS, unknown, "")
     has_env = _string_list(value["has_env"], "has_env") if "has_env" in value else ()
     env_eq: tuple[tuple[str, str], ...] = ()
     if "env_eq" in value:
@@ -134,16 +145,17 @@ def parse_condition(value: Any) -> Condition:
     return Condition(has_env, env_eq, in_image)
 
 
-def parse_dependency(value: Any, kind: str) -> Dependency:
-    """One entry of ``dependencies.build`` / ``dependencies.runtime``."""
+def parse_dependency(
+    value: Any, kind: str, unknown: list[InvalidValue] | None = None
+) -> Dependency:
+    """One entry of ``dependencies.build`` / ``dependencies.runtime``; unknown keys raise
+    UnknownKey, or are collected in ``unknown`` (keys relative to the entry)."""
     if isinstance(value, str):
         name, version = parse_dependency_string(value)
         return Dependency(name, version, kind, None, value)
     if not isinstance(value, dict):
         raise InvalidValue(f"expected a string or a table, got {type_name(value)}")
-    for key in value:
-        if key not in _DEPENDENCY_TABLE_KEYS:
-            raise InvalidValue(f"unknown key {key!r} (allowed: name, condition)", key)
+    _unknown_keys(value, _DEPENDENCY_TABLE_KEYS, unknown, "")
     if "name" not in value:
         raise InvalidValue("missing key 'name'", "name")
     try:
@@ -152,9 +164,12 @@ def parse_dependency(value: Any, kind: str) -> Dependency:
         raise InvalidValue(exc.message, "name") from None
     condition = None
     if "condition" in value:
+        inner: list[InvalidValue] | None = None if unknown is None else []
         try:
-            condition = parse_condition(value["condition"])
+            condition = parse_condition(value["condition"], inner)
         except InvalidValue as exc:
             key = "condition" + (f".{exc.key}" if exc.key else "")
-            raise InvalidValue(exc.message, key) from None
+            raise type(exc)(exc.message, key) from None
+        if unknown is not None and inner:
+            unknown.extend(UnknownKey(e.message, f"condition.{e.key}") for e in inner)
     return Dependency(name, version, kind, condition, value)

@@ -51,6 +51,13 @@ class InvalidValue(ValueError):
         self.line = line
 
 
+class UnknownKey(InvalidValue):
+    """A key the format does not know: an error, or a warning with ``strict_keys = false``."""
+
+
+STRICT_KEYS_HINT = "set strict_keys = false to accept unknown keys with a warning"
+
+
 def type_name(value: Any) -> str:
     """How an error message names the TOML type of a value."""
     return {

@@ -18,6 +18,9 @@ from typing import Any
 from airflow_butido.recipes.errors import InvalidValue
 
 PKG_TOML = "pkg.toml"
+# Deeper nesting than any recipe needs; beyond it parsing, merging and pickling recurse
+# towards Python's stack limit.
+MAX_DEPTH = 64
 _TOML_LINE_RE = re.compile(r"at line (\d+)")
 
 
@@ -32,7 +35,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise InvalidValue(f"cannot read: {exc.strerror or exc}") from None
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
+    except RecursionError:
+        raise InvalidValue(f"TOML nested too deeply (more than {MAX_DEPTH} levels)") from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         m = _TOML_LINE_RE.search(message)
@@ -43,6 +48,27 @@ def read_toml(path: Path) -> dict[str, Any]:
         else:
             line = None
         raise InvalidValue(f"TOML syntax error: {message}", line=line) from None
+    if _depth(data) > MAX_DEPTH:
+        raise InvalidValue(f"TOML nested too deeply (more than {MAX_DEPTH} levels)")
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value``, counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH:
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,12 +88,13 @@ def merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-def discover(root: Path) -> tuple[list[str], list[tuple[str, ...]]]:
+def discover(root: Path, links: list[str] | None = None) -> tuple[list[str], list[tuple[str, ...]]]:
     """All ``pkg.toml`` files (repo-relative) and, per leaf, its trail root -> leaf.
 
-    Entries starting with ``.`` are skipped, symbolic links are not followed, and
-    directories without a ``pkg.toml`` are simply skipped in a trail. Both lists are
-    sorted by path.
+    Entries starting with ``.`` are skipped, symbolic links are not followed (each
+    symlinked directory or ``pkg.toml`` is appended to ``links``, repo-relative, for the
+    caller to report), and directories without a ``pkg.toml`` are simply skipped in a
+    trail. Both lists are sorted by path.
     """
     files: list[str] = []
     trails: list[tuple[str, ...]] = []
@@ -79,6 +106,10 @@ def discover(root: Path) -> tuple[list[str], list[tuple[str, ...]]]:
             with os.scandir(dirpath) as it:
                 for entry in it:
                     if entry.name.startswith("."):
+                        continue
+                    if links is not None and entry.is_symlink():
+                        if entry.name == PKG_TOML or entry.is_dir():
+                            links.append(f"{rel}/{entry.name}" if rel else entry.name)
                         continue
                     if entry.is_dir(follow_symlinks=False):
                         subdirs.append(entry.name)

@@ -7,6 +7,7 @@ of every file is collected, and the result is a mapping ``(name, version) -> Pac
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -18,8 +19,16 @@ from typing import Any
 from airflow_butido.errors import ConfigError
 from airflow_butido.recipes.config import Config, InvalidConfiguration, load_config
 from airflow_butido.recipes.dependency import KINDS, Dependency, parse_dependency
-from airflow_butido.recipes.errors import InvalidValue, RecipeError, RecipeErrors, type_name
+from airflow_butido.recipes.errors import (
+    STRICT_KEYS_HINT,
+    InvalidValue,
+    RecipeError,
+    RecipeErrors,
+    UnknownKey,
+    type_name,
+)
 from airflow_butido.recipes.layers import (
+    PKG_TOML,
     discover,
     find_key_line,
     has_key_path,
@@ -27,10 +36,13 @@ from airflow_butido.recipes.layers import (
     normalize_relative_path,
     read_toml,
 )
+from airflow_butido.recipes.names import name_problem
 from airflow_butido.recipes.package import HASH_TYPES, Package, Phase, Source
+from airflow_butido.recipes.paths import OutsideRoot, confine
 from airflow_butido.recipes.versions import VersionConstraint
 
 Key = tuple[str, str]
+log = logging.getLogger(__name__)
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -60,6 +72,7 @@ class Repository:
     config: Config
     packages: Mapping[Key, Package]
     pkg_toml_files: tuple[str, ...] = ()
+    warnings: tuple[RecipeError, ...] = ()  # accepted problems: unknown keys, links skipped
     _by_name: dict[str, tuple[Package, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -156,8 +169,19 @@ def _load_repository(
             config = load_config(root, environ=environ)
         except InvalidConfiguration as exc:
             config_error = exc  # report the broken pkg.toml files along with it
-    files, trails = discover(root)
+    links: list[str] = []
+    files, trails = discover(root, links)
     errors: list[RecipeError] = []
+    warnings: list[RecipeError] = []
+    for link in sorted(links):
+        target = os.readlink(root / link)
+        if os.path.basename(link) == PKG_TOML:
+            message = f"is a symbolic link to {target}; a pkg.toml must be a regular file"
+            errors.append(RecipeError(link, None, None, message))
+        else:
+            message = f"is a symbolic link to {target}; not searched for pkg.toml files"
+            warnings.append(RecipeError(link, None, None, message))
+    strict = config.strict_keys if config is not None else True
     data: dict[str, dict[str, Any]] = {}
     for rel in files:
         try:
@@ -173,7 +197,7 @@ def _load_repository(
             continue  # a syntax error in a layer is already reported
         merged = _merged(trail, data, merged_prefix)
         context = _Trail(trail, data, root)
-        package = _build_package(merged, context, root, errors, memo, missing)
+        package = _build_package(merged, context, root, errors, memo, missing, strict, warnings)
         if package is None:
             continue
         other = packages.get(package.key)
@@ -196,8 +220,11 @@ def _load_repository(
     if errors:
         raise RecipeErrors(errors)
     assert config is not None
+    found = tuple(dict.fromkeys(warnings))
+    for warning in found:
+        log.warning("%s", warning)
     ordered = {key: packages[key] for key in sorted(packages)}
-    return Repository(root, config, ordered, tuple(files))
+    return Repository(root, config, ordered, tuple(files), found)
 
 
 def _merged(
@@ -241,7 +268,7 @@ def _table(value: Any, key: str, allowed: tuple[str, ...], errs: list[InvalidVal
         return False
     for k in value:
         if k not in allowed:
-            errs.append(InvalidValue(f"unknown key (allowed: {', '.join(allowed)})", f"{key}.{k}"))
+            errs.append(UnknownKey(f"unknown key (allowed: {', '.join(allowed)})", f"{key}.{k}"))
     return True
 
 
@@ -297,7 +324,9 @@ def _parse_source(name: str, value: Any, errs: list[InvalidValue]) -> Source | N
     return Source(name, url, str(hash_type), str(digest), manual)
 
 
-def _parse_dependencies(value: Any, errs: list[InvalidValue]) -> tuple[Dependency, ...]:
+def _parse_dependencies(
+    value: Any, errs: list[InvalidValue], strict: bool = True
+) -> tuple[Dependency, ...]:
     if not _table(value, "dependencies", KINDS, errs):
         return ()
     deps: list[Dependency] = []
@@ -311,11 +340,13 @@ def _parse_dependencies(value: Any, errs: list[InvalidValue]) -> tuple[Dependenc
             errs.append(InvalidValue(f"expected an array, got {type_name(items)}", at))
             continue
         for i, item in enumerate(items):
+            unknown: list[InvalidValue] | None = None if strict else []
             try:
-                deps.append(parse_dependency(item, kind))
+                deps.append(parse_dependency(item, kind, unknown))
             except InvalidValue as exc:
                 sub = f"{at}[{i}]" + (f".{exc.key}" if exc.key else "")
-                errs.append(InvalidValue(exc.message, sub))
+                errs.append(type(exc)(exc.message, sub))
+            errs.extend(UnknownKey(u.message, f"{at}[{i}].{u.key}") for u in unknown or ())
     return tuple(deps)
 
 
@@ -354,11 +385,38 @@ def _resolve_patches(
         except InvalidValue as exc:
             errors.append(context.error(f"patches[{i}]", exc.message))
             continue
+        try:
+            confine(root, rel, what=f"patch {rel}")
+        except OutsideRoot as exc:
+            errors.append(context.error(f"patches[{i}]", str(exc)))
+            continue
         if not (root / rel).is_file():
             errors.append(context.error(f"patches[{i}]", f"patch does not exist: {rel}"))
             continue
         out.append(rel)
     return tuple(out)
+
+
+def _check_phase_paths(
+    phases: tuple[Phase, ...], context: _Trail, root: Path, errors: list[RecipeError]
+) -> bool:
+    """A ``path`` phase names a file relative to the layer that set it; it must stay in
+    the repository, links resolved. True when an error was added."""
+    failed = False
+    for phase in phases:
+        if phase.path is None:
+            continue
+        key = f"phases.{phase.name}.path"
+        base = os.path.dirname(context.origin(key))
+        try:
+            if phase.path.startswith("/"):
+                raise InvalidValue(f"path {phase.path!r} must be relative to its pkg.toml")
+            rel = normalize_relative_path(f"{base}/{phase.path}" if base else phase.path)
+            confine(root, rel, what=f"phase script {rel}")
+        except (InvalidValue, OutsideRoot) as exc:
+            errors.append(context.error(key, getattr(exc, "message", str(exc))))
+            failed = True
+    return failed
 
 
 _Memo = dict[tuple[str, int], tuple[Any, Any, list[InvalidValue]]]
@@ -380,15 +438,18 @@ def _build_package(
     errors: list[RecipeError],
     memo: _Memo,
     missing: _Missing,
+    strict: bool = True,
+    warnings: list[RecipeError] | None = None,
 ) -> Package | None:
     """Validate one merged leaf. ``memo`` shares parsed values between leaves that
     inherit the very same table from a common layer (phases, environment, ...);
-    ``missing`` gathers the leaves lacking a key of a table a shared layer declared."""
+    ``missing`` gathers the leaves lacking a key of a table a shared layer declared.
+    Unknown keys are errors when ``strict``, else they go to ``warnings``."""
     errs: list[InvalidValue] = []
     for key in merged:
         if key not in TOP_LEVEL_KEYS:
             hint = " (flags were removed in butido 0.2)" if key == "flags" else ""
-            errs.append(InvalidValue(f"unknown key{hint}", key))
+            errs.append(UnknownKey(f"unknown key{hint}", key))
     for key in _REQUIRED:
         if key not in merged:
             errs.append(InvalidValue("missing required key", key))
@@ -426,10 +487,10 @@ def _build_package(
 
     name = get("name", lambda v, k: _string(v, k, allow_int=True))
     version = get("version", lambda v, k: _string(v, k, allow_int=True))
-    if name == "":
-        errs.append(InvalidValue("must not be empty", "name"))
-    if version == "":
-        errs.append(InvalidValue("must not be empty", "version"))
+    for key, value in (("name", name), ("version", version)):
+        problem = None if value is None else name_problem(value)
+        if problem is not None:
+            errs.append(InvalidValue(problem, key))
     semver = merged.get("version_is_semver")
     if semver is not None and not isinstance(semver, bool):
         errs.append(
@@ -439,12 +500,16 @@ def _build_package(
     if "sources" in merged:
         if isinstance(merged["sources"], dict):
             for src_name, src in merged["sources"].items():
+                problem = name_problem(src_name)
+                if problem is not None:
+                    errs.append(InvalidValue(f"source name {problem}", f"sources.{src_name}"))
+                    continue
                 parsed = _parse_source(src_name, src, errs)
                 if parsed is not None:
                     sources.append(parsed)
         else:
             errs.append(InvalidValue("expected a table", "sources"))
-    dependencies = shared("dependencies", _parse_dependencies) or ()
+    dependencies = shared("dependencies", lambda v, e: _parse_dependencies(v, e, strict)) or ()
     patches_raw = get("patches", _string_list)
     environment = shared("environment", checked(lambda v: _string_table(v, "environment")))
     allowed = shared("allowed_images", checked(lambda v: _string_list(v, "allowed_images")))
@@ -452,14 +517,25 @@ def _build_package(
     phases = shared("phases", _parse_phases) or ()
     meta = shared("meta", checked(lambda v: _string_table(v, "meta")))
     leaf = context.files[-1]
+    accepted = [e for e in errs if isinstance(e, UnknownKey)] if not strict else []
     for exc in errs:
-        error = context.error(exc.key, exc.message)
+        if exc in accepted:
+            if warnings is not None:
+                warnings.append(
+                    context.error(exc.key, f"{exc.message}; ignored (strict_keys = false)")
+                )
+            continue
+        message = (
+            f"{exc.message}; {STRICT_KEYS_HINT}" if isinstance(exc, UnknownKey) else exc.message
+        )
+        error = context.error(exc.key, message)
         if error.file != leaf and exc.message.startswith(_MISSING):
             missing.setdefault(error, []).append(leaf)
         else:
             errors.append(error)
     patches = _resolve_patches(patches_raw, context, root, errors) if patches_raw else ()
-    if errs or len(patches) != len(patches_raw or ()):
+    path_errors = _check_phase_paths(phases, context, root, errors)
+    if len(errs) != len(accepted) or len(patches) != len(patches_raw or ()) or path_errors:
         return None
     return Package(
         name=name,

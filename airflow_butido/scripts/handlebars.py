@@ -22,6 +22,10 @@ from typing import Any
 
 from airflow_butido.errors import ButidoError
 
+# Blocks (and {{else}} chains) deeper than this are refused: rendering them recurses, and no
+# build script needs them.
+MAX_BLOCK_DEPTH = 100
+
 
 class TemplateError(ButidoError):
     """A script template that does not parse or does not render (names the line and column)."""
@@ -803,6 +807,10 @@ class _Compiler:
         self.trim_line = self._standalone(tag)
         if tag.kind in ("open", "raw_open"):
             assert tag.call is not None
+            if len(self.blocks) >= MAX_BLOCK_DEPTH:
+                raise self.p.error(
+                    tag.start, f"blocks nested more than {MAX_BLOCK_DEPTH} levels deep"
+                )
             self.blocks.append(_OpenBlock(tag.call, line, col, tag.kind == "raw_open"))
             self.templates.append([])
         elif tag.kind == "else":
@@ -811,6 +819,8 @@ class _Compiler:
             blk = self.blocks[-1]
             blk.parts.append((None, self.templates.pop()))
             blk.plain_else = tag.call is None
+            if len(blk.parts) > MAX_BLOCK_DEPTH:
+                raise self.p.error(tag.start, f"more than {MAX_BLOCK_DEPTH} '{{{{else}}}}' chained")
             if tag.call is not None:
                 blk.parts.append((tag.call, []))
             self.templates.append([])
@@ -1332,4 +1342,6 @@ def render(
         renderer.render(compiled, out)
     except _RenderFailure as exc:
         raise TemplateError(exc.message, name=name, line=exc.line, column=exc.column) from None
+    except RecursionError:
+        raise TemplateError("the template nests too deeply to render", name=name) from None
     return "".join(out)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_butido.errors import ButidoError
+from airflow_butido.recipes.paths import confine
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -33,8 +34,8 @@ class LintResult:
 
 
 def resolve_linter(linter: Path, repo_root: Path) -> Path:
-    """A relative linter path is relative to the repository root."""
-    return linter if linter.is_absolute() else repo_root / linter
+    """A relative linter path is relative to the repository root, and must stay in it."""
+    return linter if linter.is_absolute() else confine(repo_root, linter, what="script_linter")
 
 
 def lint_script(

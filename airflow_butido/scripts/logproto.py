@@ -95,6 +95,21 @@ def raw(item: LogItem) -> str:
     return f"{PREFIX}STATE:ERR:{item.message}"
 
 
+def readable(item: LogItem) -> str:
+    """How a log line reads for a person: protocol lines as ``[butido] ...`` events."""
+    if isinstance(item, PhaseMarker):
+        return f"[butido] phase: {item.name}"
+    if isinstance(item, Progress):
+        return f"[butido] progress: {item.n}%"
+    if isinstance(item, State):
+        return (
+            "[butido] state: OK"
+            if item.ok
+            else f"[butido] state: ERR {item.message or ''}".rstrip()
+        )
+    return item.text
+
+
 def iter_lines(text: str) -> Iterator[str]:
     """Lines split like Rust's ``str::lines``: on ``\\n``, a trailing ``\\r`` dropped."""
     if not text:

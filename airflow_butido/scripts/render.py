@@ -30,6 +30,9 @@ class ScriptPackage(Protocol):
     @property
     def label(self) -> str: ...
 
+    @property
+    def path(self) -> str: ...
+
     def phase(self, name: str) -> Any: ...
 
     def template_context(self) -> dict[str, Any]: ...
@@ -123,7 +126,7 @@ def render_script(
     dialect = getattr(config, "script_dialect", "handlebars")
     strict = config.strict_script_interpolation
     context = package.template_context()
-    label = f"script of {package.label}"
+    label = f"script of {package.label} ({package.path})"
     try:
         if dialect == "handlebars":
             return handlebars.render(script, context, strict=strict, name=label)
@@ -131,7 +134,7 @@ def render_script(
             return render_jinja2(script, context, strict=strict, name=label)
     except TemplateError as exc:
         phase = None if exc.line is None else _phase_at_line(package, config, shebang, exc.line)
-        name = label if phase is None else f"{label} (phase {phase})"
+        name = label if phase is None else f"{label[:-1]}, phase {phase})"
         raise exc.named(name) from None
     raise TemplateError(f"unknown script_dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
 
@@ -198,6 +201,23 @@ def _template_line(tb: types.TracebackType | None) -> int | None:
     return line
 
 
+def _sandbox_class() -> type:
+    """Jinja2's immutable sandbox, raising at once on an unsafe attribute.
+
+    The stock sandbox returns an undefined value there, which non-strict mode would print
+    as empty text: a refused escape must be an error in both modes.
+    """
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+            raise SecurityError(
+                f"access to attribute {attribute!r} of a {type(obj).__name__} value is unsafe"
+            )
+
+    return Sandbox
+
+
 def render_jinja2(
     template: str, context: Mapping[str, Any], *, strict: bool = True, name: str | None = None
 ) -> str:
@@ -205,10 +225,16 @@ def render_jinja2(
 
     No autoescaping, trailing newline kept, StrictUndefined in strict mode. Comments are
     ``{## ... ##}`` because ``{#`` is everyday shell (``${#VAR}``).
+
+    The environment is Jinja2's immutable sandbox: a recipe is untrusted text, and the
+    templates run on the machine that lints, plans and builds. Reaching for internals
+    (``__class__``, ``__globals__``, ``cycler.__init__``, ``str.format`` tricks) or
+    mutating a value is a TemplateError, never executed.
     """
     import jinja2
+    import jinja2.sandbox
 
-    env = jinja2.Environment(
+    env = _sandbox_class()(
         autoescape=False,
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined if strict else jinja2.Undefined,
@@ -227,6 +253,12 @@ def render_jinja2(
     except TemplateError as exc:
         line = _template_line(exc.__traceback__)
         raise TemplateError(exc.message, name=name, line=line) from None
+    except jinja2.sandbox.SecurityError as exc:
+        line = _template_line(exc.__traceback__)
+        raise TemplateError(f"refused by the sandbox: {exc}", name=name, line=line) from None
     except jinja2.TemplateError as exc:
         line = _template_line(exc.__traceback__)
         raise TemplateError(str(exc), name=name, line=line) from None
+    except (TypeError, ValueError, AttributeError, LookupError, ArithmeticError) as exc:
+        line = _template_line(exc.__traceback__)
+        raise TemplateError(f"{type(exc).__name__}: {exc}", name=name, line=line) from None

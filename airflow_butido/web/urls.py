@@ -34,6 +34,10 @@ def view(path: str = "/") -> str:
     return f"{base_path()}{URL_PREFIX}{path}"
 
 
+def submit(submit_uuid: str) -> str:
+    return view(f"/submits/{_q(submit_uuid)}")
+
+
 def job(job_uuid: str) -> str:
     return view(f"/jobs/{_q(job_uuid)}")
 

@@ -128,11 +128,12 @@ def test_sigterm_stops_the_build_and_removes_its_containers(tmp_path: Path, buil
     client = docker.from_env()
 
     def ours() -> list:
-        return client.containers.list(all=True, filters={"label": "io.butido.package=killme"})
+        # the low-level list: no inspect per container, which races with a removal
+        return client.api.containers(all=True, filters={"label": "io.butido.package=killme"})
 
     try:
         deadline = time.monotonic() + 120
-        while not any(c.status == "running" for c in ours()):
+        while not any(c["State"] == "running" for c in ours()):
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "the build container never ran"
             time.sleep(0.3)
@@ -144,7 +145,7 @@ def test_sigterm_stops_the_build_and_removes_its_containers(tmp_path: Path, buil
             proc.wait()
         leftovers = ours()
         for container in leftovers:
-            container.remove(force=True)
+            client.api.remove_container(container["Id"], force=True)
         client.close()
     assert leftovers == []
     assert proc.returncode != 0, output

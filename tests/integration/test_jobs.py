@@ -426,8 +426,8 @@ def test_database_recorder_writes_failed_job_with_log(
     from airflow_butido.db import schema
     from airflow_butido.db.engine import make_engine
     from airflow_butido.db.migrate import upgrade
+    from airflow_butido.db.recorder import DatabaseRecorder
     from airflow_butido.db.records import record_submit
-    from airflow_butido.jobs import DatabaseRecorder
 
     engine = make_engine(pg_url)
     upgrade(engine)
@@ -463,7 +463,7 @@ def test_database_recorder_writes_failed_job_with_log(
 def test_environment_order_is_cli_then_git_then_package(tmp_path: Path, build_image: str) -> None:
     import subprocess
 
-    from airflow_butido.jobs import container_environment, git_environment
+    from airflow_butido.build_key import container_environment, git_environment
     from airflow_butido.recipes.config import Config, ContainerConfig
 
     repo = write_repo(

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.docker
 class StubTaskInstance:
     """Only what execute() asks of the task instance: XCom values by task id."""
 
+    dag_id = "test_dag"
+
     def __init__(self, xcoms: Mapping[str, Any], try_number: int = 1) -> None:
         self.xcoms = dict(xcoms)
         self.try_number = try_number
@@ -97,7 +99,7 @@ def test_execute_returns_a_json_manifest_and_feeds_dependents(
     json.dumps(b_manifest)  # XCom-safe
     assert b_manifest["package"] == "b"
     assert b_manifest["version"] == "2"
-    assert b_manifest["reused"] is False
+    assert b_manifest["outcome"] == "built"
     assert b_manifest["image"].startswith("airflow-butido/")
     submit = b_manifest["submit_uuid"]
     assert b_manifest["artifacts"] == [
@@ -155,11 +157,18 @@ def test_plan_drives_submit_env_and_inputs_and_the_job_is_recorded(
         image="airflow-butido/debian:bookworm",
         repo_commit="0" * 40,
     )
-    plan = {
-        "submit_uuid": submit,
-        "env": {"FOO": "x"},
-        "dependencies": {"a-1": ["b-2"], "b-2": []},
-    }
+    from airflow_butido.plan import Plan
+
+    plan = Plan(
+        submit_uuid=submit,
+        image="test",
+        env=(("FOO", "x"),),
+        force_rebuild=False,
+        requested=("a-1",),
+        packages=("b-2", "a-1"),
+        labels={"b-2": "b 2", "a-1": "a 1"},
+        edges=(("a-1", "b-2"),),
+    ).to_json()
     b_manifest = ops["b"].execute(context_for(dag, {"plan": plan}))
     assert b_manifest["submit_uuid"] == submit
     a_manifest = ops["a"].execute(context_for(dag, {"plan": plan, "b-2": b_manifest}))
@@ -409,7 +418,9 @@ def test_a_task_killed_while_another_run_builds_the_same_key_stops_waiting(
     assert "cancelled while waiting for job" in second_output
 
 
-def test_operator_is_a_docker_operator_with_templated_recipe_fields() -> None:
+def test_operator_is_a_docker_operator_whose_recipe_values_are_no_templates() -> None:
+    """A package named ``p{{ params.leak }}`` stays that name: recipe-controlled values are
+    never rendered by Airflow, so a recipe cannot pull variables or connections into logs."""
     import jinja2
     from airflow.providers.docker.operators.docker import DockerOperator
     from airflow.sdk import DAG
@@ -419,18 +430,22 @@ def test_operator_is_a_docker_operator_with_templated_recipe_fields() -> None:
     with DAG(dag_id=f"t_{uuid.uuid4().hex[:8]}", schedule=None):
         op = PackageBuildOperator(
             task_id="x",
-            repo_path="{{ params.repo }}",
-            package_name="{{ params.name }}",
-            package_version="{{ params.version }}",
-            image="test",
-            submit_uuid="{{ run_id }}",
+            repo_path="/r",
+            package_name="p{{ params.leak }}",
+            package_version="{{ var.value.secret }}",
+            image="{{ conn.butido_db.password }}",
         )
+        with pytest.raises(ValueError, match="does not use DockerOperator argument.*command"):
+            PackageBuildOperator(
+                task_id="y", repo_path="/r", package_name="p", package_version="1",
+                image="test", command="true",
+            )  # fmt: skip
     assert isinstance(op, DockerOperator)
-    assert {"image", "environment", "repo_path", "package_version"} <= set(op.template_fields)
-    context = {"params": {"repo": "/r", "name": "a", "version": "2"}, "run_id": "manual__1"}
+    assert op.template_fields == ()
+    context = {"params": {"leak": "LEAKED"}, "run_id": "manual__1"}
     op.render_template_fields(context, jinja_env=jinja2.Environment())
-    assert (op.repo_path, op.package_name, op.package_version) == ("/r", "a", "2")
-    assert op.submit_uuid == "manual__1"
+    assert (op.package_name, op.package_version) == ("p{{ params.leak }}", "{{ var.value.secret }}")
+    assert op.image == "{{ conn.butido_db.password }}"
 
 
 def test_a_sigkilled_task_leaves_its_container_stopped_not_building(

@@ -28,6 +28,7 @@ from unittest import mock
 import pytest
 import sqlalchemy as sa
 
+from airflow_butido.build_key import BuildKeyInputs, build_key
 from airflow_butido.db import schema
 from airflow_butido.db.records import record_submit
 from tests.integration.test_jobs import pkg_toml, write_repo
@@ -120,7 +121,10 @@ def make_ops(repo: Path, db_url: str, **kw: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def plan_for(engine: Any, image: str, *, force: bool = False) -> dict[str, Any]:
-    """What the plan task does: record the submit, return the plan."""
+    """What the plan task does: record the submit, return the plan (no reuse up front, so
+    that the package tasks' own reuse is what is tested here)."""
+    from airflow_butido.plan import Plan
+
     submit = str(uuid.uuid4())
     record_submit(
         engine,
@@ -130,12 +134,16 @@ def plan_for(engine: Any, image: str, *, force: bool = False) -> dict[str, Any]:
         image=image,
         repo_commit="0" * 40,
     )
-    return {
-        "submit_uuid": submit,
-        "env": {"FOO": "x"},
-        "force_rebuild": force,
-        "dependencies": DEPENDENCIES,
-    }
+    return Plan(
+        submit_uuid=submit,
+        image=image,
+        env=(("FOO", "x"),),
+        force_rebuild=force,
+        requested=("app-1",),
+        packages=ORDER,
+        labels={t: f"{t.split('-')[0]} 1" for t in ORDER},
+        edges=tuple((t, d) for t, deps in DEPENDENCIES.items() for d in deps),
+    ).to_json()
 
 
 def run_all(
@@ -184,7 +192,7 @@ def job_uuid_by_id(engine: Any, job_id: int) -> str:
 
 
 def states(run: Run) -> dict[str, bool]:
-    return {task_id: m["reused"] for task_id, m in run.manifests.items()}
+    return {task_id: m["outcome"] == "reused" for task_id, m in run.manifests.items()}
 
 
 def test_a_build_is_recorded_completely(
@@ -353,7 +361,7 @@ def test_a_changed_patch_rebuilds_the_package_and_dependents_only_when_its_outpu
 def test_a_changed_source_rebuilds_the_package_and_its_dependents(
     repo: Path, db_url: str, engine: Any, build_image: str, docker_client: Any
 ) -> None:
-    from airflow_butido.db.reuse import compare_inputs
+    from airflow_butido.build_key import compare_inputs
 
     first = run_all(repo, db_url, engine, build_image)
     set_source(repo, b"lib source v2\n")
@@ -416,10 +424,12 @@ def test_concurrent_runs_build_a_shared_key_once(
     for thread in threads:
         thread.join(180)
     assert not errors, errors
-    assert sorted(m["reused"] for m in manifests) == [False] + [True] * (runs - 1)
+    assert sorted(m["outcome"] == "reused" for m in manifests) == [False] + [True] * (runs - 1)
     assert sum(containers_created(docker_client, s, started) for s in submits) == 1
-    builder = next(m for m in manifests if not m["reused"])
-    assert {m["reused_from"]["job_uuid"] for m in manifests if m["reused"]} == {builder["job_uuid"]}
+    builder = next(m for m in manifests if m["outcome"] != "reused")
+    assert {m["reused_from"]["job_uuid"] for m in manifests if m["outcome"] == "reused"} == {
+        builder["job_uuid"]
+    }
     with engine.connect() as conn:
         assert (
             conn.execute(sa.select(sa.func.count()).select_from(schema.build_claims)).scalar() == 0
@@ -435,7 +445,7 @@ def find_artifact_cli(repo: Path, db_url: str, *args: str) -> tuple[int, str]:
         redirect_stdout(out),
     ):
         code = cli_main.main(
-            ["--repo", str(repo), "find-artifact", *args, "-I", "test", "--db-url", db_url]
+            ["--repo", str(repo), "find-artifact", *args, "-I", "test", "--database-url", db_url]
         )
     return code, out.getvalue()
 
@@ -464,8 +474,10 @@ def test_find_artifact_computes_the_key_of_the_build_path(
 def test_run_job_with_a_database_cache_reuses_without_the_operator(
     repo: Path, engine: Any, build_image: str, docker_client: Any
 ) -> None:
+    from airflow_butido.db.build_cache import DatabaseBuildCache
+    from airflow_butido.db.recorder import DatabaseRecorder
     from airflow_butido.endpoints import DatabaseSlots
-    from airflow_butido.jobs import DatabaseBuildCache, DatabaseRecorder, run_job
+    from airflow_butido.jobs import run_job
     from tests.integration.test_jobs import request_for
 
     cache = DatabaseBuildCache(engine, repo / "staging", [repo / "releases" / "default"])
@@ -502,11 +514,12 @@ def test_run_job_with_a_database_cache_reuses_without_the_operator(
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_build_claim_is_renewed_while_the_build_runs(engine: Any, tmp_path: Path) -> None:
     from airflow_butido.db import reuse
-    from airflow_butido.jobs import BuildKey, DatabaseBuildCache
+    from airflow_butido.db.build_cache import DatabaseBuildCache
+    from airflow_butido.jobs import BuildKey
 
     cache = DatabaseBuildCache(engine, tmp_path, claim_ttl_seconds=1.0)
-    inputs = reuse.BuildKeyInputs(script="s", phases=("build",), image_digest="sha256:x")
-    key = BuildKey(reuse.build_key(inputs), inputs, "sha256:x")
+    inputs = BuildKeyInputs(script="s", phases=("build",), image_digest="sha256:x")
+    key = BuildKey(build_key(inputs), inputs)
     assert cache.claim_or_reuse("p", "1", key, "job-1") is None
     time.sleep(2.5)  # beyond the TTL: only the heartbeat keeps the claim alive
     assert not reuse.claim_build_key(engine, key.key, "job-2", ttl_seconds=1.0)
@@ -528,8 +541,8 @@ def test_without_a_plan_the_run_conf_flag_forces_a_rebuild(
         return ops["other-1"].execute(context)
 
     reused = other({})
-    assert reused["reused"] is True
+    assert reused["outcome"] == "reused"
     assert reused["reused_from"]["job_uuid"] == first.manifests["other-1"]["job_uuid"]
     forced = other({"force_rebuild": True})
-    assert forced["reused"] is False
+    assert forced["outcome"] == "built"
     assert (repo / "staging" / forced["submit_uuid"] / "other-1.pkg").read_text() == "other\n"

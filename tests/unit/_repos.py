@@ -10,7 +10,8 @@ from tests.support import config_toml, write_files
 IMAGE_ONE = "registry.local/one:1"
 IMAGE_TWO = "registry.local/two:2"
 
-ROOT_PKG = """version_is_semver = false
+# The root layer without phases, for repositories whose packages bring their own.
+ROOT_LAYER = """version_is_semver = false
 patches = []
 
 [sources]
@@ -18,10 +19,14 @@ patches = []
 [dependencies]
 build = []
 runtime = []
-
+"""
+ROOT_PKG = (
+    ROOT_LAYER
+    + """
 [phases]
 build.script = "mkdir -p /outputs && echo {{this.version}} > /outputs/{{this.name}}.pkg"
 """
+)
 
 
 def write_repo(

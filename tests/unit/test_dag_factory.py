@@ -64,16 +64,17 @@ def test_one_task_per_package_plus_plan_and_report(example_dag):
 
 
 def test_edges_follow_the_dependency_graph(example_dag):
-    for task_id, task in package_tasks(example_dag).items():
-        expected = EXAMPLE_EDGES.get(task_id) or {"plan"}
+    """Dependency edges, plus the plan before every package task and the report after
+    every one: the report never starts while a branch is still building."""
+    packages = package_tasks(example_dag)
+    for task_id, task in packages.items():
+        expected = EXAMPLE_EDGES.get(task_id, set()) | {"plan"}
         assert set(task.upstream_task_ids) == expected, task_id
-    dependents = {d for deps in EXAMPLE_EDGES.values() for d in deps}
-    for task_id, task in package_tasks(example_dag).items():
-        if task_id in dependents:
-            assert "report" not in task.downstream_task_ids
-    assert example_dag.get_task("report").upstream_task_ids == {"a-1"}
+        assert "report" in task.downstream_task_ids
+    assert example_dag.get_task("report").upstream_task_ids == set(packages)
+    assert example_dag.get_task("plan").downstream_task_ids == set(packages)
     assert example_dag.get_task("a-1").downstream_task_ids == {"report"}
-    assert example_dag.get_task("m-13").downstream_task_ids == {"f-6", "g-7"}
+    assert example_dag.get_task("m-13").downstream_task_ids == {"f-6", "g-7", "report"}
 
 
 def test_relations_are_consistent_in_both_directions(example_dag):
@@ -218,8 +219,8 @@ def test_in_image_resolved_per_image_env_edges_kept(two_image_repo: Path):
     dags = create_dags(two_image_repo)
     assert set(dags) == {"butido_one", "butido_two"}
     one, two = dags["butido_one"].get_task("app-1"), dags["butido_two"].get_task("app-1")
-    assert one.upstream_task_ids == {"base-1", "gfx-1", "tool-1"}
-    assert two.upstream_task_ids == {"base-1", "tool-1"}
+    assert one.upstream_task_ids == {"base-1", "gfx-1", "tool-1", "plan"}
+    assert two.upstream_task_ids == {"base-1", "tool-1", "plan"}
     # gfx is still a task in image two (every package is), just without the edge
     assert dags["butido_two"].get_task("gfx-1").upstream_task_ids == {"plan"}
     assert dags["butido_two"].get_task("gfx-1").downstream_task_ids == {"report"}

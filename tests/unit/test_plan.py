@@ -12,9 +12,9 @@ from airflow_butido.plan import (
     Plan,
     PlanError,
     RunRequest,
-    check_sources,
     parse_run_conf,
     resolve_plan,
+    source_failures,
     task_ids_for,
 )
 from airflow_butido.recipes.repository import load_repository
@@ -183,7 +183,7 @@ def test_in_image_condition_follows_the_image(conditional):
 # --- checks ---------------------------------------------------------------------------------
 
 
-def test_allowed_and_denied_images_fail_the_plan(tmp_path: Path):
+def test_allowed_and_denied_images_fail_only_those_packages(tmp_path: Path):
     root = write_repo(
         tmp_path / "repo",
         {
@@ -194,17 +194,21 @@ def test_allowed_and_denied_images_fail_the_plan(tmp_path: Path):
         },
     )
     repo = load_repository(root)
-    with pytest.raises(PlanError) as info:
-        resolve_plan(repo, IMAGE_ONE, RunRequest(("app",)))
-    assert "dep/1/pkg.toml: denied_images: dep 1 denies registry.local/one:1" in str(info.value)
-    with pytest.raises(PlanError) as info:
-        resolve_plan(repo, IMAGE_TWO, RunRequest(("app",)))
-    assert "allowed_images: app 1 may not be built in registry.local/two:2" in str(info.value)
+    plan = resolve_plan(repo, IMAGE_ONE, RunRequest(("app",)))
+    assert plan.failures == {
+        "dep-1": "dep/1/pkg.toml: denied_images: dep 1 denies registry.local/one:1"
+    }
+    assert plan.failed_because("app-1") == ["dep-1"]
+    plan = resolve_plan(repo, IMAGE_TWO, RunRequest(("app",)))
+    assert list(plan.failures) == ["app-1"]
+    assert (
+        "allowed_images: app 1 may not be built in registry.local/two:2" in plan.failures["app-1"]
+    )
     # the nightly run on image two leaves out what the image may not build
     assert resolve_plan(repo, IMAGE_TWO, RunRequest()).packages == ("dep-1",)
 
 
-def test_env_names_are_checked_up_front(tmp_path: Path):
+def test_env_names_of_the_run_fail_the_plan_those_of_a_package_fail_it(tmp_path: Path):
     root = write_repo(
         tmp_path / "repo",
         {"app/1": '[environment]\nCFLAGS = "-O2"\nSECRET = "x"'},
@@ -213,11 +217,18 @@ def test_env_names_are_checked_up_front(tmp_path: Path):
     )
     repo = load_repository(root)
     with pytest.raises(PlanError) as info:
-        resolve_plan(repo, IMAGE_ONE, RunRequest(("app",), (("DEBUG", "1"), ("NOPE", "1"))))
+        resolve_plan(
+            repo, IMAGE_ONE, RunRequest(("app", "nosuch"), (("DEBUG", "1"), ("NOPE", "1")))
+        )
     text = str(info.value)
     assert "environment variable NOPE is not allowed" in text
-    assert "app/1/pkg.toml: environment.SECRET: not in containers.allowed_env" in text
+    assert "package 'nosuch' not found" in text  # every problem of the conf at once
     assert "DEBUG" not in text
+    plan = resolve_plan(repo, IMAGE_ONE, RunRequest(("app",), (("DEBUG", "1"),)))
+    assert (
+        "app/1/pkg.toml: environment.SECRET: not in containers.allowed_env"
+        in plan.failures["app-1"]
+    )
 
 
 def test_sources_are_verified_against_the_cache(example, butido_examples: Path, tmp_path: Path):
@@ -227,10 +238,10 @@ def test_sources_are_verified_against_the_cache(example, butido_examples: Path, 
         example, config=dataclasses.replace(example.config, source_cache=cache)
     )
     plan = resolve_plan(repo, EXAMPLE_IMAGE, RunRequest(("c",)))
-    assert check_sources(repo, plan) == []
+    assert source_failures(repo, plan) == {}
     (cache / "g-7" / "src.source").write_text("tampered\n")
     (cache / "h-8" / "src.source").unlink()
-    problems = check_sources(repo, plan)
-    assert len(problems) == 2
-    assert any(p.startswith("g 7: source src:") and "Hash mismatch" in p for p in problems)
-    assert any(p.startswith("h 8: source src:") and "missing" in p for p in problems)
+    failures = source_failures(repo, plan)
+    assert sorted(failures) == ["g-7", "h-8"]
+    assert failures["g-7"].startswith("g 7: source src:") and "Hash mismatch" in failures["g-7"]
+    assert failures["h-8"].startswith("h 8: source src:") and "missing" in failures["h-8"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from airflow_butido.manifest import ArtifactRef, Manifest
 from airflow_butido.plan import Plan
 from airflow_butido.report import BUILT, FAILED, NOT_BUILT, REUSED, summarize
 
@@ -17,8 +18,10 @@ PLAN = Plan(
 )
 
 
-def manifest(name: str, reused: bool = False) -> dict:
-    return {"package": name, "reused": reused, "artifacts": [{"path": f"{name}.deb"}]}
+def manifest(name: str, reused: bool = False) -> Manifest:
+    artifact = ArtifactRef(f"{name}.deb", "0" * 64, 1, "s1", f"job-{name}")
+    outcome = REUSED if reused else BUILT
+    return Manifest(name, "1", "img:1", "s1", f"job-{name}", outcome, (artifact,))
 
 
 def test_all_built_or_reused_is_ok():

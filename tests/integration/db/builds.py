@@ -7,7 +7,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from airflow_butido.db import records, reuse
+from airflow_butido.build_key import BuildKeyInputs, build_key, key_inputs
+from airflow_butido.db import records
+from airflow_butido.graph import resolve
+from airflow_butido.recipes.config import load_config
+from airflow_butido.recipes.repository import load_repository
 
 
 @dataclass(frozen=True)
@@ -18,7 +22,7 @@ class Built:
     artifacts: tuple[records.ArtifactRecord, ...]
 
 
-def inputs_for(script: str = "#!/bin/bash\necho a\n", **changes: object) -> reuse.BuildKeyInputs:
+def inputs_for(script: str = "#!/bin/bash\necho a\n", **changes: object) -> BuildKeyInputs:
     values: dict[str, object] = {
         "script": script,
         "phases": ("build",),
@@ -29,7 +33,7 @@ def inputs_for(script: str = "#!/bin/bash\necho a\n", **changes: object) -> reus
         "dependency_artifacts": (),
     }
     values.update(changes)
-    return reuse.BuildKeyInputs(**values)  # type: ignore[arg-type]
+    return BuildKeyInputs(**values)  # type: ignore[arg-type]
 
 
 def record_submit(engine, *, package=("a", "1"), submit_uuid=None, dag_id="d", run_id="r1"):
@@ -54,7 +58,7 @@ def record_build(
     *,
     staging: Path | None = None,
     package=("a", "1"),
-    inputs: reuse.BuildKeyInputs | None = None,
+    inputs: BuildKeyInputs | None = None,
     contents: dict[str, bytes] | None = None,
     submit_uuid: str | None = None,
     state: str = "success",
@@ -63,7 +67,7 @@ def record_build(
     """A submit (unless given) and one finished job with its artifact files."""
     submit_uuid = submit_uuid or record_submit(engine, package=package, run_id=run_id)
     inputs = inputs or inputs_for()
-    key = reuse.build_key(inputs)
+    key = build_key(inputs)
     job_uuid = str(uuid.uuid4())
     records.record_job_start(
         engine,
@@ -101,3 +105,42 @@ def record_build(
     if state == "success":
         records.record_artifacts(engine, job_uuid, arts)
     return Built(submit_uuid, job_uuid, key, tuple(arts))
+
+
+DIGEST = "sha256:" + "d" * 64
+IMAGE = "debian:bullseye"
+
+
+def record_graph(
+    engine, root: Path, name: str, version: str, env: dict[str, str] | None = None
+) -> tuple[str, dict]:
+    """Record a successful build of every package of the graph, keyed as a build
+    would key it now (with ``env`` as -E), with artifact files in the staging store."""
+    env = env or {}
+    config = load_config(root)
+    repo = load_repository(root, config=config)
+    graph = resolve(repo, [repo.get(name, version)], image=IMAGE, env=env)
+    submit = record_submit(engine, package=(name, version))
+    produced: dict = {}
+    for key in graph.build_order():
+        deps = [produced[d] for d in sorted(graph.transitive_dependencies(key))]
+        package = graph.packages[key]
+        inputs = key_inputs(
+            package, config, root, image_digest=DIGEST, env=tuple(sorted(env.items())),
+            dependency_sha256=deps,
+        )  # fmt: skip
+        data = f"{key[0]}-{key[1]} built".encode()
+        path = f"{key[0]}-{key[1]}.pkg"
+        (config.staging / submit / path).parent.mkdir(parents=True, exist_ok=True)
+        (config.staging / submit / path).write_bytes(data)
+        job = str(uuid.uuid4())
+        records.record_job_start(
+            engine, uuid=job, submit_uuid=submit, package_name=key[0], package_version=key[1],
+            image=IMAGE, endpoint="testhostname", container_id="c", script=inputs.script,
+            build_key=build_key(inputs), build_key_inputs=inputs, image_digest=DIGEST,
+        )  # fmt: skip
+        records.record_job_finish(engine, uuid=job, state="success", exit_status=0, log="ok")
+        sha = hashlib.sha256(data).hexdigest()
+        records.record_artifacts(engine, job, [records.ArtifactRecord(path, sha, len(data))])
+        produced[key] = sha
+    return submit, produced

@@ -2,69 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-import uuid
-from pathlib import Path
 
 import pytest
 
-from airflow_butido.db import records, reuse
-from airflow_butido.db.build_inputs import current_build_inputs
-from airflow_butido.graph import resolve
-from airflow_butido.recipes.config import load_config
-from airflow_butido.recipes.repository import load_repository
-
-from .builds import record_submit
+from .builds import DIGEST, record_graph
 from .conftest import run_cli
 
 pytestmark = pytest.mark.postgres
-
-DIGEST = "sha256:" + "d" * 64
-IMAGE = "debian:bullseye"
-
-
-@pytest.fixture
-def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    paths = {k: tmp_path / k for k in ("staging", "releases", "sources", "logs")}
-    for path in paths.values():
-        path.mkdir()
-    (paths["releases"] / "default").mkdir()
-    for key, var in (("staging", "STAGING"), ("releases", "RELEASES_ROOT"),
-                     ("sources", "SOURCE_CACHE"), ("logs", "LOG_DIR")):  # fmt: skip
-        monkeypatch.setenv(f"BUTIDO_{var}", str(paths[key]))
-    return paths
-
-
-def record_graph(engine, root: Path, name: str, version: str) -> tuple[str, dict]:
-    """Record a successful build of every package of the graph, keyed as a build
-    would key it now, with artifact files in the staging store."""
-    config = load_config(root)
-    repo = load_repository(root, config=config)
-    graph = resolve(repo, [repo.get(name, version)], image=IMAGE, env={})
-    submit = record_submit(engine, package=(name, version))
-    produced: dict = {}
-    for key in graph.build_order():
-        deps = [produced[d] for d in sorted(graph.transitive_dependencies(key))]
-        package = graph.packages[key]
-        inputs = current_build_inputs(
-            package, config, root, image_digest=DIGEST, env={}, dependency_artifacts=deps
-        )
-        data = f"{key[0]}-{key[1]} built".encode()
-        path = f"{key[0]}-{key[1]}.pkg"
-        (config.staging / submit / path).parent.mkdir(parents=True, exist_ok=True)
-        (config.staging / submit / path).write_bytes(data)
-        job = str(uuid.uuid4())
-        records.record_job_start(
-            engine, uuid=job, submit_uuid=submit, package_name=key[0], package_version=key[1],
-            image=IMAGE, endpoint="testhostname", container_id="c", script=inputs.script,
-            build_key=reuse.build_key(inputs), build_key_inputs=inputs, image_digest=DIGEST,
-        )  # fmt: skip
-        records.record_job_finish(engine, uuid=job, state="success", exit_status=0, log="ok")
-        sha = hashlib.sha256(data).hexdigest()
-        records.record_artifacts(engine, job, [records.ArtifactRecord(path, sha, len(data))])
-        produced[key] = sha
-    return submit, produced
 
 
 def test_find_artifact_prints_reusable_artifacts_or_why_not(
@@ -72,7 +17,7 @@ def test_find_artifact_prints_reusable_artifacts_or_why_not(
 ) -> None:
     submit, _ = record_graph(engine, example_repo, "a", "1")
     args = ("--repo", str(example_repo), "find-artifact", "a", "1", "-I", "deb11",
-            "--db-url", db_url)  # fmt: skip
+            "--database-url", db_url)  # fmt: skip
 
     code, out = run_cli(*args, "--image-digest", DIGEST)
     assert code == 0
@@ -91,17 +36,20 @@ def test_find_artifact_prints_reusable_artifacts_or_why_not(
 def test_release_commands_through_the_cli(engine, db_url, example_repo, dirs) -> None:
     submit, _ = record_graph(engine, example_repo, "h", "8")
     base = ("--repo", str(example_repo), "release")
-    code, out = run_cli(*base, "new", submit, "--to", "default", "--db-url", db_url)
+    code, out = run_cli(*base, "new", submit, "--to", "default", "--database-url", db_url)
     assert code == 0 and out == f"{dirs['releases'] / 'default' / 'h-8.pkg'}\n"
-    code, _ = run_cli(*base, "new", submit, "--to", "default", "--db-url", db_url)
+    code, _ = run_cli(*base, "new", submit, "--to", "default", "--database-url", db_url)
     assert code == 1
-    code, out = run_cli(*base, "new", submit, "--to", "default", "--update", "--db-url", db_url)
+    update = ("--update", "--non-interactive")
+    code, out = run_cli(*base, "new", submit, "--to", "default", *update, "--database-url", db_url)
     assert code == 0 and out.endswith("(updated)\n")
-    code, out = run_cli(*base, "list", "--db-url", db_url, "--json")
+    code, out = run_cli(*base, "list", "--database-url", db_url, "--json")
     assert code == 0 and out.count('"Package": "h"') == 2
-    code, _ = run_cli(*base, "new", submit, "--to", "nightly", "--db-url", db_url)
+    code, _ = run_cli(*base, "new", submit, "--to", "nightly", "--database-url", db_url)
     assert code == 1
-    code, out = run_cli(*base, "rm", "--from", "default", "h", "8", "--db-url", db_url)
+    code, out = run_cli(
+        *base, "rm", "--from", "default", "h", "8", "--non-interactive", "--database-url", db_url
+    )
     assert code == 0 and not (dirs["releases"] / "default" / "h-8.pkg").exists()
 
 
@@ -111,9 +59,10 @@ def test_release_new_takes_name_and_version_after_the_store_option(
     submit, produced = record_graph(engine, example_repo, "a", "1")
     assert len(produced) > 1  # a and its dependencies: only a must be released
     base = ("--repo", str(example_repo), "release", "new", submit)
-    code, out = run_cli(*base, "--to", "default", "a", "1", "--db-url", db_url)
+    code, out = run_cli(*base, "--to", "default", "a", "1", "--database-url", db_url)
     assert code == 0 and out == f"{dirs['releases'] / 'default' / 'a-1.pkg'}\n"
-    code, out = run_cli(*base, "--to", "default", "a", "1", "--update", "--db-url", db_url)
+    update = ("--update", "--non-interactive")
+    code, out = run_cli(*base, "--to", "default", "a", "1", *update, "--database-url", db_url)
     assert code == 0 and out == f"{dirs['releases'] / 'default' / 'a-1.pkg'} (updated)\n"
     assert sorted(p.name for p in (dirs["releases"] / "default").iterdir()) == ["a-1.pkg"]
 
@@ -124,29 +73,14 @@ def test_find_artifact_shows_the_release_date_of_the_reusable_artifact_itself(
     older, _ = record_graph(engine, example_repo, "h", "8")
     newer, _ = record_graph(engine, example_repo, "h", "8")  # same key: the newest is reused
     find = ("--repo", str(example_repo), "find-artifact", "h", "8", "-I", "deb11",
-            "--image-digest", DIGEST, "--db-url", db_url)  # fmt: skip
+            "--image-digest", DIGEST, "--database-url", db_url)  # fmt: skip
     release = ("--repo", str(example_repo), "release", "new")
-    assert run_cli(*release, older, "--to", "default", "--db-url", db_url)[0] == 0
+    assert run_cli(*release, older, "--to", "default", "--database-url", db_url)[0] == 0
     code, out = run_cli(*find)
     assert code == 0 and out == f"[unknown] {dirs['staging'] / newer / 'h-8.pkg'}\n"
-    assert run_cli(*release, newer, "--to", "default", "--update", "--db-url", db_url)[0] == 0
+    update = ("--update", "--non-interactive")
+    assert run_cli(*release, newer, "--to", "default", *update, "--database-url", db_url)[0] == 0
     code, out = run_cli(*find)
     assert code == 0 and re.fullmatch(
         rf"\[\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\] {dirs['staging'] / newer / 'h-8.pkg'}\n", out
     )
-
-
-@pytest.mark.parametrize(
-    ("pair", "message"),
-    [
-        ("1BAD=x", "-E 1BAD=...: invalid variable name"),
-        ("FLAVOR=x", "-E FLAVOR: not in containers.allowed_env of config.toml"),
-    ],
-)
-def test_find_artifact_refuses_environment_a_build_would_refuse(
-    pair, message, engine, db_url, example_repo, dirs, capsys
-) -> None:
-    code, out = run_cli("--repo", str(example_repo), "find-artifact", "a", "1", "-I", "deb11",
-                        "-E", pair, "--image-digest", DIGEST, "--db-url", db_url)  # fmt: skip
-    assert code == 1 and out == ""
-    assert message in capsys.readouterr().err

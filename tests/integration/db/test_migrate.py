@@ -16,7 +16,7 @@ from airflow_butido.db.engine import make_engine
 from airflow_butido.db.migrate import current_state, head_revision, upgrade
 from airflow_butido.db.queries import table_counts
 
-from .conftest import SCHEMA_05, run_cli
+from .conftest import butido_05_schema_sql, run_cli
 
 pytestmark = pytest.mark.postgres
 
@@ -28,7 +28,7 @@ def load_butido_05(engine: sa.Engine) -> None:
     """A database as butido 0.5 leaves it: its tables and history, no alembic_version."""
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
-            conn.connection.driver_connection.cursor().execute(SCHEMA_05.read_text())
+            conn.connection.driver_connection.cursor().execute(butido_05_schema_sql())
             conn.exec_driver_sql("CREATE TABLE __diesel_schema_migrations (version VARCHAR)")
         return
     # SQLite cannot run the PostgreSQL script: the same tables (first migration only)
@@ -93,10 +93,10 @@ def test_db_setup_adopts_a_butido_05_database_keeping_every_row(db_url: str) -> 
     before = table_counts(engine)
     assert before["jobs"] == 2 and before["releases"] == 1
 
-    code, out = run_cli("db", "submits", "--db-url", db_url)
+    code, out = run_cli("db", "submits", "--database-url", db_url)
     assert code == 1  # not adopted yet: refused with a hint, not a traceback
 
-    code, out = run_cli("db", "setup", "--db-url", db_url)
+    code, out = run_cli("db", "setup", "--database-url", db_url)
     assert code == 0 and "adopted the butido 0.5 database" in out
     assert table_counts(engine) == before
     with engine.connect() as conn:
@@ -107,35 +107,40 @@ def test_db_setup_adopts_a_butido_05_database_keeping_every_row(db_url: str) -> 
         dirty = conn.execute(sa.select(s.submits.c.repo_dirty)).scalar_one()
     assert dirty is False
 
-    code, out = run_cli("db", "submits", "--db-url", db_url)
+    code, out = run_cli("db", "submits", "--database-url", db_url)
     assert code == 0
     assert OLD_SUBMIT in out and "\ta\t1\t" in out and "debian:bullseye" in out
 
-    code, out = run_cli("db", "jobs", "--db-url", db_url, "--json")
+    code, out = run_cli("db", "jobs", "--database-url", db_url, "--json")
     jobs = json.loads(out)
     assert {j["Job"]: j["State"] for j in jobs}[OLD_JOB_A] == "success"
     assert sorted(j["Type"] for j in jobs) == ["PKG", "PKG"]
 
-    code, out = run_cli("db", "job", OLD_JOB_A, "--db-url", db_url, "--log", "--env")
+    code, out = run_cli("db", "job", OLD_JOB_A, "--database-url", db_url, "--log", "--env")
     assert code == 0 and "#BUTIDO:STATE:OK" in out and "FLAVOR" in out
 
-    code, out = run_cli("db", "releases", "--db-url", db_url, "--csv")
+    code, out = run_cli("db", "releases", "--database-url", db_url, "--csv")
     assert out.splitlines()[1].startswith("a,1,2024-03-02 09:00:00,default,a-1.pkg")
 
     # every other query command reads the old rows too
-    code, out = run_cli("db", "submit", OLD_SUBMIT, "--db-url", db_url)
+    code, out = run_cli("db", "submit", OLD_SUBMIT, "--database-url", db_url)
     assert code == 0 and "Jobs         2 success" in out and OLD_JOB_A in out
-    code, out = run_cli("db", "log-of", OLD_JOB_A, "--db-url", db_url)
+    code, out = run_cli("db", "log-of", OLD_JOB_A, "--database-url", db_url)
     assert code == 0 and out.rstrip().endswith("#BUTIDO:STATE:OK")
-    code, out = run_cli("db", "artifacts", "--db-url", db_url, "--csv")
+    code, out = run_cli("db", "artifacts", "--database-url", db_url, "--csv")
     assert sorted(out.splitlines()[1:]) == [
         f"a-1.pkg,2024-03-02 09:00:00,{OLD_JOB_A},,",
         "b-2.pkg,no,0d6f5b3e-1111-4c8e-9a0e-5b0f2b7a0001,,",
     ]
-    assert run_cli("db", "envvars", "--db-url", db_url, "--csv")[1] == "Name,Value\nFLAVOR,fast\n"
-    assert run_cli("db", "images", "--db-url", db_url, "--csv")[1] == "Name\ndebian:bullseye\n"
+    assert (
+        run_cli("db", "envvars", "--database-url", db_url, "--csv")[1]
+        == "Name,Value\nFLAVOR,fast\n"
+    )
+    assert (
+        run_cli("db", "images", "--database-url", db_url, "--csv")[1] == "Name\ndebian:bullseye\n"
+    )
 
-    code, out = run_cli("db", "setup", "--db-url", db_url)
+    code, out = run_cli("db", "setup", "--database-url", db_url)
     assert "up to date" in out and table_counts(engine) == before
     engine.dispose()
 
@@ -148,7 +153,7 @@ def test_a_schema_revision_this_version_does_not_know_is_refused_by_name(
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
     for command in ("setup", "jobs"):
-        code, _ = run_cli("db", command, "--db-url", db_url)
+        code, _ = run_cli("db", command, "--database-url", db_url)
         assert code == 1
         err = capsys.readouterr().err
         assert "is at schema revision '0099', which this version of airflow-butido" in err

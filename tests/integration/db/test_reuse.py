@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from airflow_butido.build_key import build_key
 from airflow_butido.db import records, reuse
 from airflow_butido.db.queries import list_jobs
 
@@ -113,7 +114,7 @@ def test_explain_difference_says_why_a_build_with_the_same_inputs_is_not_reused(
 
 def test_concurrent_runs_build_a_shared_key_once(engine, tmp_path) -> None:
     inputs = inputs_for()
-    key = reuse.build_key(inputs)
+    key = build_key(inputs)
     exists = reuse.store_checker(tmp_path)
     outcomes: list[str] = []
     errors: list[BaseException] = []
@@ -186,7 +187,7 @@ def test_an_identical_dependency_output_stops_the_rebuild_wave(engine, tmp_path)
 
     # b's patch changed: b is rebuilt ...
     b_changed = inputs_for(script="build b", patch_hashes={"b.patch": "2" * 64})
-    b_key = reuse.build_key(b_changed)
+    b_key = build_key(b_changed)
     assert reuse.find_reusable(engine, "b", "2", b_key, exists) is None
     assert "patch_hashes: b.patch changed" in " ".join(
         reuse.explain_difference(engine, "b", "2", b_changed)
@@ -195,9 +196,9 @@ def test_an_identical_dependency_output_stops_the_rebuild_wave(engine, tmp_path)
     rebuilt = record_build(engine, staging=tmp_path, package=("b", "2"), inputs=b_changed,
                            contents={"b-2.pkg": b"B"})  # fmt: skip
     a_again = inputs_for(dependency_artifacts=(rebuilt.artifacts[0].sha256,))
-    found = reuse.find_reusable(engine, "a", "1", reuse.build_key(a_again), exists)
+    found = reuse.find_reusable(engine, "a", "1", build_key(a_again), exists)
     assert found is not None and found.job_uuid == a.job_uuid
 
     # a different output of b changes a's key: a is rebuilt
     other = inputs_for(dependency_artifacts=(hashlib.sha256(b"B2").hexdigest(),))
-    assert reuse.find_reusable(engine, "a", "1", reuse.build_key(other), exists) is None
+    assert reuse.find_reusable(engine, "a", "1", build_key(other), exists) is None

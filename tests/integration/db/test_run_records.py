@@ -16,7 +16,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_butido.db import records
 from airflow_butido.db.queries import job_detail
-from airflow_butido.plan import RunRequest, resolve_plan
+from airflow_butido.operators.build import RunSettings
+from airflow_butido.plan import Plan, RunRequest, resolve_plan
 from airflow_butido.recipes.repository import load_repository
 from tests.unit._repos import IMAGE_ONE, write_repo
 
@@ -31,9 +32,15 @@ class StubDag:
 
 
 class StubTaskInstance:
+    dag_id = "butido_one"
+    try_number = 1
+
     def __init__(self, xcoms: dict[str, Any], states: dict[str, str]) -> None:
         self.xcoms = xcoms
         self.states = states
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
 
     def xcom_pull(self, task_ids: Any, key: str = "return_value") -> Any:
         if isinstance(task_ids, str):
@@ -51,6 +58,14 @@ def repo_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         tmp_path / "repo",
         {"app/1": '[dependencies]\nruntime = ["lib =1", "gfx =1"]', "lib/1": "", "gfx/1": ""},
     )
+
+
+def plan_of(submit: str) -> Plan:
+    """A plan of ``lib 1`` alone in ``submit``."""
+    return Plan(
+        submit_uuid=submit, image=IMAGE_ONE, env=(), force_rebuild=False, requested=("lib-1",),
+        packages=("lib-1",), labels={"lib-1": "lib 1"},
+    )  # fmt: skip
 
 
 def start_running_jobs(
@@ -81,7 +96,7 @@ def test_the_plan_task_records_the_commit_the_dirty_tree_and_the_env(
 ) -> None:
     from airflow_butido.operators.plan import PlanOperator
 
-    monkeypatch.setattr("airflow_butido.plan.endpoint_problems", lambda repo, image: [])
+    monkeypatch.setattr("airflow_butido.operators.plan.image_digest", lambda c, i: "sha256:x")
     (repo_root / ".gitignore").write_text("staging/\n")
     git(repo_root, "init", "-q")
     git(repo_root, "add", "-A")
@@ -95,7 +110,8 @@ def test_the_plan_task_records_the_commit_the_dirty_tree_and_the_env(
         class DagRun:
             conf = {"packages": ["app"], "env": {"FLAVOR": "fat"}}
 
-        context = {"ti": None, "run_id": run_id, "dag": StubDag(), "dag_run": DagRun(),
+        context = {"ti": StubTaskInstance({}, {}), "run_id": run_id, "dag": StubDag(),
+                   "dag_run": DagRun(),
                    "params": {"packages": ["app"], "env": {"FLAVOR": "fat"}}}  # fmt: skip
         return str(task.execute(context)["submit_uuid"])
 
@@ -108,11 +124,11 @@ def test_the_plan_task_records_the_commit_the_dirty_tree_and_the_env(
     (repo_root / "lib" / "1" / "new.patch").write_text("+x\n")
     untracked = plan_run("manual__untracked")
 
-    code, out = run_cli("db", "submits", "--db-url", db_url, "--json", "-L", "0")
+    code, out = run_cli("db", "submits", "--database-url", db_url, "--json", "-L", "0")
     assert code == 0
     commits = {s["UUID"]: s["Commit"] for s in json.loads(out)}
     assert commits == {clean: head, dirty: f"{head} (dirty)", untracked: f"{head} (dirty)"}
-    code, out = run_cli("db", "submit", dirty, "--db-url", db_url, "--json")
+    code, out = run_cli("db", "submit", dirty, "--database-url", db_url, "--json")
     assert code == 0 and "FLAVOR=fat" in out and "manual__dirty" in out
 
 
@@ -161,8 +177,7 @@ def test_a_package_task_fails_retryably_naming_the_database_when_it_is_unreachab
             task_id="lib-1", repo_path=repo_root, package_name="lib", package_version="1",
             image=IMAGE_ONE, plan_task_id="plan", database_url=url,
         )  # fmt: skip
-    plan = {"submit_uuid": str(uuid.uuid4()), "env": {}, "dependencies": {"lib-1": []}}
-    ti = StubTaskInstance({"plan": plan}, {})
+    ti = StubTaskInstance({"plan": plan_of(str(uuid.uuid4())).to_json()}, {})
     with pytest.raises(AirflowException) as info:
         task.execute({"ti": ti, "run_id": "r1", "dag": dag})
     assert not isinstance(info.value, AirflowFailException)  # retried, not failed for good
@@ -175,8 +190,9 @@ def test_a_package_task_fails_retryably_naming_the_database_when_it_is_unreachab
 def test_the_job_row_is_written_when_the_container_starts_and_completed_when_it_ends(
     tmp_path: Path, engine: Any, build_image: str
 ) -> None:
+    from airflow_butido.db.recorder import DatabaseRecorder
     from airflow_butido.endpoints import DatabaseSlots
-    from airflow_butido.jobs import DatabaseRecorder, run_job
+    from airflow_butido.jobs import run_job
     from tests.integration.test_jobs import pkg_toml, request_for
     from tests.integration.test_jobs import write_repo as write_build_repo
 
@@ -227,7 +243,8 @@ def test_a_task_retry_fails_the_job_its_dead_try_left_and_frees_its_slot_and_cla
         )  # fmt: skip
     ti = StubTaskInstance({}, {})
     ti.try_number = 2  # type: ignore[attr-defined]
-    task.recorder({"ti": ti, "run_id": run_id, "dag": dag}, engine, {"submit_uuid": submit})
+    run = RunSettings(submit, IMAGE_ONE, (), False, plan_of(submit), (), False)
+    task.recorder({"ti": ti, "run_id": run_id, "dag": dag}, engine, run, [])
 
     dead, other = job_detail(engine, jobs["lib"]), job_detail(engine, jobs["gfx"])
     assert dead is not None and (dead.state, dead.failure_class) == ("failed", "orphaned")

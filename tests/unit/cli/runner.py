@@ -13,16 +13,17 @@ OWN_MODULES = (
 )
 
 
-def butido_fixture():
+def butido_fixture(modules: tuple[str, ...] | None = OWN_MODULES):
     """A fixture ``run(*args) -> (exit code, stdout, stderr)`` via ``cli.main.main``.
 
-    Only the read-only command groups are registered, so these tests do not depend on
-    the build, database or Airflow commands.
+    By default only the read-only command groups are registered, so these tests do not
+    depend on the build, database or Airflow commands; ``modules=None`` keeps them all.
     """
 
     @pytest.fixture
     def run(monkeypatch, capsys):
-        monkeypatch.setattr(cli_main, "COMMAND_MODULES", OWN_MODULES)
+        if modules is not None:
+            monkeypatch.setattr(cli_main, "COMMAND_MODULES", modules)
         for var in ("BUTIDO_CONFIG", "BUTIDO_SETTINGS", "XDG_CONFIG_HOME"):
             monkeypatch.delenv(var, raising=False)
 

@@ -1,4 +1,4 @@
-"""Pure helpers of the db commands: time parsing, -E pairs, states of old jobs."""
+"""Pure helpers of the db commands: time parsing, states of old jobs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from airflow_butido.cli.db import parse_env_pairs, parse_when
+from airflow_butido.cli.common import parse_when
 from airflow_butido.db.queries import _posthoc_state_fallback, artifact_type, display_state
 from airflow_butido.errors import ButidoError
 
@@ -31,12 +31,6 @@ def test_dates_are_utc() -> None:
 def test_unreadable_times_are_refused(text: str) -> None:
     with pytest.raises(ButidoError, match="neither a duration"):
         parse_when(text)
-
-
-def test_env_pairs() -> None:
-    assert parse_env_pairs(["A=1", "B=x=y", "C="]) == {"A": "1", "B": "x=y", "C": ""}
-    with pytest.raises(ButidoError, match="NAME=VALUE"):
-        parse_env_pairs(["A"])
 
 
 @pytest.mark.parametrize(

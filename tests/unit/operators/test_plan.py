@@ -16,9 +16,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSkipException,
+    DownstreamTasksSkipped,
+)
 
-from airflow_butido.operators.build import MANIFEST_KIND, PackageBuildOperator
+from airflow_butido.manifest import BUILT, ArtifactRef, Manifest
+from airflow_butido.operators.build import LocatedInput, PackageBuildOperator
 from airflow_butido.operators.plan import (
     FAILURE_XCOM_KEY,
     PlannedBuildOperator,
@@ -31,6 +36,9 @@ from tests.unit._repos import IMAGE_ONE, write_repo
 
 class StubTaskInstance:
     """Records every ``xcom_pull`` and ``xcom_push``."""
+
+    dag_id = "butido_one"
+    try_number = 1
 
     def __init__(self, xcoms: Mapping[str, Any]) -> None:
         self.xcoms = dict(xcoms)
@@ -95,23 +103,14 @@ def staged_manifest(repo_root: Path, submit: str, name: str) -> dict[str, Any]:
     path = repo_root / "staging" / submit / f"{name}-1.pkg"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    return {
-        "kind": MANIFEST_KIND,
-        "job_uuid": f"job-{name}",
-        "submit_uuid": submit,
-        "package": name,
-        "version": "1",
-        "image": IMAGE_ONE,
-        "reused": False,
-        "artifacts": [
-            {
-                "path": f"{name}-1.pkg",
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "size": len(data),
-            }
-        ],
-        "inputs": [],
-    }
+    sha = hashlib.sha256(data).hexdigest()
+    artifact = ArtifactRef(f"{name}-1.pkg", sha, len(data), submit, f"job-{name}")
+    return Manifest(name, "1", IMAGE_ONE, submit, f"job-{name}", BUILT, (artifact,)).to_json()
+
+
+def inputs_of(task: PlannedBuildOperator, context: Any, config: Any) -> list[LocatedInput]:
+    run = task.run_settings(context, task.read_plan(context))
+    return task.locate_inputs(config, task.upstream_artifacts(context, run))
 
 
 def test_package_tasks_are_package_build_operators(repo_root: Path):
@@ -147,12 +146,12 @@ def test_active_transitive_dependencies_arrive_in_one_xcom_pull(repo_root: Path)
     task = package_task(repo_root, "app")
     context = {"ti": ti, "run_id": "r1", "dag": StubDag()}
 
-    inputs = task.dependency_inputs(context, repo.config, task.read_plan(context))
+    inputs = inputs_of(task, context, repo.config)
 
     list_pulls = [p for p in ti.pulls if isinstance(p, list)]
     assert len(list_pulls) == 1 and sorted(list_pulls[0]) == ["base-1", "gfx-1", "tool-1"]
-    assert sorted(path.name for _, path in inputs) == ["base-1.pkg", "gfx-1.pkg", "tool-1.pkg"]
-    assert all(entry["submit_uuid"] == submit for entry, _ in inputs)
+    assert sorted(i.path.name for i in inputs) == ["base-1.pkg", "gfx-1.pkg", "tool-1.pkg"]
+    assert all(i.ref.submit_uuid == submit for i in inputs)
 
 
 def test_inactive_conditional_dependency_delivers_nothing(repo_root: Path):
@@ -164,8 +163,8 @@ def test_inactive_conditional_dependency_delivers_nothing(repo_root: Path):
     ti = StubTaskInstance(xcoms)
     task = package_task(repo_root, "app")
     context = {"ti": ti, "run_id": "r1", "dag": StubDag()}
-    inputs = task.dependency_inputs(context, repo.config, task.read_plan(context))
-    assert [path.name for _, path in inputs] == ["gfx-1.pkg"]
+    inputs = inputs_of(task, context, repo.config)
+    assert [i.path.name for i in inputs] == ["gfx-1.pkg"]
     assert [p for p in ti.pulls if isinstance(p, list)] == [["gfx-1"]]
 
 
@@ -177,9 +176,9 @@ def test_failed_package_task_leaves_message_for_the_report(repo_root: Path):
     manifest = staged_manifest(repo_root, plan.submit_uuid, "gfx")
     (repo_root / "staging" / plan.submit_uuid / "gfx-1.pkg").unlink()
     ti = StubTaskInstance({"plan": plan.to_json(), "gfx-1": manifest})
-    with pytest.raises(AirflowFailException, match="gfx-1.pkg of gfx 1 is in no store"):
+    with pytest.raises(AirflowFailException, match="gfx-1.pkg of job job-gfx is in no store"):
         package_task(repo_root, "app").execute({"ti": ti, "run_id": "r1", "dag": StubDag()})
-    assert "gfx-1.pkg of gfx 1 is in no store" in ti.pushed[FAILURE_XCOM_KEY]["message"]
+    assert "gfx-1.pkg of job job-gfx is in no store" in ti.pushed[FAILURE_XCOM_KEY]["message"]
 
 
 # --- the plan task --------------------------------------------------------------------------
@@ -236,14 +235,18 @@ def test_plan_lists_every_problem_of_the_run_conf(repo_root: Path, tmp_path: Pat
     assert "invalid variable name '1BAD'" in text
 
 
-def test_plan_records_the_submit_and_publishes_the_plan(
+def test_plan_records_the_submit_publishes_the_plan_and_skips_the_rest(
     repo_root: Path, tmp_path: Path, monkeypatch
 ):
     # the endpoint check needs Docker (tests/integration, tests/e2e); here it passes
-    monkeypatch.setattr("airflow_butido.plan.endpoint_problems", lambda repo, image: [])
+    monkeypatch.setattr("airflow_butido.operators.plan.image_digest", lambda c, i: "sha256:x")
     db = tmp_path / "butido.sqlite"
     conf = {"packages": ["app"], "env": {"WITH_TOOL": "1"}, "force_rebuild": True}
-    plan = plan_task(repo_root, db).execute(plan_context(conf))
+    context = plan_context(conf)
+    with pytest.raises(DownstreamTasksSkipped) as skip:
+        plan_task(repo_root, db).execute(context)
+    assert sorted(skip.value.tasks) == ["lib-1", "other-1"]  # outside the run: no process
+    plan = context["ti"].pushed["return_value"]
     assert plan["requested"] == ["app-1"] and plan["force_rebuild"] is True
     assert set(plan["packages"]) == {"app-1", "gfx-1", "tool-1", "base-1"}
     assert plan["packages"][-1] == "app-1"
@@ -254,3 +257,13 @@ def test_plan_records_the_submit_and_publishes_the_plan(
     engine.dispose()
     assert uuid.UUID(str(row[0])) == uuid.UUID(plan["submit_uuid"])
     assert tuple(row[1:]) == ("butido_one", "manual__1")
+
+
+def test_a_package_that_cannot_build_fails_at_once_with_the_plans_message(repo_root: Path):
+    plan = resolve_plan(load_repository(repo_root), IMAGE_ONE, RunRequest(("gfx",)))
+    plan = plan.with_failures({"gfx-1": "gfx 1: source src: missing"})
+    ti = StubTaskInstance({"plan": plan.to_json()})
+    with pytest.raises(AirflowFailException, match="gfx 1: source src: missing"):
+        package_task(repo_root, "gfx").execute({"ti": ti, "run_id": "r1", "dag": StubDag()})
+    assert ti.pushed[FAILURE_XCOM_KEY] == {"message": "gfx 1: source src: missing"}
+    assert ti.pulls == ["plan"]  # nothing else read, no build started

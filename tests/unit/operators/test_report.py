@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_butido.operators.build import MANIFEST_KIND
+from airflow_butido.manifest import BUILT, REUSED, ArtifactRef, Manifest
 from airflow_butido.operators.plan import FAILURE_XCOM_KEY
 from airflow_butido.operators.report import ReportOperator
 from airflow_butido.plan import RunRequest, resolve_plan
@@ -60,13 +60,9 @@ def setup(tmp_path: Path, monkeypatch):
 
 
 def manifest(name: str, reused: bool = False) -> dict[str, Any]:
-    return {
-        "kind": MANIFEST_KIND,
-        "package": name,
-        "version": "1",
-        "reused": reused,
-        "artifacts": [{"path": f"{name}-1.pkg", "sha256": "0" * 64, "size": 1}],
-    }
+    artifact = ArtifactRef(f"{name}-1.pkg", "0" * 64, 1, "submit", f"job-{name}")
+    outcome = REUSED if reused else BUILT
+    return Manifest(name, "1", IMAGE_ONE, "submit", f"job-{name}", outcome, (artifact,)).to_json()
 
 
 def context(ti: StubTaskInstance) -> dict[str, Any]:

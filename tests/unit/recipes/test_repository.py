@@ -510,7 +510,11 @@ def test_broken_config_and_broken_packages_are_reported_together(tmp_path: Path)
     lines = str(info.value).splitlines()
     assert lines[0] == "invalid configuration:"
     assert lines[1].startswith("config.toml:") and "maxjobs: must be at least 1" in lines[1]
-    assert lines[2:] == ["invalid packages:", "a/pkg.toml:3: bogus: unknown key"]
+    assert lines[2:] == [
+        "invalid packages:",
+        "a/pkg.toml:3: bogus: unknown key; set strict_keys = false to accept unknown keys "
+        "with a warning",
+    ]
     (root / "a/pkg.toml").write_text(leaf("a", "1"))
     with pytest.raises(ConfigError, match="maxjobs") as info:
         load(root)

@@ -29,6 +29,7 @@ class StubPackage:
     version: str = "1"
     phases: tuple[Phase, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    path: str = "p/pkg.toml"
 
     @property
     def label(self) -> str:
@@ -242,7 +243,7 @@ def test_render_error_names_package_line_and_phase() -> None:
     with pytest.raises(TemplateError) as info:
         render_script(pkg, config("fetch", "build"))
     text = str(info.value)
-    assert text.startswith("script of p 1 (phase build), line 9, column 1: ")
+    assert text.startswith("script of p 1 (p/pkg.toml, phase build), line 9, column 1: ")
     assert "this.meta.k" in text
 
 

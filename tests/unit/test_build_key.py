@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_butido.db.reuse import BuildKeyInputs, build_key, compare_inputs
+from airflow_butido.build_key import BuildKeyInputs, build_key, compare_inputs
 
 BASE = BuildKeyInputs(
     script="#!/bin/bash\nmake\n",
