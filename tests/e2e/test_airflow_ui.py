@@ -299,7 +299,7 @@ def test_a_run_from_the_form_succeeds_and_a_rerun_shows_the_reuse(
     browser.shot("first-run-succeeded")
     client = deployment.client()
     built = client.xcom(DAG_ID, first, "z-26")
-    assert built["outcome"] == "built" and built["reused"] is False
+    assert built["outcome"] == "built"
 
     # the new artifacts updated z 26's asset: the DAG scheduled on it ran with the manifest
     consumer_runs = wait_until(
@@ -310,50 +310,51 @@ def test_a_run_from_the_form_succeeds_and_a_rerun_shows_the_reuse(
     assert seen["job_uuid"] == built["job_uuid"] and seen["outcome"] == "built"
     assert seen["artifacts"][0]["path"] == "z-26.pkg" and len(seen["artifacts"][0]["sha256"]) == 64
 
+    links = client._request(
+        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{first}/taskInstances/z-26/links"
+    )["extra_links"]
+    assert links["Build record"].startswith(f"/butido/tasks/{DAG_ID}/")
+    assert links["Artifacts"] == f"/butido/jobs/{built['job_uuid']}#artifacts"
+    assert links["Reused from"] is None  # built, not reused
+
+    # the same request again: the plan reuses z 26 up front, its task never starts
     second = _trigger_from_the_form(browser, deployment, "z 26")
     assert _wait_for_run(deployment, second)["state"] == "success"
-    manifest = client.xcom(DAG_ID, second, "z-26")
-    assert manifest["reused"] is True and manifest["outcome"] == "reused"
+    assert client.xcom(DAG_ID, second, "z-26") is None
+    states = {t["task_id"]: t["state"] for t in client.task_instances(DAG_ID, second)}
+    assert states["z-26"] == "skipped" and states["plan"] == "success"
+    plan = client.xcom(DAG_ID, second, "plan")
+    reused = plan["reused"]["z-26"]
+    assert reused["outcome"] == "reused"
+    assert reused["reused_from"]["job_uuid"] == built["job_uuid"]
     # a reuse is no rebuild: no new event on the asset, no new run of the scheduled DAG
     asset_id = client.asset_id("butido://bookworm/z/26")
     events = client._request("GET", "/api/v2/assets/events", params={"asset_id": asset_id})
     assert events["total_entries"] == 1, events
     time.sleep(10)
     assert len(_successful_runs(client, CONSUMER_DAG)) == 1
-    links = client._request(
-        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{second}/taskInstances/z-26/links"
-    )["extra_links"]
-    assert links["Build record"].startswith("/butido/tasks/")
-    assert links["Reused from"] == f"/butido/jobs/{manifest['reused_from']['job_uuid']}/run"
-    assert links["Artifacts"].startswith("/butido/jobs/")
 
-    # the task instance page: the log starts with the reuse, the Details tab has the links
-    browser.open(f"/dags/{DAG_ID}/runs/{second}/tasks/z-26")
-    browser.wait_for("the reuse in the log", lambda: "REUSED from job" in browser.text())
-    page = browser.text()
-    # the operator's first line; no "Building", the reason once, no Alembic chatter
-    assert "Building z 26" not in page and "Context impl" not in page, page
-    assert page.index("REUSED from job") < page.index("Artifact z-26.pkg"), page
-    assert page.count("build key") == 1, page
-    browser.shot("reused-task-log")
+    # the plan's log says so, and its Build record link shows the submit: z 26 reused
+    browser.open(f"/dags/{DAG_ID}/runs/{second}/tasks/plan")
+    browser.wait_for("the reuse in the plan's log", lambda: "reused  z 26" in browser.text())
+    browser.shot("plan-log-says-reused")
     browser.wait_for(
         "the Details tab", lambda: browser.xpath("//*[self::a or self::button][.='Details']")
     )[0].click()
-    browser.wait_for(
-        "the extra links",
-        lambda: (
-            browser.xpath("//a[normalize-space()='Reused from']")
-            and browser.xpath("//a[normalize-space()='Build record']")
-        ),
-    )
-    browser.shot("reused-task-extra-links")
-
-    # the Build record link opens the view of this job: reused, leading to the original
-    browser.xpath("//a[normalize-space()='Build record']")[0].click()
+    browser.wait_for("the plan's link", lambda: browser.xpath("//a[.='Build record']"))
+    browser.shot("plan-extra-link")
+    browser.xpath("//a[.='Build record']")[0].click()
+    browser.wait_for("the submit page", lambda: browser.css("table#jobs"))
+    assert f"/butido/submits/{plan['submit_uuid']}" in browser.driver.current_url
+    row = browser.xpath("//table[@id='jobs']//tr[td[normalize-space()='z 26']]")[0]
+    assert row.find_elements("css selector", ".state-reused")  # marked reused
+    browser.shot("submit-marks-z-reused")
+    row.find_elements("css selector", "a")[0].click()
     browser.wait_for("the job page", lambda: "/butido/jobs/" in browser.driver.current_url)
-    assert f"/butido/jobs/{manifest['job_uuid']}" in browser.driver.current_url
     assert "reused" in browser.css("#state")[0].text
+    assert built["job_uuid"] in browser.text()  # reused from the job of the first run
     browser.shot("build-record-of-the-reused-job")
+    manifest = {"reused_from": {"job_uuid": built["job_uuid"]}}
 
     # the job that built it: its log and the artifact, downloaded by the browser
     original = manifest["reused_from"]["job_uuid"]
