@@ -351,12 +351,13 @@ class BuildContainer:
     def exit_code(self, exec_id: str, *, settle_seconds: float = 10.0) -> int:
         """The exit status of a finished exec (the engine may lag the stream's end a bit)."""
         import docker.errors
+        import requests
 
         deadline = time.monotonic() + settle_seconds
         while True:
             try:
                 info = self.api.exec_inspect(exec_id)
-            except docker.errors.DockerException as exc:
+            except (docker.errors.DockerException, requests.RequestException) as exc:
                 raise InfrastructureError(f"container {self.spec.name} went away: {exc}") from exc
             if not info.get("Running"):
                 break
@@ -406,6 +407,7 @@ class BuildContainer:
     def remove(self) -> None:
         """Kill and remove the container; a container already gone is fine."""
         import docker.errors
+        import requests
 
         if self.id is None:
             return
@@ -416,6 +418,9 @@ class BuildContainer:
         except docker.errors.APIError as exc:
             if "already in progress" not in str(exc):
                 log.warning("removing container %s failed: %s", self.spec.name, exc)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            # the endpoint went away; the job's own failure says so
+            log.warning("removing container %s failed: %s", self.spec.name, exc)
         self.id = None
         lifeline, self._lifeline = self._lifeline, None
         if lifeline is not None:

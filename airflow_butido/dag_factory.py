@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +185,10 @@ def _build_dag(
         tasks[REPORT_TASK_ID] = ReportOperator(
             task_id=REPORT_TASK_ID, trigger_rule="all_done", **common
         )
+    # Infrastructure failures are retried (possibly on another endpoint); build failures
+    # raise AirflowFailException, which Airflow never retries.
+    settings = repo.config.airflow
+    retry_delay = timedelta(seconds=settings.retry_delay)
     for key, task_id in task_ids.items():
         if only_task is not None and task_id != only_task:
             continue
@@ -195,6 +200,8 @@ def _build_dag(
             package_name=key[0],
             package_version=key[1],
             trigger_rule="none_failed",
+            retries=settings.retries,
+            retry_delay=retry_delay,
             **common,
         )
     dag.params = ParamsDict(_params(repo, empty))

@@ -4,13 +4,15 @@ butido counted running jobs per process; here ``maxjobs`` holds across every tas
 and every DAG run, because a job takes a *slot lease* in the build database before it
 creates its container and gives it back afterwards (``airflow_butido.db.leases``). The
 least-utilised endpoint with a free slot wins; while all are full the job waits with
-backoff. Endpoints that do not answer, or lack the build image, are passed over with a
-warning.
+backoff. Endpoints that do not answer, run a Docker version ``docker.docker_versions`` /
+``docker_api_versions`` do not allow, or lack the build image, are passed over with a
+warning. An endpoint's TLS settings win over ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import threading
@@ -67,18 +69,88 @@ def tls_config(endpoint: EndpointConfig) -> Any:
     )
 
 
-def connect(endpoint: EndpointConfig, *, timeout: float = DEFAULT_API_TIMEOUT) -> Any:
-    """A ``docker.APIClient`` for the endpoint (no request is made yet)."""
+@functools.cache
+def _client_class() -> type[Any]:
+    """``docker.APIClient`` whose endpoint TLS settings win over the environment.
+
+    ``requests`` lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` replace a session's own
+    ``verify`` on every request, so an endpoint's ``ca_cert`` (or ``verify = false``) would
+    be ignored wherever those variables are set. Proxies from the environment still apply.
+    """
     import docker
 
+    class EndpointClient(docker.APIClient):  # type: ignore[misc]
+        def merge_environment_settings(
+            self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+        ) -> dict[str, Any]:
+            settings: dict[str, Any] = super().merge_environment_settings(
+                url, proxies, stream, verify, cert
+            )
+            if verify is None and self.verify is not True:
+                settings["verify"] = self.verify  # the endpoint's CA file, or False
+            return settings
+
+    return EndpointClient
+
+
+def connect(endpoint: EndpointConfig, *, timeout: float = DEFAULT_API_TIMEOUT) -> Any:
+    """A ``docker.APIClient`` for the endpoint; the engine answers its version query."""
+    import docker
+    import requests
+
+    tls = tls_config(endpoint)
     try:
-        return docker.APIClient(
-            base_url=base_url(endpoint), tls=tls_config(endpoint) or False, timeout=timeout
+        return _client_class()(base_url=base_url(endpoint), tls=tls or False, timeout=timeout)
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        raise InfrastructureError(unreachable_message(endpoint, exc)) from exc
+
+
+def unreachable_message(endpoint: EndpointConfig, exc: BaseException) -> str:
+    """Why ``endpoint`` cannot be used, naming the TLS file at fault when TLS is the cause."""
+    where = f"endpoint {endpoint.name} ({endpoint.uri})"
+    tls = endpoint.tls
+    reason = _ssl_reason(exc)
+    if tls is None or reason is None:
+        return f"{where} does not answer: {exc}"
+    at = f"airflow-butido.toml endpoints.{endpoint.name}.tls"
+    if "KEY_VALUES_MISMATCH" in reason or "PEM lib" in reason:
+        return (
+            f"{where}: client certificate {tls.client_cert} and key {tls.client_key} "
+            f"({at}) do not belong together or cannot be read: {reason}"
         )
-    except docker.errors.DockerException as exc:
-        raise InfrastructureError(
-            f"endpoint {endpoint.name} ({endpoint.uri}) does not answer: {exc}"
-        ) from exc
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        ca = tls.ca_cert if tls.ca_cert is not None else "the system's CA certificates"
+        return f"{where}: its server certificate is not trusted by {ca} ({at}.ca_cert): {reason}"
+    if tls.client_cert is not None:
+        return (
+            f"{where} refused the client certificate {tls.client_cert} ({at}.client_cert): {reason}"
+        )
+    return f"{where} refused the TLS connection without a client certificate ({at}): {reason}"
+
+
+def _ssl_reason(exc: BaseException) -> str | None:
+    """The TLS error at the root of ``exc`` (docker and requests wrap it several times)."""
+    import ssl
+
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLError):
+            return str(e)
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+        todo.extend(a for a in e.args if isinstance(a, BaseException))
+        reason = getattr(e, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+    text = str(exc)
+    for marker in ("SSLError(", "CERTIFICATE_VERIFY_FAILED", "alert "):
+        if marker in text:
+            return text[text.index(marker) :].rstrip(")")
+    return None
 
 
 def ping(endpoint: EndpointConfig, api: Any | None = None) -> float:
@@ -91,10 +163,52 @@ def ping(endpoint: EndpointConfig, api: Any | None = None) -> float:
     try:
         api.ping()
     except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise InfrastructureError(
-            f"endpoint {endpoint.name} ({endpoint.uri}) does not answer: {exc}"
-        ) from exc
+        raise InfrastructureError(unreachable_message(endpoint, exc)) from exc
     return time.monotonic() - start
+
+
+def version_allowed(found: str, allowed: Sequence[str]) -> bool:
+    """``found`` is listed, or starts with a listed version up to a dot, dash or plus:
+    ``20.10`` allows ``20.10.24+dfsg1``, ``1.4`` does not allow ``1.41``."""
+    for wanted in allowed:
+        if found == wanted:
+            return True
+        if found.startswith(wanted) and found[len(wanted)] in ".-+~":
+            return True
+    return False
+
+
+def version_problem(config: Config, endpoint: EndpointConfig, api: Any) -> str | None:
+    """Why ``docker.docker_versions`` / ``docker_api_versions`` exclude the endpoint, or
+    None. The engine's own ``GET /version`` is asked; a failure raises InfrastructureError."""
+    import docker
+    import requests
+
+    wanted = (
+        ("Docker version", "Version", "docker_versions", config.docker.docker_versions),
+        (
+            "Docker API version",
+            "ApiVersion",
+            "docker_api_versions",
+            config.docker.docker_api_versions,
+        ),
+    )
+    if all(allowed is None for *_, allowed in wanted):
+        return None
+    try:
+        info = api.version(api_version=False)
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise InfrastructureError(unreachable_message(endpoint, exc)) from exc
+    for label, field, key, allowed in wanted:
+        if allowed is None:
+            continue
+        found = str(info.get(field, ""))
+        if not version_allowed(found, allowed):
+            return (
+                f"endpoint {endpoint.name} runs {label} {found or 'unknown'}, "
+                f"config.toml docker.{key} allows {', '.join(allowed) or 'none'}"
+            )
+    return None
 
 
 def image_present(api: Any, image: str) -> bool:
@@ -141,7 +255,8 @@ def usable_endpoints(
         try:
             api = connect(endpoint)
             ping(endpoint, api)
-            present = image_present(api, full)
+            excluded = version_problem(config, endpoint, api)
+            present = excluded is None and image_present(api, full)
         except (
             ConfigError,  # e.g. a missing TLS file: the other endpoints may still serve
             InfrastructureError,
@@ -150,6 +265,11 @@ def usable_endpoints(
         ) as e:
             problems.append(f"endpoint {endpoint.name} skipped: {e}")
             warn(problems[-1])
+            continue
+        if excluded is not None:
+            problems.append(f"{excluded}: skipped")
+            warn(problems[-1])
+            api.close()
             continue
         if not present:
             problems.append(f"endpoint {endpoint.name} skipped: image {full} not present")

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 SUCCESS, FAILED, SKIPPED, UPSTREAM_FAILED = "success", "failed", "skipped", "upstream_failed"
@@ -46,6 +47,16 @@ def _call_execute(task: Any, context: dict[str, Any]) -> Any:
     ctx = contextvars.copy_context()
     ctx.run(ExecutorSafeguard.tracker.set, task)
     return ctx.run(task.execute, context)
+
+
+def _retry_delay(task: Any) -> float:
+    """The task's ``retry_delay`` in seconds, as Airflow would wait before the next try."""
+    delay = getattr(task, "retry_delay", None)
+    if isinstance(delay, timedelta):
+        return max(0.0, delay.total_seconds())
+    if isinstance(delay, int | float):
+        return max(0.0, float(delay))
+    return 0.0
 
 
 class _XComStore:
@@ -156,7 +167,7 @@ class LocalRun:
             except Exception as exc:  # retried like Airflow would, then failed
                 if attempt < attempts:
                     self._emit(task_id, "up_for_retry", str(exc))
-                    time.sleep(min(5.0 * attempt, 30.0))
+                    time.sleep(_retry_delay(task))
                     continue
                 return FAILED, f"{type(exc).__name__}: {exc}", None
             if value is not None:

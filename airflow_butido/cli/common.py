@@ -302,13 +302,18 @@ def parse_when(text: str, *, now: datetime | None = None) -> datetime:
     for match in _DURATION_PART.finditer(text):
         if match.start() != pos or match.group(2) not in _UNITS:
             break
-        seconds += int(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            seconds += int(match.group(1)) * _UNITS[match.group(2)]
+        except ValueError:  # more digits than int() takes
+            raise ButidoError(
+                f"{text!r} reaches before the year 1: give a shorter duration or a date"
+            ) from None
         pos = match.end()
     if pos == 0 or text[pos:].strip():
         raise ButidoError(f"{text!r} is neither a duration (2h, 3weeks) nor YYYY-MM-DD[ HH:MM:SS]")
     try:
         return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
-    except OverflowError:
+    except (OverflowError, ValueError):
         raise ButidoError(
             f"{text!r} reaches before the year 1: give a shorter duration or a date"
         ) from None
@@ -320,11 +325,17 @@ def add_time_filters(parser: argparse.ArgumentParser) -> None:
 
 
 def time_filters(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
-    """``--older-than`` and ``--newer-than`` as points in time."""
-    return (
-        parse_when(args.older_than) if args.older_than else None,
-        parse_when(args.newer_than) if args.newer_than else None,
-    )
+    """``--older-than`` and ``--newer-than`` as points in time; errors name the flag."""
+
+    def when(text: str | None, flag: str) -> datetime | None:
+        if not text:
+            return None
+        try:
+            return parse_when(text)
+        except ButidoError as exc:
+            raise ButidoError(f"{flag}: {exc}") from None
+
+    return when(args.older_than, "--older-than"), when(args.newer_than, "--newer-than")
 
 
 def fmt_time(value: datetime | None) -> str:

@@ -159,6 +159,8 @@ class AirflowSettings:
     tags: tuple[str, ...] = ()
     default_packages: tuple[str, ...] = ()  # "NAME" or "NAME VERSION"
     max_active_runs: int | None = None
+    retries: int = 2  # of a package task, after an infrastructure failure
+    retry_delay: int = 30  # seconds before such a retry
 
 
 @dataclass(frozen=True)
@@ -294,7 +296,15 @@ _DOCKER_KEYS = ("docker_versions", "docker_api_versions", "images", "endpoints")
 _ENDPOINT_KEYS = ("uri", "endpoint_type", "maxjobs", "network_mode", "timeout")
 _CONTAINER_KEYS = ("check_env_names", "allowed_env", "git_author", "git_commit_hash")
 _SETTINGS_KEYS = ("script_dialect", "database_url", "endpoints", "airflow")
-_AIRFLOW_KEYS = ("dag_id_prefix", "schedule", "tags", "default_packages", "max_active_runs")
+_AIRFLOW_KEYS = (
+    "dag_id_prefix",
+    "schedule",
+    "tags",
+    "default_packages",
+    "max_active_runs",
+    "retries",
+    "retry_delay",
+)
 _TLS_KEYS = ("ca_cert", "client_cert", "client_key", "verify")
 
 
@@ -641,6 +651,8 @@ def _apply_settings(loader: _Loader, data: Mapping[str, Any], values: dict[str, 
                 ("tags", "str_list"),
                 ("default_packages", "str_list"),
                 ("max_active_runs", "int"),
+                ("retries", "int"),
+                ("retry_delay", "int"),
             ):
                 value = _get(loader, table, key, kind, "airflow.")
                 if value is not None:
