@@ -372,18 +372,29 @@ class PackageBuildOperator(DockerOperator):
         )
         if result.reused_from is not None:
             reused = result.reused_from
-            self.log.info(
-                "REUSED from job %s (submit %s, run %s): %s",
-                reused.job_uuid,
-                reused.submit_uuid,
-                _run_of_job(cache, reused.job_uuid),
-                reused.reason,
+            self.log_reuse(
+                ReusedFrom(
+                    reused.job_uuid,
+                    reused.submit_uuid,
+                    reused.reason,
+                    _run_of_job(cache, reused.job_uuid),
+                )
             )
         for artifact in result.artifacts:
             self.log.info(
                 "Artifact %s (%d bytes, sha256 %s)", artifact.path, artifact.size, artifact.sha256
             )
         return result
+
+    def log_reuse(self, origin: ReusedFrom) -> None:
+        """The first line of a reused package's log: what it reused, from where, why."""
+        self.log.info(
+            "REUSED from job %s (submit %s, run %s): %s",
+            origin.job_uuid,
+            origin.submit_uuid,
+            origin.run or "unknown",
+            origin.reason,
+        )
 
     def log_line(self, line: str, item: Any) -> None:
         """One script output line into the task log; protocol lines become events."""
@@ -499,11 +510,11 @@ class PackageBuildOperator(DockerOperator):
         container.remove()
 
 
-def _run_of_job(cache: Any, job_uuid: str) -> str:
+def _run_of_job(cache: Any, job_uuid: str) -> str | None:
     """``dag_id/run_id`` of an earlier job, from the build database when there is one."""
     engine = getattr(cache, "engine", None)
     if engine is None:
-        return "unknown"
+        return None
     from airflow_butido.db.queries import job_detail
 
     detail = job_detail(engine, job_uuid, with_log=False)

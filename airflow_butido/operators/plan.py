@@ -174,14 +174,7 @@ class PlannedBuildOperator(PackageBuildOperator):
         if self.task_id in plan.reused:  # cleared and run again: the plan's answer stands
             manifest = plan.reused[self.task_id]
             if manifest.reused_from is not None:
-                origin = manifest.reused_from
-                self.log.info(
-                    "REUSED from job %s (submit %s, run %s): %s",
-                    origin.job_uuid,
-                    origin.submit_uuid,
-                    origin.run or "unknown",
-                    origin.reason,
-                )
+                self.log_reuse(manifest.reused_from)
             return manifest.to_json()
         if self.task_id in plan.failures:
             message = plan.failures[self.task_id]
