@@ -674,7 +674,7 @@ class _Job:
 
     def reuse(self, prepared: _Prepared, key: BuildKey, reused: ReusedBuild) -> JobResult:
         request, package = self.request, self.request.package
-        log.info(
+        log.debug(  # the caller reports the reuse (the operator's first log line)
             "%s: reusing the artifacts of job %s: %s", package.label, reused.job_uuid, reused.reason
         )
         with self.timer.phase("record"):

@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow_butido.cli.common import add_run_flags
@@ -21,6 +24,9 @@ EXIT_TIMEOUT = 3
 _BOOKKEEPING_TASKS = ("plan", "report")
 # operators.plan.FAILURE_XCOM_KEY; not imported, so that this client does not load Airflow
 FAILURE_XCOM_KEY = "failure"
+# what Airflow accepts in a run id ([scheduler] allowed_run_id_pattern, by default)
+_RUN_ID_BAD = re.compile(r"[^A-Za-z0-9_.~:+-]")
+_RUN_ID_WHAT_MAX = 120
 
 
 def register(subparsers: Any) -> None:
@@ -68,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         client.login()
     if not args.no_unpause:
         client.set_paused(dag_id, False)
-    run_id = client.trigger(dag_id, request.to_conf())
+    run_id = client.trigger(dag_id, request.to_conf(), run_id=run_id_for(request.packages))
     # progress goes to stderr when stdout is for a machine (--json / --csv)
     progress_out = sys.stderr if (args.json or args.csv) else sys.stdout
     print(f"triggered {dag_id} run {run_id}", file=progress_out, flush=True)
@@ -94,6 +100,16 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"run {run_id} still {state} after {args.timeout:.0f} s", file=sys.stderr)
     return EXIT_TIMEOUT
+
+
+def run_id_for(packages: Sequence[str], now: datetime | None = None) -> str:
+    """``butido__<what>__<UTC time>``: the run list then says what each run built, e.g.
+    ``butido__greet-suite__2026-11-30T12:00:00.123456`` (``default`` for the default set)."""
+    what = "+".join(_RUN_ID_BAD.sub("_", "-".join(p.split())) for p in packages) or "default"
+    if len(what) > _RUN_ID_WHAT_MAX:
+        what = what[: _RUN_ID_WHAT_MAX - 3] + "..."
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return f"butido__{what}__{stamp}"
 
 
 def dag_id_for(repo: Any, image: str) -> str:

@@ -21,6 +21,7 @@ from airflow.sdk.exceptions import (
 
 from airflow_butido.errors import BuildError, ButidoError
 from airflow_butido.operators.build import PackageBuildOperator
+from airflow_butido.operators.links import PLAN_TASK_LINKS
 from airflow_butido.plan import (
     PLAN_TASK_ID,
     RUN_CONF_KEYS,
@@ -61,6 +62,7 @@ class PlanOperator(BaseOperator):
 
     ui_color = "#e8f0fe"
     template_fields: Sequence[str] = ()
+    operator_extra_links = PLAN_TASK_LINKS
 
     def __init__(
         self,
@@ -178,7 +180,8 @@ class PlannedBuildOperator(PackageBuildOperator):
             raise AirflowSkipException(f"{self.task_id} is not part of this run")
         if self.task_id in plan.reused:  # cleared and run again: the plan's answer stands
             manifest = plan.reused[self.task_id]
-            self.log.info("REUSED up front: %s", manifest.reused_from)
+            if manifest.reused_from is not None:
+                self.log_reuse(manifest.reused_from)
             return manifest.to_json()
         if self.task_id in plan.failures:
             message = plan.failures[self.task_id]
