@@ -175,8 +175,9 @@ def main() -> int:
     args = parser.parse_args()
 
     load = os.getloadavg()[0]
+    db_name, url = ("", "") if args.sqlite else fresh_database()
     work = Path(tempfile.mkdtemp(prefix="butido-bench-path-"))
-    db_name, url = ("", f"sqlite:///{work}/butido.db") if args.sqlite else fresh_database()
+    url = url or f"sqlite:///{work}/butido.db"
     try:
         names = write_repo(work / "repo", args.n, args.maxjobs)
         built = butido_build(work / "repo", url)
