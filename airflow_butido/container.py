@@ -34,11 +34,13 @@ log = logging.getLogger(__name__)
 
 LABEL_PREFIX = "io.butido."
 MANAGED_LABEL = "io.butido.managed"
+DATABASE_LABEL = "io.butido.database"
 SCRIPT_PATH = "/script"
 SCRIPT_COMMAND = (SCRIPT_PATH,)  # the kernel runs it through its shebang line
 KEEP_ALIVE_COMMAND = ("/bin/sh",)  # reads the attached stdin until the lifeline closes
 CHUNK_SIZE = 1 << 20
-MAX_LINE_BYTES = 1 << 20  # a longer line without newline is emitted in pieces
+MAX_LINE_BYTES = 64 << 10  # a longer log line is cut after this many bytes
+LINE_CUT_MARKER = "[airflow-butido: line cut, dropped"
 LOG_SPOOL_BYTES = 1 << 20  # the full log stays in memory up to this size, then on disk
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 _NOT_FOUND = re.compile(r"no such file or directory", re.IGNORECASE)
@@ -83,7 +85,10 @@ def job_labels(
     job_uuid: str,
     submit_uuid: str,
     dag_run: str | None = None,
+    database: str | None = None,
 ) -> dict[str, str]:
+    """The labels of a build container; ``database`` names the build database whose
+    slots the job holds (see remove_dead_containers)."""
     labels = {
         MANAGED_LABEL: "true",
         "io.butido.package": package_name,
@@ -93,6 +98,8 @@ def job_labels(
     }
     if dag_run:
         labels["io.butido.dag_run"] = dag_run
+    if database:
+        labels[DATABASE_LABEL] = database
     return labels
 
 
@@ -154,26 +161,50 @@ def iter_lines(frames: Iterable[tuple[int, bytes]]) -> Iterator[str]:
     """Split multiplexed ``(stream, bytes)`` frames into text lines on ``\\n``.
 
     stdout and stderr keep separate buffers, so a partial line on one is never glued to
-    output of the other; at most one pending line per stream is held.
+    output of the other. A line longer than MAX_LINE_BYTES keeps its first
+    MAX_LINE_BYTES, followed by a marker saying how much was cut; the rest is counted,
+    never held, so memory stays bounded whatever the script prints.
     """
     buffers: dict[int, bytearray] = {}
+    cut: dict[int, int] = {}  # stream -> bytes dropped from its current long line
     for stream, chunk in frames:
         buffer = buffers.setdefault(stream, bytearray())
-        buffer += chunk
+        start = 0
+        while stream in cut:  # dropping the rest of a long line
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                cut[stream] += len(chunk) - start
+                start = len(chunk)
+                break
+            yield _decode(buffer) + _cut_marker(cut.pop(stream) + end - start)
+            buffer.clear()
+            start = end + 1
+        buffer += chunk[start:]
         start = 0
         while True:
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
-            yield _decode(buffer[start:end])
+            if end - start > MAX_LINE_BYTES:
+                yield _decode(buffer[start : start + MAX_LINE_BYTES]) + _cut_marker(
+                    end - start - MAX_LINE_BYTES
+                )
+            else:
+                yield _decode(buffer[start:end])
             start = end + 1
         del buffer[:start]
-        while len(buffer) >= MAX_LINE_BYTES:
-            yield _decode(buffer[:MAX_LINE_BYTES])
-            del buffer[:MAX_LINE_BYTES]
-    for buffer in buffers.values():
-        if buffer:
+        if len(buffer) > MAX_LINE_BYTES:
+            cut[stream] = len(buffer) - MAX_LINE_BYTES
+            del buffer[MAX_LINE_BYTES:]
+    for stream, buffer in buffers.items():
+        if stream in cut:
+            yield _decode(buffer) + _cut_marker(cut[stream])
+        elif buffer:
             yield _decode(buffer)
+
+
+def _cut_marker(dropped: int) -> str:
+    return f" {LINE_CUT_MARKER} {dropped} bytes]"
 
 
 def _decode(raw: bytes | bytearray) -> str:
@@ -285,6 +316,36 @@ def fold_log(
 
 
 # -- the container ------------------------------------------------------------------------
+
+
+class ArchiveStream:
+    """The chunks of an archive download from the engine, closable from the reader's side.
+
+    Closing drops the connection, so the engine stops sending at once. Transport errors in
+    the middle of the stream are the endpoint's, not the job's: InfrastructureError.
+    """
+
+    def __init__(self, response: Any, what: str) -> None:
+        self._response = response
+        self._what = what
+
+    def __iter__(self) -> Iterator[bytes]:
+        import requests
+
+        raw = self._response.raw
+        try:
+            while chunk := raw.read1(CHUNK_SIZE):
+                yield chunk
+        except (requests.RequestException, OSError) as exc:
+            raise InfrastructureError(f"{self._what}: {exc}") from exc
+        except Exception as exc:  # urllib3's protocol errors
+            if type(exc).__module__.startswith("urllib3"):
+                raise InfrastructureError(f"{self._what}: {exc}") from exc
+            raise
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._response.close()
 
 
 class BuildContainer:
@@ -435,28 +496,32 @@ class BuildContainer:
             redact=redact,
         )
 
-    def outputs(self, path: str = "/outputs") -> Iterator[bytes] | None:
-        """The tar stream of ``path``, or None when it does not exist."""
+    def outputs(self, path: str = "/outputs") -> ArchiveStream | None:
+        """The tar stream of ``path``, or None when it does not exist.
+
+        The stream must be closed (``extract_outputs`` does): the engine blocks writing an
+        unread archive, and holds the container while it does.
+        """
         import docker.errors
 
+        what = f"fetching {path} from {self.spec.name}"
         try:
-            stream, _stat = self.api.get_archive(self._id(), path, chunk_size=CHUNK_SIZE)
+            response = self.api._get(
+                self.api._url("/containers/{0}/archive", self._id()),
+                params={"path": path},
+                stream=True,
+                headers={"Accept-Encoding": "identity"},
+            )
+            self.api._raise_for_status(response)
+            # the engine may pause between files: no read timeout, as the SDK does
+            self.api._disable_socket_timeout(self.api._get_raw_response_socket(response))
         except docker.errors.NotFound:
             return None
         except docker.errors.DockerException as exc:
-            raise InfrastructureError(f"fetching {path} from {self.spec.name}: {exc}") from exc
-        return self._guarded(stream, f"fetching {path} from {self.spec.name}")
-
-    @staticmethod
-    def _guarded(stream: Iterable[bytes], what: str) -> Iterator[bytes]:
-        """Transport errors in the middle of a stream are the endpoint's, not the job's."""
-        import docker.errors
-        import requests
-
-        try:
-            yield from stream
-        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
             raise InfrastructureError(f"{what}: {exc}") from exc
+        except OSError as exc:  # requests' exceptions are OSErrors
+            raise InfrastructureError(f"{what}: {exc}") from exc
+        return ArchiveStream(response, what)
 
     def remove(self) -> None:
         """Kill and remove the container; a container already gone is fine."""
@@ -472,8 +537,8 @@ class BuildContainer:
         except docker.errors.APIError as exc:
             if "already in progress" not in str(exc):
                 log.warning("removing container %s failed: %s", self.spec.name, exc)
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            # the endpoint went away; the job's own failure says so
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            # the endpoint went away or timed out; the job's own failure says so
             log.warning("removing container %s failed: %s", self.spec.name, exc)
         self.id = None
         lifeline, self._lifeline = self._lifeline, None
@@ -507,3 +572,38 @@ def local_image_digest(image: str) -> str:
             client.close()
     except Exception as exc:  # engine unreachable or image absent
         raise ButidoError(f"cannot read the digest of image {image!r}: {exc}") from exc
+
+
+def remove_dead_containers(api: Any, database: str, live_jobs: set[str]) -> list[str]:
+    """Remove this project's containers of jobs recorded in ``database`` that are not
+    running (created, exited, dead) and whose job holds no live slot there: what a killed
+    build left behind. Returns their names. Containers of other build databases sharing
+    the engine are never touched: their live jobs are unknown here.
+
+    A killed job's container stops by itself (its idle bash reads end-of-file), but stays;
+    one killed while its inputs were copied in was never started at all.
+    """
+    import docker.errors
+
+    removed: list[str] = []
+    found = api.containers(
+        all=True,
+        filters={
+            "label": [f"{MANAGED_LABEL}=true", f"{DATABASE_LABEL}={database}"],
+            "status": ["created", "exited", "dead"],
+        },
+    )
+    for info in found:
+        job = (info.get("Labels") or {}).get("io.butido.job")
+        if not job or job in live_jobs:
+            continue
+        try:
+            api.remove_container(info["Id"], force=True, v=True)
+        except docker.errors.NotFound:
+            continue
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                log.warning("removing container %s failed: %s", info.get("Names"), exc)
+            continue
+        removed.append(str((info.get("Names") or [info["Id"]])[0]).lstrip("/"))
+    return removed

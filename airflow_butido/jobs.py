@@ -41,6 +41,7 @@ from airflow_butido.container import (
     container_name,
     exec_failure,
     job_labels,
+    remove_dead_containers,
     script_command,
 )
 from airflow_butido.endpoints import Candidate, SlotLeaser, base_url, lease_endpoint
@@ -53,8 +54,10 @@ from airflow_butido.sources import SourceError, source_path, verify_source
 from airflow_butido.stores import (
     Artifact,
     OutputsError,
+    discard_artifacts,
     extract_outputs,
     hash_artifact,
+    remove_stale_parts,
     staging_dir,
 )
 
@@ -293,12 +296,9 @@ def job_inputs(
         if not artifact.is_file():
             raise BuildError(f"{package.label}: dependency artifact {artifact} does not exist")
         if artifact.name in by_name and by_name[artifact.name] != artifact:
-            log.warning(
-                "%s: dependency artifacts %s and %s share the name /inputs/%s; the later wins",
-                package.label,
-                by_name[artifact.name],
-                artifact,
-                artifact.name,
+            raise BuildError(
+                f"{package.label}: dependency artifacts {by_name[artifact.name]} and "
+                f"{artifact} would both be /inputs/{artifact.name}"
             )
         by_name[artifact.name] = artifact
     files.extend(InputFile(f"/inputs/{name}", source=path) for name, path in by_name.items())
@@ -462,8 +462,15 @@ def run_job(
     container once it exists and ``None`` once it is gone, so a caller can remove it from
     another thread when the job is killed.
     """
-    job = _Job(request, recorder or NullRecorder(), runtime or DockerRuntime(), on_line)
+    job = _Job(
+        request,
+        recorder or NullRecorder(),
+        runtime or DockerRuntime(),
+        on_line,
+        _database_of(slots),
+    )
     prepared = _prepare(request)
+    remove_stale_parts(request.config.staging)  # left by extractions killed outright
     candidates, digest = job.runtime.endpoints(
         request.config, prepared.image, request.endpoint_names
     )
@@ -475,10 +482,32 @@ def run_job(
             with lease_endpoint(
                 slots, request.job_uuid, candidates, max_wait=max_wait, on_wait=on_wait
             ) as chosen:
+                _remove_dead_containers(slots, chosen)
                 return job.build(prepared, key, chosen, on_container)
     finally:
         for candidate in candidates:
             candidate.api.close()
+
+
+def _database_of(slots: SlotLeaser) -> str | None:
+    """The identity of the build database holding the slots, when they are shared."""
+    database_id = getattr(slots, "database_id", None)
+    return str(database_id()) if callable(database_id) else None
+
+
+def _remove_dead_containers(slots: SlotLeaser, chosen: Candidate) -> None:
+    """Clean the endpoint of what killed builds of this build database left (only where
+    the slots are shared, so every job alive anywhere is known by its lease)."""
+    live_jobs = getattr(slots, "live_jobs", None)
+    database = _database_of(slots)
+    try:
+        live = live_jobs() if callable(live_jobs) else None
+        if live is None or database is None:
+            return
+        for name in remove_dead_containers(chosen.api, database, live):
+            log.info("removed container %s left by a dead build", name)
+    except Exception as exc:  # housekeeping: the job itself goes on
+        log.warning("looking for containers of dead builds failed: %s", exc)
 
 
 @contextlib.contextmanager
@@ -506,6 +535,7 @@ class _Job:
     recorder: JobRecorder
     runtime: ContainerRuntime
     on_line: LineCallback | None
+    database: str | None = None  # the build database holding the slots, a container label
 
     def result(self, prepared: _Prepared, key: BuildKey, **values: Any) -> JobResult:
         package = self.request.package
@@ -573,6 +603,7 @@ class _Job:
                 request.job_uuid,
                 request.submit_uuid,
                 request.dag_run,
+                self.database,
             ),
             network_mode=chosen.endpoint.network_mode,
         )
@@ -628,14 +659,19 @@ class _Job:
                 container_id=container_id,
             )
             artifacts = self.outputs(prepared, key, container, outcome, built)
-            self.recorder.job_finished(
-                request.job_uuid,
-                state=SUCCESS,
-                exit_code=outcome.exit_code,
-                failure_class=None,
-                log=outcome.log,
-                artifacts=artifacts,
-            )
+            try:
+                self.recorder.job_finished(
+                    request.job_uuid,
+                    state=SUCCESS,
+                    exit_code=outcome.exit_code,
+                    failure_class=None,
+                    log=outcome.log,
+                    artifacts=artifacts,
+                )
+            except BaseException:
+                # files nothing records would be orphans in the staging store
+                discard_artifacts(prepared.dest, artifacts)
+                raise
             return self.result(prepared, key, state=SUCCESS, artifacts=artifacts, **built)
         except (ScriptFailed, InfrastructureError) as exc:
             self.recorder.job_finished(
@@ -670,7 +706,7 @@ class _Job:
                 raise OutputsError(
                     f"{package.label}: the script succeeded but created no /outputs directory"
                 )
-            return tuple(extract_outputs(stream, prepared.dest))
+            return tuple(extract_outputs(stream, prepared.dest, owner=package.label))
         except OutputsError as exc:
             message = _with_tail(str(exc), outcome.tail, config.build_error_lines)
             failed = self.result(prepared, key, state=FAILED, failure_message=message, **built)

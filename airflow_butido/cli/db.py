@@ -334,6 +334,17 @@ def cmd_cli(args: argparse.Namespace) -> int:
     return 0  # not reached: exec replaces this process
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    from airflow_butido.db.records import repair_abandoned
+
+    done = repair_abandoned(open_db(args).engine)
+    for job in done.jobs:
+        print(f"job {job}: failed (abandoned: no heartbeat)")
+    print(f"{len(done.jobs)} job(s) repaired, {done.leases} slot lease(s) and {done.claims} "
+          "build claim(s) freed")  # fmt: skip
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------
 
 
@@ -399,5 +410,7 @@ def register(subparsers: Any) -> None:
     add_time_filters(p)
     add_limit(p)
 
+    command("repair", cmd_repair, "fail the jobs of dead builds, free their slots and claims",
+            table=False)  # fmt: skip
     command("envvars", cmd_envvars, "list recorded environment variables")
     command("images", cmd_images, "list recorded images")

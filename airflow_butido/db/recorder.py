@@ -14,7 +14,6 @@ from sqlalchemy.engine import Engine
 from airflow_butido.db.records import (
     ArtifactRecord,
     InputRef,
-    record_artifacts,
     record_inputs,
     record_job_finish,
     record_job_start,
@@ -92,10 +91,6 @@ class DatabaseRecorder:
         log: IO[str] | None,
         artifacts: Sequence[Artifact] = (),
     ) -> None:
-        if state == SUCCESS:
-            record_artifacts(
-                self.engine, job_uuid, [ArtifactRecord(a.path, a.sha256, a.size) for a in artifacts]
-            )
         record_job_finish(
             self.engine,
             uuid=job_uuid,
@@ -103,4 +98,7 @@ class DatabaseRecorder:
             exit_status=exit_code,
             failure_class=failure_class,
             log=log,
+            artifacts=[ArtifactRecord(a.path, a.sha256, a.size) for a in artifacts]
+            if state == SUCCESS
+            else None,
         )
