@@ -137,7 +137,11 @@ def _print_summary(
 
     data = client.xcom(dag_id, run_id, "report")
     report = report_from_json(data) if isinstance(data, dict) and "packages" in data else None
-    failures = {} if report is not None else _failure_messages(client, dag_id, run_id)
+    failures = (
+        {o.task_id: o.message for o in report.of("failed")}
+        if report is not None
+        else _failure_messages(client, dag_id, run_id)
+    )
     artifacts = [path for o in report.outcomes for path in o.artifacts] if report else []
     if args.json:
         json.dump(
@@ -156,7 +160,7 @@ def _print_summary(
         print(f"\n{report.format()}")
     for path in artifacts:
         print(f"artifact: {path}")
-    for task_id, message in failures.items():
+    for task_id, message in failures.items() if report is None else ():
         first, *rest = message.splitlines() or [""]
         print(f"{task_id} failed: {first}" + "".join(f"\n    {line}" for line in rest))
     print(f"run {run_id}: {final.get('state')}")
