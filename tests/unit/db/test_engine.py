@@ -91,8 +91,9 @@ def test_opening_the_database_keeps_alembic_out_of_task_logs(tmp_path, caplog) -
     from airflow_butido.db.migrate import current_state, upgrade
 
     engine = make_engine(f"sqlite:///{tmp_path / 'b.sqlite'}")
+    before = logging.getLogger("alembic").level
     with caplog.at_level(logging.INFO):
         upgrade(engine)
         current_state(engine)
     assert not [r for r in caplog.records if r.name.startswith("alembic")], caplog.text
-    assert logging.getLogger("alembic").level == logging.NOTSET  # restored
+    assert logging.getLogger("alembic").level == before  # restored
