@@ -146,6 +146,21 @@ class AirflowClient:
                 return run
             time.sleep(interval)
 
+    # -- pools ---------------------------------------------------------------------------
+
+    def set_pool(self, name: str, slots: int, description: str) -> dict[str, Any]:
+        """Create the pool, or set the slots and description of an existing one."""
+        path = f"/api/v2/pools/{quote(name, safe='')}"
+        body = {"slots": slots, "description": description}
+        try:
+            return self._request(
+                "PATCH", path, params={"update_mask": ["slots", "description"]}, json=body
+            )
+        except AirflowApiError as exc:
+            if exc.status != 404:
+                raise
+        return self._request("POST", "/api/v2/pools", json={"name": name, **body})
+
     def _run_path(self, dag_id: str, run_id: str) -> str:
         return f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
 

@@ -21,6 +21,8 @@ from the configuration files at every load.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -97,7 +99,9 @@ def load(
     loaded = _load_fresh(root, environ, content_hash)
     try:
         stored = _without_secrets(loaded)
-        _write_atomic(pickle_path, pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL))
+        with _gc_paused():
+            data = pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL)
+        _write_atomic(pickle_path, data)
     except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
         log.warning("could not write the parse cache %s: %s", pickle_path, exc)
     return loaded
@@ -155,10 +159,11 @@ def _load_fresh(root: Path, environ: Mapping[str, str], content_hash: str) -> Lo
 
     repo = load_repository(root, environ=environ)
     packages = list(repo)
-    graphs = {
-        image.name: resolve(repo, packages, image=image.name, env=None)
-        for image in repo.config.docker.images
-    }
+    with _gc_paused():
+        graphs = {
+            image.name: resolve(repo, packages, image=image.name, env=None)
+            for image in repo.config.docker.images
+        }
     return LoadedRepository(repo, graphs, content_hash)
 
 
@@ -252,7 +257,7 @@ def _read_index(path: Path, stat_fp: str) -> str | None:
 
 def _read_pickle(path: Path) -> LoadedRepository | None:
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh, _gc_paused():
             loaded = pickle.load(fh)
     except FileNotFoundError:
         return None
@@ -260,6 +265,19 @@ def _read_pickle(path: Path) -> LoadedRepository | None:
         log.warning("ignoring unreadable parse cache %s: %s", path, exc)
         return None
     return loaded if isinstance(loaded, LoadedRepository) else None
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Unpickling builds a large, acyclic object graph; the cyclic GC would only rescan it
+    (half the time of loading 5,000 packages)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -75,11 +75,17 @@ def package_name(i: int) -> str:
     return f"pkg{i:05d}"
 
 
-def generate(root: Path, packages: int = 5000, groups: int = 50, deps: int = 3) -> str:
+WORLD = "world"
+
+
+def generate(
+    root: Path, packages: int = 5000, groups: int = 50, deps: int = 3, *, world: bool = False
+) -> str:
     """Write the repository; return the label of the package with the deepest graph.
 
     Package ``i`` depends on about ``deps`` packages with smaller indices (one build,
-    the rest runtime), so the graph is acyclic and the last package reaches far.
+    the rest runtime), so the graph is acyclic and the last package reaches far. With
+    ``world``, a package ``world 1.0`` depends (runtime) on every other package.
     """
     rng = random.Random(42)
     root.mkdir(parents=True, exist_ok=True)
@@ -103,6 +109,14 @@ def generate(root: Path, packages: int = 5000, groups: int = 50, deps: int = 3) 
                 build=", ".join(specs[:1]),
                 runtime=", ".join(specs[1:]),
                 digest=f"{i:064x}",
+            )
+        )
+    if world:
+        everything = [f'"{package_name(i)} =1.{i % 7}"' for i in range(packages)]
+        (root / WORLD).mkdir(exist_ok=True)
+        (root / WORLD / "pkg.toml").write_text(
+            LEAF.format(
+                name=WORLD, version="1.0", build="", runtime=", ".join(everything), digest="f" * 64
             )
         )
     return f"{package_name(packages - 1)} 1.{(packages - 1) % 7}"
