@@ -95,6 +95,9 @@ def load(
     pickle_path = cache / f"{content_hash}.pickle"
     cached = _read_pickle(pickle_path)
     if cached is not None:
+        # as a fresh load would: the accepted problems (unknown keys, links) are logged
+        for warning in cached.repo.warnings:
+            logging.getLogger("airflow_butido.recipes.repository").warning("%s", warning)
         return _with_secrets(cached, root, environ)
     loaded = _load_fresh(root, environ, content_hash)
     try:
