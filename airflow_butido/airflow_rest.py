@@ -153,8 +153,12 @@ class AirflowClient:
         path = f"/api/v2/pools/{quote(name, safe='')}"
         body = {"slots": slots, "description": description}
         try:
+            # Airflow validates a whole pool even when the mask names the fields to change
             return self._request(
-                "PATCH", path, params={"update_mask": ["slots", "description"]}, json=body
+                "PATCH",
+                path,
+                params={"update_mask": ["slots", "description"]},
+                json={"pool": name, "include_deferred": False, **body},
             )
         except AirflowApiError as exc:
             if exc.status != 404:

@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _gen import WORLD, generate_buildable, write_buildable  # noqa: E402
+from _gen import BUILD_SCRIPT, WORLD, generate_buildable, write_buildable  # noqa: E402
 
 from tests.e2e import deployment as harness  # noqa: E402
 
@@ -187,14 +187,23 @@ def dependents_of(graph: list[tuple[str, list[str]]], name: str) -> set[str]:
 def pick(graph: list[tuple[str, list[str]]], share: float, avoid: set[str]) -> str:
     """A package with dependencies whose dependents are about ``share`` of the repository."""
     want = max(2, int(len(graph) * share))
-    candidates = [(abs(len(dependents_of(graph, n)) - want), n) for n, needs in graph
-                  if needs and n != WORLD and n not in avoid]  # fmt: skip
+    candidates = [
+        (abs(len(dependents_of(graph, n)) - want), n)
+        for n, needs in graph
+        if needs and n != WORLD and n not in avoid
+    ]
     return min(candidates)[1]
 
 
 class Bench:
-    def __init__(self, n: int, base: Path, deploy: Any, graph: list[tuple[str, list[str]]],
-                 env: dict[str, str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        n: int,
+        base: Path,
+        deploy: Any,
+        graph: list[tuple[str, list[str]]],
+        env: dict[str, str],
+    ) -> None:
         self.n = n
         self.base = base
         self.deploy = deploy
@@ -230,11 +239,15 @@ class Bench:
         tis = self.client.task_instances(DAG_ID, run_id)
         return {ti["task_id"].rsplit("-", 1)[0]: str(ti.get("state")) for ti in tis}
 
-    def butido_run(self, scenario: str, packages: list[str], expect: Callable[[str, float], Result]) -> None:  # fmt: skip
+    def butido_run(
+        self, scenario: str, packages: list[str], expect: Callable[[str, float], Result]
+    ) -> None:
         run_id, seconds, state, triggered = run_dag(
-            self.client, DAG_ID, {"packages": packages, "env": {}, "force_rebuild": False},
+            self.client,
+            DAG_ID,
+            {"packages": packages, "env": {}, "force_rebuild": False},
             self.timeout,
-        )  # fmt: skip
+        )
         result = expect(run_id, seconds)
         result.checks.insert(0, f"run {run_id}: {state}")
         target = TARGETS.get((self.n, scenario))
@@ -253,17 +266,52 @@ class Bench:
 
         self.butido_run("build everything", [], expect)
 
+    def everything_locally(self) -> None:
+        """Build everything with ``butido build world`` instead: the same containers and
+        build database, without a task process per package (for a large N, where building
+        it all through Airflow takes hours on two busy cores)."""
+        cmd = [
+            str(harness.VENV_BIN / "butido"),
+            "--repo",
+            str(self.base / "repo"),
+            "build",
+            WORLD,
+            "-I",
+            SHORT_NAME,
+            "--json",
+        ]
+        start = time.monotonic()
+        done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=14400)
+        seconds = time.monotonic() - start
+        try:
+            outcomes = [p["outcome"] for p in json.loads(done.stdout)["packages"]]
+        except (ValueError, KeyError):
+            outcomes = []
+        built = outcomes.count("built")
+        ok = done.returncode == 0 and built == len(self.graph)
+        checks = [f"exit {done.returncode}, {built} of {len(self.graph)} built"]
+        if not ok:
+            checks.append(done.stderr[-1500:])
+        self.record(Result("build everything (locally, butido build world)", seconds, ok, checks))
+
     def nothing_changed(self) -> None:
         names = {n for n, _ in self.graph}
 
         def expect(run_id: str, seconds: float) -> Result:
             outcomes = self.outcomes(run_id)
             reused = sum(1 for o in outcomes.values() if o == "reused")
-            started = [t for t, s in self.states(run_id).items() if s not in ("skipped",)
-                       and t not in ("plan", "report")]  # fmt: skip
+            started = [
+                t
+                for t, s in self.states(run_id).items()
+                if s not in ("skipped",) and t not in ("plan", "report")
+            ]
             ok = reused == len(names) and not started
-            return Result("nothing changed", seconds, ok,
-                          [f"{reused} of {len(names)} reused up front, {len(started)} tasks ran"])  # fmt: skip
+            return Result(
+                "nothing changed",
+                seconds,
+                ok,
+                [f"{reused} of {len(names)} reused up front, {len(started)} tasks ran"],
+            )
 
         self.butido_run("nothing changed", [], expect)
 
@@ -283,17 +331,28 @@ class Bench:
     def source_changed(self) -> str:
         changed = pick(self.graph, 0.02, set())
         expected = {changed} | dependents_of(self.graph, changed)
-        write_buildable(self.base / "repo", self.base / "stores", changed,
-                        self.package_of(changed), f"{changed} source 1\n")  # fmt: skip
+        write_buildable(
+            self.base / "repo",
+            self.base / "stores",
+            changed,
+            self.package_of(changed),
+            f"{changed} source 1\n",
+        )
 
         def expect(run_id: str, seconds: float) -> Result:
             outcomes = self.outcomes(run_id)
             built = {n for n, o in outcomes.items() if o == "built"}
             reused = {n for n, o in outcomes.items() if o == "reused"}
             ok = built == expected and len(reused) == len(self.graph) - len(expected)
-            return Result("one package's source changed", seconds, ok,
-                          [f"{changed} changed: {len(built)} built (expected {len(expected)}:"
-                           f" it and its dependents), {len(reused)} reused"])  # fmt: skip
+            return Result(
+                "one package's source changed",
+                seconds,
+                ok,
+                [
+                    f"{changed} changed: {len(built)} built (expected {len(expected)}:"
+                    f" it and its dependents), {len(reused)} reused"
+                ],
+            )
 
         self.butido_run("one package's source changed", [], expect)
         return changed
@@ -301,9 +360,14 @@ class Bench:
     def broken(self, avoid: str) -> None:
         broken = pick(self.graph, 0.02, {avoid} | dependents_of(self.graph, avoid))
         dependents = dependents_of(self.graph, broken)
-        write_buildable(self.base / "repo", self.base / "stores", broken,
-                        self.package_of(broken), f"{broken} source 2\n",
-                        script="echo broken on purpose; exit 1")  # fmt: skip
+        write_buildable(
+            self.base / "repo",
+            self.base / "stores",
+            broken,
+            self.package_of(broken),
+            f"{broken} source 2\n",
+            script="echo broken on purpose; exit 1",
+        )
 
         def expect(run_id: str, seconds: float) -> Result:
             tis = self.client.task_instances(DAG_ID, run_id)
@@ -313,25 +377,37 @@ class Bench:
                 n for n, ti in states.items() if ti.get("state") == "upstream_failed"
             }
             report = states["report"]
-            package_ends = [when(ti.get("end_date")) or 0.0 for n, ti in states.items()
-                            if n not in ("plan", "report")]  # fmt: skip
+            package_ends = [
+                when(ti.get("end_date")) or 0.0
+                for n, ti in states.items()
+                if n not in ("plan", "report")
+            ]
             waited = (when(report.get("start_date")) or 0.0) >= max(package_ends)
             log = self.report_log(run_id)
             listed = len(set(REPORT_LINE.findall(log)))
-            ok = (failed == {broken, "report"} and upstream_failed == dependents and waited
-                  and listed >= len(self.graph))  # fmt: skip
-            return Result("one package broken", seconds, ok, [
-                f"{broken} broken: failed {sorted(failed)}, {len(upstream_failed)} not built"
-                f" (expected its {len(dependents)} dependents), the rest reused",
-                f"report started after the last package task: {waited};"
-                f" report lists {listed} of {len(self.graph)} packages",
-            ])  # fmt: skip
+            ok = (
+                failed == {broken, "report"}
+                and upstream_failed == dependents
+                and waited
+                and listed >= len(self.graph)
+            )
+            return Result(
+                "one package broken",
+                seconds,
+                ok,
+                [
+                    f"{broken} broken: failed {sorted(failed)}, {len(upstream_failed)} not built"
+                    f" (expected its {len(dependents)} dependents), the rest reused",
+                    f"report started after the last package task: {waited};"
+                    f" report lists {listed} of {len(self.graph)} packages",
+                ],
+            )
 
         self.butido_run("one package broken", [], expect)
 
     def report_log(self, run_id: str) -> str:
         client = self.client
-        path = (f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/report/logs/1")  # fmt: skip
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/report/logs/1"
         try:
             data = client._request("GET", path, params={"full_content": "true"})
         except Exception as exc:  # the log is a check, not the figure
@@ -340,8 +416,16 @@ class Bench:
         return "\n".join(str(c.get("event", c)) if isinstance(c, dict) else str(c) for c in content)
 
     def local_build(self) -> None:
-        cmd = [str(harness.VENV_BIN / "butido"), "--repo", str(self.base / "repo"),
-               "build", WORLD, "-I", SHORT_NAME, "--json"]  # fmt: skip
+        cmd = [
+            str(harness.VENV_BIN / "butido"),
+            "--repo",
+            str(self.base / "repo"),
+            "build",
+            WORLD,
+            "-I",
+            SHORT_NAME,
+            "--json",
+        ]
         for attempt in ("cold parse cache", "warm parse cache"):
             start = time.monotonic()
             done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=3600)
@@ -356,28 +440,82 @@ class Bench:
             if not ok:
                 checks.append(done.stderr[-1500:])
             name = "butido build, nothing changed"
-            self.record(Result(name if "warm" in attempt else f"{name} (cold cache)", seconds,
-                               ok, checks))  # fmt: skip
+            self.record(
+                Result(name if "warm" in attempt else f"{name} (cold cache)", seconds, ok, checks)
+            )
 
     def floor(self) -> None:
         run_id, seconds, state, triggered = run_dag(self.client, FLOOR_DAG_ID, {}, self.timeout)
         states = [str(ti.get("state")) for ti in self.client.task_instances(FLOOR_DAG_ID, run_id)]
         ok = state == "success" and states.count("success") == len(self.graph)
         where = breakdown(self.client, FLOOR_DAG_ID, run_id, triggered)
-        self.record(Result("Airflow floor: plain DockerOperator DAG, sh -c true", seconds, ok,
-                           [f"run {run_id}: {state}, {states.count('success')} tasks"], where))  # fmt: skip
+        self.record(
+            Result(
+                "Airflow floor: plain DockerOperator DAG, sh -c true",
+                seconds,
+                ok,
+                [f"run {run_id}: {state}, {states.count('success')} tasks"],
+                where,
+            )
+        )
 
 
 def set_up_pools(deploy: Any, env: dict[str, str], repo: Path) -> str:
     deploy.client().set_pool(FLOOR_POOL, MAXJOBS, "benchmark floor")
     done = subprocess.run(
-        [str(harness.VENV_BIN / "butido"), "--repo", str(repo), "airflow", "pool",
-         "--airflow", deploy.url, "--user", "ci", "--password", harness.PASSWORD],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            str(harness.VENV_BIN / "butido"),
+            "--repo",
+            str(repo),
+            "airflow",
+            "pool",
+            "--airflow",
+            deploy.url,
+            "--user",
+            "ci",
+            "--password",
+            harness.PASSWORD,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if done.returncode != 0:
         raise SystemExit(f"butido airflow pool failed: {done.stdout}{done.stderr}")
     return done.stdout.strip()
+
+
+def pool_demo(deploy: Any, env: dict[str, str], repo: Path, waiting: int) -> None:
+    """Why the pool: with ``maxjobs = 1``, ``waiting`` + 1 packages ready at once, each
+    building for a few seconds. Once the pool holds as many slots as Airflow would give
+    (the default pool: 128), once as many as the endpoints take jobs (1). Sampled every
+    0.5 s: package tasks running (each a task process holding an executor slot)."""
+    client = deploy.client()
+    client.set_paused(DAG_ID, False)
+    print(f"\n{waiting + 1} packages ready at once, maxjobs 1, each building about 8 s")
+    print("| package tasks' pool | run s | task processes at most | task-process seconds |")
+    print("|---|---|---|---|")
+    for label, slots in (("default_pool size (128 slots)", 128), ("sized to maxjobs (1 slot)", 1)):
+        client.set_pool(POOL, slots, "benchmark")
+        conf = {"packages": [], "env": {}, "force_rebuild": True}
+        start = time.monotonic()
+        run_id = client.trigger(DAG_ID, conf)
+        most, busy, last = 0, 0.0, time.monotonic()
+        while True:
+            tis = client.task_instances(DAG_ID, run_id)
+            running = sum(
+                1
+                for ti in tis
+                if ti.get("state") == "running" and ti["task_id"] not in ("plan", "report")
+            )
+            now = time.monotonic()
+            busy += running * (now - last)
+            last, most = now, max(most, running)
+            if client.dag_run(DAG_ID, run_id).get("state") in ("success", "failed"):
+                break
+            time.sleep(0.5)
+        print(f"| {label} | {time.monotonic() - start:.1f} | {most} | {busy:.0f} |", flush=True)
 
 
 def print_table(n: int, results: list[Result]) -> None:
@@ -389,33 +527,63 @@ def print_table(n: int, results: list[Result]) -> None:
         target = TARGETS.get((n, r.scenario))
         floor_cell = f"{floor.seconds:.1f}" if floor and r is not floor else ""
         target_cell = f"< {target:.0f} s" if target else ""
-        print(f"| {r.scenario} | {r.seconds:.1f} | {floor_cell} | {target_cell} |"
-              f" {'ok' if r.ok else 'FAILED'} |")  # fmt: skip
+        print(
+            f"| {r.scenario} | {r.seconds:.1f} | {floor_cell} | {target_cell} |"
+            f" {'ok' if r.ok else 'FAILED'} |"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("packages", type=int, help="N, the number of packages")
     parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument(
+        "--seed-locally",
+        action="store_true",
+        help="build everything with `butido build world` rather than through Airflow",
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument(
+        "--pool-demo",
+        action="store_true",
+        help="instead: N packages with no dependencies, maxjobs 1, with and without the pool",
+    )
     args = parser.parse_args()
 
     import sqlalchemy as sa
 
     harness.START_TIMEOUT = max(300, args.packages)  # a big DAG file takes a while to parse
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with tempfile.TemporaryDirectory(prefix="airflow-scale-") as tmp, \
-            harness.fresh_databases(admin) as databases:  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="airflow-scale-") as tmp,
+        harness.fresh_databases(admin) as databases,
+    ):
         base = Path(tmp)
-        graph = generate_buildable(base / "repo", base / "stores", args.packages,
-                                   image=IMAGE, short_name=SHORT_NAME, maxjobs=MAXJOBS)  # fmt: skip
+        graph = generate_buildable(
+            base / "repo",
+            base / "stores",
+            args.packages,
+            image=IMAGE,
+            short_name=SHORT_NAME,
+            maxjobs=1 if args.pool_demo else MAXJOBS,
+            deps=0 if args.pool_demo else 3,
+        )
+        if args.pool_demo:
+            for name, needs in graph[:-1]:
+                script = "sleep 8 && " + BUILD_SCRIPT.format(name=name)
+                write_buildable(
+                    base / "repo", base / "stores", name, needs, f"{name} source 0\n", script=script
+                )
+            graph = graph[:-1]
+            (base / "repo" / WORLD / "pkg.toml").unlink()
         overlay = base / "overlay.toml"
         overlay.write_text("")
         settings = base / "settings.toml"
         settings.write_text(f'database_url = "{databases[1]}"\n\n[airflow]\npool = "{POOL}"\n')
         (base / "graph.json").write_text(json.dumps(graph))
-        floor_dag = FLOOR_DAG.format(graph=str(base / "graph.json"), dag_id=FLOOR_DAG_ID,
-                                     image=IMAGE, pool=FLOOR_POOL)  # fmt: skip
+        floor_dag = FLOOR_DAG.format(
+            graph=str(base / "graph.json"), dag_id=FLOOR_DAG_ID, image=IMAGE, pool=FLOOR_POOL
+        )
         env = {
             "AIRFLOW__CORE__PARALLELISM": "8",
             # a big repository: parse seldom, and give the parse time
@@ -426,20 +594,30 @@ def main() -> int:
         }
         workspace = {"base": base, "repo": base / "repo", "overlay": overlay}
         started = time.monotonic()
-        with harness.running_deployment(databases, workspace, {"airflow_floor.py": floor_dag},
-                                        env) as deploy:  # fmt: skip
+        with harness.running_deployment(
+            databases, workspace, {"airflow_floor.py": floor_dag}, env
+        ) as deploy:
             print(f"deployment up in {time.monotonic() - started:.0f} s", flush=True)
             cli_env = {**deploy.env, "BUTIDO_PARSE_CACHE": str(base / "cli-parse-cache")}
             print(set_up_pools(deploy, cli_env, base / "repo"), flush=True)
+            if args.pool_demo:
+                pool_demo(deploy, cli_env, base / "repo", args.packages - 1)
+                return 0
             client = deploy.client()
-            harness.wait_until("the floor DAG",
-                               lambda: client.dag(FLOOR_DAG_ID)["dag_id"] == FLOOR_DAG_ID,
-                               harness.START_TIMEOUT, deploy)  # fmt: skip
+            harness.wait_until(
+                "the floor DAG",
+                lambda: client.dag(FLOOR_DAG_ID)["dag_id"] == FLOOR_DAG_ID,
+                harness.START_TIMEOUT,
+                deploy,
+            )
             for dag_id in (DAG_ID, FLOOR_DAG_ID):
                 client.set_paused(dag_id, False)
             bench = Bench(args.packages, base, deploy, graph, cli_env)
             bench.json_path = args.json
-            bench.everything()
+            if args.seed_locally:
+                bench.everything_locally()
+            else:
+                bench.everything()
             bench.nothing_changed()
             bench.local_build()
             bench.one_leaf()

@@ -96,8 +96,10 @@ class FakeSession:
             response.status_code, response._content = 404, b'{"detail": "not found"}'
             return response
         if method == "PATCH":
+            # a whole pool, as Airflow validates it; the mask says what changes
+            assert {"pool", "slots", "include_deferred"} <= set(body) and body["pool"] == name
             assert kwargs["params"] == {"update_mask": ["slots", "description"]}
-            self.pools[name].update(body)
+            self.pools[name].update({k: body[k] for k in kwargs["params"]["update_mask"]})
         else:
             self.pools[body["name"]] = body
         response.status_code, response._content = 200, b"{}"
