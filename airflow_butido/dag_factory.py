@@ -166,7 +166,7 @@ def _build_dag(
     retry_delay = timedelta(seconds=settings.retry_delay)
     # Package tasks wait for an endpoint slot in the pool, not in a worker process; the plan
     # and the report stay in the default pool so they never queue behind builds.
-    pool = {"pool": settings.pool} if settings.pool else {}
+    pool: dict[str, Any] = {"pool": settings.pool} if settings.pool else {}
     for key, task_id in task_ids.items():
         if only_task is not None and task_id != only_task:
             continue

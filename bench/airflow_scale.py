@@ -55,6 +55,8 @@ PG_ADMIN_URL = os.environ.get(
 )
 # a package's line in the report's log
 REPORT_LINE = re.compile(r"(?:built|reused|failed|not built)\s+((?:pkg\d{5}|world) 1)\b")
+# a progress line of `butido build`
+LOCAL_EVENT = re.compile(r"^\[\s*([\d.]+)s\] ([^:]+): (.*)$", re.M)
 # seconds, trigger to finished run: (N, scenario) -> target
 TARGETS = {
     (100, "nothing changed"): 15.0,
@@ -148,6 +150,26 @@ def breakdown(client: Any, dag_id: str, run_id: str, triggered: float) -> str:
             f" ended {rel(when(report.get('end_date')))}"
         )
     parts.append(f"run ended {rel(when(run.get('end_date')))}")
+    return "; ".join(parts)
+
+
+def local_breakdown(progress: str, seconds: float) -> str:
+    """Where the time of ``butido build`` went, from its ``[  1.2s] task: state`` lines
+    (seconds since the runner started; before that: interpreter, Airflow, the DAG)."""
+    events = [(float(m[1]), m[2], m[3]) for m in LOCAL_EVENT.finditer(progress)]
+    if not events:
+        return ""
+
+    def at(task: str, first: bool) -> float | None:
+        times = [t for t, name, _ in events if name == task]
+        return (min(times) if first else max(times)) if times else None
+
+    runner = seconds - max(t for t, _, _ in events)
+    parts = [f"outside the runner (interpreter, imports, DAG, output): {runner:.1f} s"]
+    for task in ("plan", "report"):
+        start, end = at(task, True), at(task, False)
+        if start is not None and end is not None:
+            parts.append(f"{task} {start:.1f}-{end:.1f} s")
     return "; ".join(parts)
 
 
@@ -440,9 +462,11 @@ class Bench:
             if not ok:
                 checks.append(done.stderr[-1500:])
             name = "butido build, nothing changed"
-            self.record(
-                Result(name if "warm" in attempt else f"{name} (cold cache)", seconds, ok, checks)
+            result = Result(
+                name if "warm" in attempt else f"{name} (cold cache)", seconds, ok, checks
             )
+            result.where = local_breakdown(done.stderr, seconds)
+            self.record(result)
 
     def floor(self) -> None:
         run_id, seconds, state, triggered = run_dag(self.client, FLOOR_DAG_ID, {}, self.timeout)
