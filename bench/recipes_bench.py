@@ -82,16 +82,15 @@ def main() -> int:
             args.repeat, lambda: plain_parse(repo), lambda: load_and_resolve(repo)
         )
         butido = Path(sys.executable).parent / "butido"  # the venv running this benchmark
+        cache = Path(tmp) / "parse-cache"
+        warm_env = {**os.environ, "BUTIDO_PARSE_CACHE": str(cache / "warm")}
         name, version = top.split(" ")
         cmd = [str(butido), "--repo", str(repo), "tree-of", name, version, "--json"]
-
-        def cli() -> None:
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-
-        (cli_time,) = best_of(max(1, args.repeat // 2), cli)
-        cache = Path(tmp) / "parse-cache"
         world = [str(butido), "--repo", str(repo), "tree-of", "world", "--json"]
         runs = iter(range(10**6))
+
+        def cli() -> None:
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=warm_env)
 
         def plain_process() -> None:
             script = PLAIN_PARSE_PROCESS
@@ -102,22 +101,18 @@ def main() -> int:
             subprocess.run(world, check=True, stdout=subprocess.DEVNULL, env=env)
 
         def world_warm() -> None:
-            env = {**os.environ, "BUTIDO_PARSE_CACHE": str(cache / "warm")}
-            subprocess.run(world, check=True, stdout=subprocess.DEVNULL, env=env)
+            subprocess.run(world, check=True, stdout=subprocess.DEVNULL, env=warm_env)
 
         world_warm()  # fills the warm cache
-        plain_proc, cold, warm = best_of(
-            max(1, args.repeat // 2), plain_process, world_cold, world_warm
+        plain_proc, cold, warm, cli_time = best_of(
+            max(1, args.repeat // 2), plain_process, world_cold, world_warm, cli
         )
-        env = {**os.environ, "BUTIDO_PARSE_CACHE": str(cache / "warm")}
-        world_nodes = len(
-            json.loads(subprocess.run(world, check=True, capture_output=True, env=env).stdout)[
-                "packages"
-            ]
-        )
-        graph_size = len(
-            json.loads(subprocess.run(cmd, check=True, capture_output=True).stdout)["packages"]
-        )
+
+        def nodes_of(command: list[str]) -> int:
+            done = subprocess.run(command, check=True, capture_output=True, env=warm_env)
+            return len(json.loads(done.stdout)["packages"])
+
+        world_nodes, graph_size = nodes_of(world), nodes_of(cmd)
     ratio = ours / baseline
     rows = [
         ("pkg.toml files", f"{files}", ""),
