@@ -288,20 +288,10 @@ class Bench:
 
         self.butido_run("build everything", [], expect)
 
-    def everything_locally(self) -> None:
-        """Build everything with ``butido build world`` instead: the same containers and
-        build database, without a task process per package (for a large N, where building
-        it all through Airflow takes hours on two busy cores)."""
-        cmd = [
-            str(harness.VENV_BIN / "butido"),
-            "--repo",
-            str(self.base / "repo"),
-            "build",
-            WORLD,
-            "-I",
-            SHORT_NAME,
-            "--json",
-        ]
+    def build_world(self, expected: str, what: str) -> Result:
+        """``butido build world`` (every package) here, checked for ``expected`` outcomes."""
+        cmd = [str(harness.VENV_BIN / "butido"), "--repo", str(self.base / "repo"),
+               "build", WORLD, "-I", SHORT_NAME, "--json"]  # fmt: skip
         start = time.monotonic()
         done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=14400)
         seconds = time.monotonic() - start
@@ -309,12 +299,22 @@ class Bench:
             outcomes = [p["outcome"] for p in json.loads(done.stdout)["packages"]]
         except (ValueError, KeyError):
             outcomes = []
-        built = outcomes.count("built")
-        ok = done.returncode == 0 and built == len(self.graph)
-        checks = [f"exit {done.returncode}, {built} of {len(self.graph)} built"]
+        count = outcomes.count(expected)
+        ok = done.returncode == 0 and count == len(self.graph)
+        checks = [f"{what}: exit {done.returncode}, {count} of {len(self.graph)} {expected}"]
         if not ok:
             checks.append(done.stderr[-1500:])
-        self.record(Result("build everything (locally, butido build world)", seconds, ok, checks))
+        result = Result("", seconds, ok, checks)
+        result.where = local_breakdown(done.stderr, seconds)
+        return result
+
+    def everything_locally(self) -> None:
+        """Build everything with ``butido build world`` instead: the same containers and
+        build database, without a task process per package (for a large N, where building
+        it all through Airflow takes hours on two busy cores)."""
+        result = self.build_world("built", "locally")
+        result.scenario, result.where = "build everything (locally, butido build world)", ""
+        self.record(result)
 
     def nothing_changed(self) -> None:
         names = {n for n, _ in self.graph}
@@ -438,34 +438,10 @@ class Bench:
         return "\n".join(str(c.get("event", c)) if isinstance(c, dict) else str(c) for c in content)
 
     def local_build(self) -> None:
-        cmd = [
-            str(harness.VENV_BIN / "butido"),
-            "--repo",
-            str(self.base / "repo"),
-            "build",
-            WORLD,
-            "-I",
-            SHORT_NAME,
-            "--json",
-        ]
         for attempt in ("cold parse cache", "warm parse cache"):
-            start = time.monotonic()
-            done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=3600)
-            seconds = time.monotonic() - start
-            try:
-                outcomes = [p["outcome"] for p in json.loads(done.stdout)["packages"]]
-            except (ValueError, KeyError):
-                outcomes = []
-            reused = outcomes.count("reused")
-            ok = done.returncode == 0 and reused == len(self.graph)
-            checks = [f"{attempt}: exit {done.returncode}, {reused} of {len(self.graph)} reused"]
-            if not ok:
-                checks.append(done.stderr[-1500:])
+            result = self.build_world("reused", attempt)
             name = "butido build, nothing changed"
-            result = Result(
-                name if "warm" in attempt else f"{name} (cold cache)", seconds, ok, checks
-            )
-            result.where = local_breakdown(done.stderr, seconds)
+            result.scenario = name if "warm" in attempt else f"{name} (cold cache)"
             self.record(result)
 
     def floor(self) -> None:
