@@ -1,7 +1,9 @@
 # Airflow 3.3 with airflow-butido installed: the image of docker-compose.airflow.yml.
 #
-#   docker build -t airflow-butido/airflow .
+#   scripts/build-compose-images          (or: docker build -t airflow-butido/airflow .)
 #
+# It needs the official image from a registry; where none is reachable,
+# `scripts/build-compose-images --debian` builds deploy/airflow-debian.Dockerfile instead.
 # The official Airflow image is the base; airflow-butido is installed with the pinned versions
 # of constraints.txt (which pins the same Airflow), and dags/butido_build.py is placed in the
 # dags folder. Build containers run on the Docker endpoints of the package repository's

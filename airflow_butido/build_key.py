@@ -25,6 +25,7 @@ from airflow_butido.errors import ButidoError, ConfigError
 from airflow_butido.recipes.config import Config
 from airflow_butido.recipes.package import Package
 from airflow_butido.recipes.paths import confine
+from airflow_butido.run_inputs import masked_env
 
 KEY_FORMAT = 1
 
@@ -171,7 +172,10 @@ def key_inputs(
         script=script,
         phases=tuple(config.available_phases),
         image_digest=image_digest,
-        environment=dict(container_environment(package, env, git_env)),
+        # a secret's value is never stored, so it is not part of the key either
+        environment=dict(
+            masked_env(container_environment(package, env, git_env), config.secret_env)
+        ),
         source_hashes=source_hashes(package),
         patch_hashes=patch_hashes(package, repo_root),
         dependency_artifacts=tuple(dependency_sha256),

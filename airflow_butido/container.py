@@ -201,10 +201,12 @@ def fold_log(
     exit_code: Callable[[], int],
     tail_lines: int,
     on_line: Callable[[str, Any], None] | None = None,
+    redact: Callable[[str], str] | None = None,
 ) -> ScriptOutcome:
     """Parse every line with butido's log protocol, spool it, and decide the outcome.
 
-    ``on_line(line, item)`` sees each raw line with its parsed protocol item as it arrives.
+    ``on_line(line, item)`` sees each raw line with its parsed protocol item as it arrives;
+    ``redact`` hides secret values in a line before anything sees or stores it.
     """
     from airflow_butido.scripts import logproto
 
@@ -216,6 +218,8 @@ def fold_log(
     count = 0
     saw_state = False
     for line in lines:
+        if redact is not None:
+            line = redact(line)
         item = logproto.parse_line(line)
         outcome.feed(item)
         if isinstance(item, logproto.State):
@@ -375,10 +379,15 @@ class BuildContainer:
         tail_lines: int,
         on_line: Callable[[str, Any], None] | None = None,
         command: Sequence[str] = SCRIPT_COMMAND,
+        redact: Callable[[str], str] | None = None,
     ) -> ScriptOutcome:
         lines, exec_id = self.exec_stream(command)
         return fold_log(
-            lines, exit_code=lambda: self.exit_code(exec_id), tail_lines=tail_lines, on_line=on_line
+            lines,
+            exit_code=lambda: self.exit_code(exec_id),
+            tail_lines=tail_lines,
+            on_line=on_line,
+            redact=redact,
         )
 
     def outputs(self, path: str = "/outputs") -> Iterator[bytes] | None:

@@ -45,7 +45,7 @@ from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
 from airflow_butido.recipes.config import Config
 from airflow_butido.recipes.package import Package
 from airflow_butido.recipes.paths import confine
-from airflow_butido.run_inputs import disallowed_env_names
+from airflow_butido.run_inputs import disallowed_env_names, masked_env, redactor
 from airflow_butido.sources import SourceError, source_path, verify_source
 from airflow_butido.stores import (
     Artifact,
@@ -367,6 +367,7 @@ class _Prepared:
     script: str
     inputs: list[InputFile]
     dest: Path
+    stored_env: Env  # env with the values of secret variables masked: what records keep
 
 
 def _prepare(request: JobRequest) -> _Prepared:
@@ -385,9 +386,9 @@ def _prepare(request: JobRequest) -> _Prepared:
         request.script if request.script is not None else render(package, config, request.shebang)
     )
     inputs = job_inputs(package, config, request.repo_root, request.dependency_artifacts, script)
-    return _Prepared(
-        image, env, git_env, script, inputs, staging_dir(config.staging, request.submit_uuid)
-    )
+    dest = staging_dir(config.staging, request.submit_uuid)
+    stored_env = masked_env(env, config.secret_env)
+    return _Prepared(image, env, git_env, script, inputs, dest, stored_env)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -475,7 +476,7 @@ class _Job:
             "log_tail": (),
             "endpoint": "",
             "container_id": "",
-            "env": prepared.env,
+            "env": prepared.stored_env,
             "build_key": key.key,
         }
         fields.update(values)
@@ -494,7 +495,7 @@ class _Job:
                 package.version,
                 prepared.image,
                 prepared.script,
-                prepared.env,
+                prepared.stored_env,
                 key,
                 reused,
             )
@@ -546,7 +547,7 @@ class _Job:
                         chosen.endpoint.name,
                         container_id,
                         prepared.script,
-                        prepared.env,
+                        prepared.stored_env,
                         key,
                     )
                 )
@@ -568,7 +569,9 @@ class _Job:
         outcome: ScriptOutcome | None = None
         try:
             outcome = container.run_script(
-                tail_lines=config.build_error_lines, on_line=self.on_line
+                tail_lines=config.build_error_lines,
+                on_line=self.on_line,
+                redact=redactor(prepared.env, config.secret_env),
             )
             built = dict(
                 exit_code=outcome.exit_code,

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_butido.errors import ButidoError
 from airflow_butido.manifest import Manifest
-from airflow_butido.run_inputs import disallowed_env_names, env_value_problem
+from airflow_butido.run_inputs import (
+    disallowed_env_names,
+    env_value_problem,
+    is_secret,
+    masked_env,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -193,6 +198,8 @@ class Plan:
     reused: Mapping[str, Manifest] = field(default_factory=dict)
     # packages that cannot build in this run, and why: their tasks fail at once
     failures: Mapping[str, str] = field(default_factory=dict)
+    # variables whose values ``env`` masks: package tasks take them from the run conf
+    secret_names: tuple[str, ...] = ()
 
     def includes(self, task_id: str) -> bool:
         return task_id in self.labels
@@ -245,6 +252,7 @@ class Plan:
             "edges": [list(e) for e in self.edges],
             "reused": {task_id: m.to_json() for task_id, m in self.reused.items()},
             "failures": dict(self.failures),
+            "secret_names": list(self.secret_names),
         }
 
     @classmethod
@@ -260,6 +268,7 @@ class Plan:
             edges=tuple((a, b) for a, b in data.get("edges") or ()),
             reused={t: Manifest.from_json(m) for t, m in (data.get("reused") or {}).items()},
             failures={str(t): str(m) for t, m in (data.get("failures") or {}).items()},
+            secret_names=tuple(data.get("secret_names") or ()),
         )
 
 
@@ -311,13 +320,14 @@ def resolve_plan(
     return Plan(
         submit_uuid=submit_uuid or str(uuid.uuid4()),
         image=image,
-        env=request.env,
+        env=masked_env(request.env, repo.config.secret_env),
         force_rebuild=request.force_rebuild,
         requested=tuple(ids[p.key] for p in roots),
         packages=tuple(ids[k] for k in order),
         labels={ids[k]: f"{k[0]} {k[1]}" for k in order},
         edges=edges,
         failures={t: "; ".join(found) for t, found in failures.items()},
+        secret_names=tuple(k for k, _ in request.env if is_secret(k, repo.config.secret_env)),
     )
 
 

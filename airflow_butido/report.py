@@ -123,7 +123,29 @@ def report_json(report: RunReport) -> dict[str, Any]:
                 "outcome": o.outcome,
                 "message": o.message,
                 "artifacts": list(o.artifacts),
+                "state": o.state,
+                "log_tail": list(o.log_tail),
             }
             for o in report.outcomes
         ],
     }
+
+
+def report_from_json(data: Mapping[str, Any]) -> RunReport:
+    """The report back from :func:`report_json` (what ``butido trigger`` reads from XCom)."""
+    return RunReport(
+        str(data.get("submit_uuid") or ""),
+        str(data.get("image") or ""),
+        tuple(
+            PackageOutcome(
+                str(p.get("task_id") or ""),
+                str(p.get("package") or ""),
+                str(p.get("outcome") or NOT_BUILT),
+                p.get("state"),
+                str(p.get("message") or ""),
+                tuple(str(line) for line in p.get("log_tail") or ()),
+                tuple(str(path) for path in p.get("artifacts") or ()),
+            )
+            for p in data.get("packages") or ()
+        ),
+    )

@@ -16,7 +16,7 @@ Pure: no Airflow, Docker or SQLAlchemy.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from airflow_butido.errors import ButidoError
@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from airflow_butido.recipes.config import ContainerConfig
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# A variable whose name contains one of these (any case) is secret, as Airflow's own
+# sensitive-field names are; ``secret_env`` in airflow-butido.toml names more.
+SENSITIVE_NAME_PARTS = (
+    "access_key", "access_token", "api_key", "apikey", "auth_header", "authorization",
+    "bearer", "connection_string", "dsn", "passphrase", "passwd", "password", "private_key",
+    "proxy", "secret", "service_account", "service_key", "token", "keyfile_dict",
+    "webhook_url",
+)  # fmt: skip
+SECRET_MASK = "***"
 
 
 class RunInputError(ButidoError):
@@ -82,3 +92,33 @@ def check_allowed_env(names: Iterable[str], containers: ContainerConfig) -> None
             f"-E {', '.join(refused)}: not in containers.allowed_env of config.toml "
             "(a build would refuse it)"
         )
+
+
+def is_secret(name: str, secret_env: Iterable[str] = ()) -> bool:
+    """Whether the value of variable ``name`` must never be stored: it is listed in
+    ``secret_env`` or its name looks like a credential."""
+    lowered = name.lower()
+    return name in secret_env or any(part in lowered for part in SENSITIVE_NAME_PARTS)
+
+
+def masked_env(
+    pairs: Iterable[tuple[str, str]], secret_env: Iterable[str] = ()
+) -> tuple[tuple[str, str], ...]:
+    """``pairs`` with the value of every secret variable replaced by ``***``."""
+    secret = tuple(secret_env)
+    return tuple((k, SECRET_MASK if is_secret(k, secret) else v) for k, v in pairs)
+
+
+def redactor(
+    pairs: Iterable[tuple[str, str]], secret_env: Iterable[str] = ()
+) -> Callable[[str], str] | None:
+    """A function that replaces every secret value in a text by ``***`` (None when there
+    is no secret to hide)."""
+    secret = tuple(secret_env)
+    values = sorted(
+        {v for k, v in pairs if is_secret(k, secret) and len(v) >= 3}, key=len, reverse=True
+    )
+    if not values:
+        return None
+    pattern = re.compile("|".join(re.escape(v) for v in values))
+    return lambda text: pattern.sub(SECRET_MASK, text)

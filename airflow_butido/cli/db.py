@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -128,10 +129,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
         ("Environment", " ".join(f"{k}={v}" for k, v in detail.env)),
         ("Jobs", ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none"),
     ]
+    if detail.outcomes:
+        tally = Counter(outcome for _, _, outcome, _ in detail.outcomes)
+        summary.append(("Packages", ", ".join(f"{n} {o}" for o, n in sorted(tally.items()))))
     if args.json:
         data: dict[str, Any] = dict(summary)
         data["jobs"] = [
             dict(zip(JOB_HEADERS, _job_cells(ctx, j), strict=True)) for j in detail.jobs
+        ]
+        data["packages"] = [
+            {"package": n, "version": v, "outcome": o, "message": m}
+            for n, v, o, m in detail.outcomes
         ]
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -142,6 +150,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
             print(f"{key.ljust(width)}  {value}")
         print()
     _out(args, JOB_HEADERS, [_job_cells(ctx, x) for x in detail.jobs])
+    in_run = [row for row in detail.outcomes if row[2] != "not requested"]
+    if in_run and not args.csv:
+        print()
+        _out(args, ("Package", "Version", "Outcome", "Message"), in_run)
     return 0
 
 

@@ -114,57 +114,42 @@ def dag_id_for(repo: Any, image: str) -> str:
 def _print_summary(
     client: Any, dag_id: str, run_id: str, final: dict[str, Any], args: argparse.Namespace
 ) -> None:
+    """The report task's report, as ``butido build`` prints it; when the run never got to a
+    report (the plan failed), why the failed tasks failed."""
     from airflow_butido.cli.output import print_table
+    from airflow_butido.report import report_from_json
 
-    rows = []
-    task_instances = sorted(client.task_instances(dag_id, run_id), key=lambda t: t["task_id"])
-    failures = _failure_messages(client, dag_id, run_id, task_instances)
-    for ti in task_instances:
-        if ti["task_id"] in _BOOKKEEPING_TASKS or ti.get("state") == "skipped":
-            continue
-        duration = ti.get("duration")
-        rows.append(
-            (ti["task_id"], ti.get("state") or "none", f"{duration:.1f}" if duration else "")
-        )
-    report = client.xcom(dag_id, run_id, "report")
-    artifacts = [
-        path
-        for package in (report.get("packages", []) if isinstance(report, dict) else [])
-        for path in package.get("artifacts", [])
-    ]
+    data = client.xcom(dag_id, run_id, "report")
+    report = report_from_json(data) if isinstance(data, dict) and "packages" in data else None
+    failures = {} if report is not None else _failure_messages(client, dag_id, run_id)
+    artifacts = [path for o in report.outcomes for path in o.artifacts] if report else []
     if args.json:
         json.dump(
-            {
-                "dag_id": dag_id,
-                "run_id": run_id,
-                "state": final.get("state"),
-                "tasks": [{"task": t, "state": s, "seconds": d} for t, s, d in rows],
-                "submit_uuid": report.get("submit_uuid") if isinstance(report, dict) else None,
-                "artifacts": artifacts,
-                "failures": failures,
-            },
-            sys.stdout,
-            indent=2,
-        )
+            {"dag_id": dag_id, "run_id": run_id, "state": final.get("state"),
+             "submit_uuid": report.submit_uuid if report else None, "artifacts": artifacts,
+             "report": data if report is not None else None, "failures": failures},
+            sys.stdout, indent=2,
+        )  # fmt: skip
         print()
         return
-    print_table(("task", "state", "seconds"), rows, as_csv=args.csv)
     if args.csv:
+        rows = [(o.label, o.outcome, o.message) for o in report.outcomes] if report else []
+        print_table(("package", "outcome", "message"), rows, as_csv=True)
         return
+    if report is not None:
+        print(f"\n{report.format()}")
+    for path in artifacts:
+        print(f"artifact: {path}")
     for task_id, message in failures.items():
         first, *rest = message.splitlines() or [""]
         print(f"{task_id} failed: {first}" + "".join(f"\n    {line}" for line in rest))
-    for path in artifacts:
-        print(f"artifact: {path}")
     print(f"run {run_id}: {final.get('state')}")
 
 
-def _failure_messages(
-    client: Any, dag_id: str, run_id: str, task_instances: list[dict[str, Any]]
-) -> dict[str, str]:
+def _failure_messages(client: Any, dag_id: str, run_id: str) -> dict[str, str]:
     """Why the plan or a package failed, as the failed task left it in XCom."""
     messages = {}
-    for ti in task_instances:
+    for ti in client.task_instances(dag_id, run_id):
         if ti.get("state") != "failed" or ti["task_id"] == "report":
             continue
         record = client.xcom(dag_id, run_id, ti["task_id"], key=FAILURE_XCOM_KEY)

@@ -356,6 +356,8 @@ class SubmitDetail:
     run_id: str | None
     env: tuple[tuple[str, str], ...]
     jobs: tuple[JobRow, ...]
+    # (name, version, outcome, message) of every package of the submit, once its run ended
+    outcomes: tuple[tuple[str, str, str, str], ...] = ()
 
 
 def submit_detail(engine: Engine, uuid: str) -> SubmitDetail | None:
@@ -369,9 +371,21 @@ def submit_detail(engine: Engine, uuid: str) -> SubmitDetail | None:
             .where(s.submit_envs.c.submit_id == r.id)
             .order_by(s.envvars.c.name)
         ).all()
+        sp, p = s.submit_packages, s.packages
+        outcomes = conn.execute(
+            sa.select(p.c.name, p.c.version, sp.c.outcome, sp.c.message)
+            .join(p, p.c.id == sp.c.package_id)
+            .where(sp.c.submit_id == r.id)
+            .order_by(p.c.name, p.c.version)
+        ).all()
     jobs = list_jobs(engine, submit=uuid, limit=None)
     return SubmitDetail(
-        _submit_row(r), r.dag_id, r.run_id, tuple(tuple(x) for x in env), tuple(reversed(jobs))
+        _submit_row(r),
+        r.dag_id,
+        r.run_id,
+        tuple(tuple(x) for x in env),
+        tuple(reversed(jobs)),
+        tuple((o.name, o.version, o.outcome, o.message or "") for o in outcomes),
     )
 
 

@@ -474,3 +474,41 @@ def _orphan(conn: Connection, uuids: list[str]) -> int:
     conn.execute(sa.delete(s.endpoint_leases).where(s.endpoint_leases.c.job_uuid.in_(uuids)))
     conn.execute(sa.delete(s.build_claims).where(s.build_claims.c.job_uuid.in_(uuids)))
     return len(uuids)
+
+
+@dataclass(frozen=True)
+class PackageOutcomeRecord:
+    """How one package of a submit ended (one of ``schema.SUBMIT_OUTCOMES``)."""
+
+    name: str
+    version: str
+    outcome: str
+    message: str | None = None
+
+
+def record_outcomes(
+    engine: Engine, submit_uuid: str, outcomes: Iterable[PackageOutcomeRecord]
+) -> int:
+    """Every package of a submit with how it ended, in one transaction; recording again
+    (a retried report) replaces the earlier rows. Returns the number of rows."""
+    rows_ = list(outcomes)
+    for row in rows_:
+        if row.outcome not in s.SUBMIT_OUTCOMES:
+            raise ValueError(f"unknown outcome {row.outcome!r}")
+    with transaction(engine, immediate=True) as conn:
+        submit_id = _submit_id(conn, submit_uuid)
+        ids = rows.package_ids(conn, [(r.name, r.version) for r in rows_])
+        table = s.submit_packages
+        conn.execute(sa.delete(table).where(table.c.submit_id == submit_id))
+        values = [
+            {
+                "submit_id": submit_id,
+                "package_id": ids[(r.name, r.version)],
+                "outcome": r.outcome,
+                "message": r.message,
+            }
+            for r in rows_
+        ]
+        for start in range(0, len(values), 1000):
+            conn.execute(sa.insert(table), values[start : start + 1000])
+    return len(rows_)

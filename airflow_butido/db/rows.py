@@ -56,6 +56,25 @@ def package_id(conn: Connection, name: str, version: str) -> int:
     return get_or_create(conn, s.packages, name=name, version=version)
 
 
+def package_ids(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The ids of many packages, created where missing, with a few statements whatever
+    their number."""
+    table = s.packages
+    wanted = sorted(set(keys))
+    found: dict[tuple[str, str], int] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        wanted_chunk = set(chunk)
+        names = sorted({name for name, _ in chunk})
+        insert_ignore(conn, table, [{"name": n, "version": v} for n, v in chunk])
+        for row in conn.execute(
+            sa.select(table.c.id, table.c.name, table.c.version).where(table.c.name.in_(names))
+        ):
+            if (row.name, row.version) in wanted_chunk:
+                found[(row.name, row.version)] = int(row.id)
+    return found
+
+
 def image_id(conn: Connection, name: str) -> int:
     return get_or_create(conn, s.images, name=name)
 

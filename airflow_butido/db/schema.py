@@ -208,6 +208,23 @@ build_claims = sa.Table(
     sa.Column("expires_at", _ts(), nullable=False),
 )
 
+submit_packages = sa.Table(
+    "submit_packages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("submit_id", sa.Integer, sa.ForeignKey("submits.id"), nullable=False),
+    sa.Column("package_id", sa.Integer, sa.ForeignKey("packages.id"), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.UniqueConstraint("submit_id", "package_id", name="uc_submit_packages_submit_package"),
+)
+
+# How a package of a submit ended (``submit_packages.outcome``): built, failed, not built
+# (a dependency failed), reused up front (by the plan) or at run time, or not requested.
+SUBMIT_OUTCOMES = (
+    "built", "reused up front", "reused at run time", "failed", "not built", "not requested",
+)  # fmt: skip
+
 BUTIDO_05_TABLES = (
     "envvars",
     "githashes",

@@ -72,6 +72,24 @@ class RunSettings:
     forwarded: bool  # without a plan each upstream manifest forwards what it received
 
 
+def with_secrets(plan: Plan, context: Context) -> Env:
+    """The plan's env with the secret values (masked in the plan) from the run conf, which
+    the package task reads itself; Airflow's log masking is told about each of them."""
+    if not plan.secret_names:
+        return plan.env
+    from airflow.sdk.log import mask_secret
+
+    given = dict((context.get("params") or {}).get("env") or {})
+    given.update((getattr(context.get("dag_run"), "conf", None) or {}).get("env") or {})
+    missing = [name for name in plan.secret_names if name not in given]
+    if missing:
+        raise BuildError(f"secret variable(s) {', '.join(missing)}: no value in the run conf")
+    for name in plan.secret_names:
+        mask_secret(str(given[name]), name)
+    secret = set(plan.secret_names)
+    return tuple((k, str(given[k]) if k in secret else v) for k, v in plan.env)
+
+
 @dataclass(frozen=True)
 class LocatedInput:
     """A dependency artifact and the file that holds it."""
@@ -195,7 +213,7 @@ class PackageBuildOperator(DockerOperator):
             return RunSettings(
                 submit_uuid=self.submit_uuid or plan.submit_uuid,
                 image=plan.image,
-                env=self.build_env or plan.env,
+                env=self.build_env or with_secrets(plan, context),
                 force_rebuild=self.force_rebuild or plan.force_rebuild,
                 plan=plan,
                 upstream=plan.dependencies_of(self.task_id),

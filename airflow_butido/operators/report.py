@@ -8,7 +8,7 @@ succeeds would otherwise make a run with failed packages look successful.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -16,11 +16,13 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_butido.manifest import Manifest, is_manifest
 from airflow_butido.operators.plan import FAILURE_XCOM_KEY, pull_plan
-from airflow_butido.plan import PLAN_TASK_ID
-from airflow_butido.report import RunReport, report_json, summarize
+from airflow_butido.plan import PLAN_TASK_ID, Plan, label_key
+from airflow_butido.report import REUSED, RunReport, report_json, summarize
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_butido.db.records import PackageOutcomeRecord
 
 # Task states after which a package task records nothing more.
 FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -46,7 +48,7 @@ class ReportOperator(BaseOperator):
         dag_id = context["dag"].dag_id
         plan = pull_plan(context)
         if plan is None:
-            self._mark_orphans(dag_id, run_id, keep=())
+            self._record(dag_id, run_id, keep=())
             failure = ti.xcom_pull(task_ids=PLAN_TASK_ID, key=FAILURE_XCOM_KEY) or {}
             message = failure.get("message") or "see its log"
             for line in f"the plan task failed, nothing was built:\n{message}".splitlines():
@@ -60,7 +62,6 @@ class ReportOperator(BaseOperator):
         # all_done on the last tasks only: another branch may still be building
         in_progress = [t for t in plan.packages if states.get(t) not in FINISHED_STATES]
         keep = [tuple(plan.labels[t].rsplit(" ", 1)) for t in in_progress]
-        self._mark_orphans(dag_id, run_id, keep=keep)
         manifests = {
             task_id: Manifest.from_json(value)
             for task_id, value in _pull(
@@ -71,31 +72,68 @@ class ReportOperator(BaseOperator):
         failed = [t for t in plan.packages if states.get(t) == "failed"]
         failures = _pull(ti, failed, key=FAILURE_XCOM_KEY)
         report = summarize(plan, states, manifests, failures)
+        self._record(dag_id, run_id, keep=keep, plan=plan, report=report)
         for line in report.format().splitlines():
             self.log.info("%s", line)
+        value = report_json(report)
         if not report.ok:
+            # published before failing the run: `butido trigger` prints the same report
+            ti.xcom_push(key="return_value", value=value)
             raise AirflowFailException(_failure_summary(report))
-        return report_json(report)
+        return value
 
-    def _mark_orphans(self, dag_id: str, run_id: str, keep: Sequence[Any]) -> None:
-        """Jobs recorded as running by tasks of this run that died without finishing;
-        ``keep``: (name, version) of packages whose tasks are still in progress."""
+    def _record(
+        self,
+        dag_id: str,
+        run_id: str,
+        keep: Sequence[Any],
+        plan: Plan | None = None,
+        report: RunReport | None = None,
+    ) -> None:
+        """Mark jobs of this run that died without finishing as failed (``keep``: packages
+        whose tasks are still in progress), and record how every package ended."""
         from airflow_butido import parse_cache
         from airflow_butido.db.migrate import open_database
-        from airflow_butido.db.records import mark_orphaned_jobs
+        from airflow_butido.db.records import mark_orphaned_jobs, record_outcomes
 
         try:
-            config = parse_cache.load(self.repo_path).repo.config
-            engine = open_database(config, url=self.database_url)
+            repo = parse_cache.load(self.repo_path).repo
+            engine = open_database(repo.config, url=self.database_url)
             try:
                 count = mark_orphaned_jobs(engine, dag_id, run_id, keep=keep)
+                if plan is not None and report is not None:
+                    record_outcomes(
+                        engine, plan.submit_uuid, submit_outcomes(plan, report, repo.packages)
+                    )
             finally:
                 engine.dispose()
         except Exception as exc:  # the report must still be given
-            self.log.warning("could not check for orphaned jobs: %s", exc)
+            self.log.warning("could not update the build record: %s", exc)
             return
         if count:
             self.log.warning("marked %d orphaned job(s) of this run as failed", count)
+
+
+def submit_outcomes(
+    plan: Plan, report: RunReport, packages: Iterable[tuple[str, str]]
+) -> list[PackageOutcomeRecord]:
+    """How every package of the repository ended in this submit."""
+    from airflow_butido.db.records import PackageOutcomeRecord
+
+    recorded = []
+    for o in report.outcomes:
+        name, version = label_key(o.label)
+        outcome = o.outcome
+        if outcome == REUSED:
+            outcome = "reused up front" if o.task_id in plan.reused else "reused at run time"
+        recorded.append(PackageOutcomeRecord(name, version, outcome, o.message or None))
+    in_run = {label_key(label) for label in plan.labels.values()}
+    recorded += [
+        PackageOutcomeRecord(name, version, "not requested")
+        for name, version in packages
+        if (name, version) not in in_run
+    ]
+    return recorded
 
 
 def _pull(ti: Any, task_ids: list[str], key: str = "return_value") -> dict[str, Any]:

@@ -202,6 +202,7 @@ class Config:
     # Extension settings (airflow-butido.toml).
     script_dialect: str = "handlebars"
     database_url: str | None = None
+    secret_env: tuple[str, ...] = ()  # variable names whose values are never stored
     airflow: AirflowSettings = field(default_factory=AirflowSettings)
     files: tuple[Path, ...] = ()  # the files read, in load order
     warnings: tuple[RecipeError, ...] = ()  # unknown keys accepted with strict_keys = false
@@ -298,7 +299,7 @@ _TOP_LEVEL: dict[str, tuple[str, bool]] = {
 _DOCKER_KEYS = ("docker_versions", "docker_api_versions", "images", "endpoints")
 _ENDPOINT_KEYS = ("uri", "endpoint_type", "maxjobs", "network_mode", "timeout")
 _CONTAINER_KEYS = ("check_env_names", "allowed_env", "git_author", "git_commit_hash")
-_SETTINGS_KEYS = ("script_dialect", "database_url", "endpoints", "airflow")
+_SETTINGS_KEYS = ("script_dialect", "database_url", "secret_env", "endpoints", "airflow")
 _AIRFLOW_KEYS = (
     "dag_id_prefix",
     "schedule",
@@ -644,6 +645,9 @@ def _apply_settings(loader: _Loader, data: Mapping[str, Any], values: dict[str, 
     url = _get(loader, data, "database_url", "str")
     if url is not None:
         values["database_url"] = url
+    secret_env = _get(loader, data, "secret_env", "str_list")
+    if secret_env is not None:
+        values["secret_env"] = tuple(secret_env)
     if "airflow" in data:
         table = data["airflow"]
         if not isinstance(table, dict):

@@ -6,6 +6,7 @@ package scripts/ensure-services installs); neither needs a running engine for ``
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,13 +30,14 @@ def compose_command() -> list[str]:
     raise AssertionError("unreachable")
 
 
-def compose(*args: str) -> str:
+def compose(*args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [*compose_command(), "-f", str(COMPOSE_FILE), *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -75,3 +77,33 @@ def test_airflow_services_wait_for_the_init(service):
     depends = data["services"][service]["depends_on"]
     assert depends["airflow-init"]["condition"] == "service_completed_successfully"
     assert depends["postgres"]["condition"] == "service_healthy"
+
+
+IMAGE_VARIABLES = ("AIRFLOW_BUTIDO_IMAGE", "POSTGRES_IMAGE", "REDIS_IMAGE")
+
+
+def service_images(**settings: str) -> dict[str, str]:
+    import yaml
+
+    env = {k: v for k, v in os.environ.items() if k not in IMAGE_VARIABLES} | settings
+    data = yaml.safe_load(compose("--profile", "celery", "config", env=env))
+    return {name: service["image"] for name, service in data["services"].items()}
+
+
+def test_images_default_to_the_official_ones():
+    images = service_images()
+    assert images["postgres"] == "postgres:15" and images["redis"] == "redis:7"
+    assert images["scheduler"] == images["celery-worker"] == "airflow-butido/airflow:latest"
+
+
+def test_images_come_from_variables():
+    images = service_images(
+        AIRFLOW_BUTIDO_IMAGE="example/airflow:1",
+        POSTGRES_IMAGE="airflow-butido/postgres:15",
+        REDIS_IMAGE="airflow-butido/redis:7",
+    )
+    assert images["postgres"] == "airflow-butido/postgres:15"
+    assert images["redis"] == "airflow-butido/redis:7"
+    assert {images[s] for s in ("airflow-init", "api-server", "scheduler", "celery-worker")} == {
+        "example/airflow:1"
+    }

@@ -82,10 +82,19 @@ def diamond(tmp_path: Path, build_image: str) -> Path:
     return repo
 
 
+def recorded_outcomes(repo: Path, submit: str) -> dict[str, str]:
+    """How `butido db submit` says each package of the submit ended."""
+    shown = butido(repo, "db", "submit", submit, "--json", "--database-url",
+                   f"sqlite:///{repo / 'b.sqlite'}")  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    return {p["package"]: p["outcome"] for p in json.loads(shown.stdout)["packages"]}
+
+
 def test_a_failure_deep_in_a_diamond_waits_for_the_other_branch(diamond: Path) -> None:
     done = butido(diamond, "build", "top", "-I", "test", "--json")
     assert done.returncode == 1, done.stdout + done.stderr
-    report = {p["package"]: p for p in json.loads(done.stdout)["packages"]}
+    result = json.loads(done.stdout)
+    report = {p["package"]: p for p in result["packages"]}
     assert report["deep 1"]["outcome"] == "failed"
     assert report["left 1"]["outcome"] == "not built"
     assert report["top 1"]["outcome"] == "not built"
@@ -96,6 +105,11 @@ def test_a_failure_deep_in_a_diamond_waits_for_the_other_branch(diamond: Path) -
     report_started = min(t for t, text in seen["report"] if text.startswith("running"))
     assert left_failed < right_done  # left was marked while right was still building
     assert report_started >= right_done  # and the report waited for right
+    # the submit records how every package ended, the one outside the request too
+    assert recorded_outcomes(diamond, result["submit_uuid"]) == {
+        "deep": "failed", "left": "not built", "right": "built", "top": "not built",
+        "alone": "not requested",
+    }  # fmt: skip
 
 
 def test_nothing_changed_starts_no_container(diamond: Path, docker_client) -> None:

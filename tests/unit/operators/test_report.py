@@ -14,6 +14,7 @@ from airflow_butido.operators.plan import FAILURE_XCOM_KEY
 from airflow_butido.operators.report import ReportOperator
 from airflow_butido.plan import RunRequest, resolve_plan
 from airflow_butido.recipes.repository import load_repository
+from airflow_butido.report import report_from_json
 from tests.unit._repos import IMAGE_ONE, write_repo
 
 
@@ -28,6 +29,9 @@ class StubTaskInstance:
             return self.xcoms.get((task_ids, key))
         self.list_pulls.append(list(task_ids))
         return [self.xcoms.get((t, key)) for t in task_ids]
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[("report", key)] = value
 
     def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, dict[str, str]]:
         return {run_ids[0]: dict(self.states)}
@@ -97,6 +101,10 @@ def test_report_fails_the_run_when_a_package_failed(setup):
     ti = StubTaskInstance(xcoms, states)
     with pytest.raises(AirflowFailException, match=r"package\(s\) failed: lib 1; 1 not built"):
         task.execute(context(ti))
+    # the report is published all the same, for `butido trigger` to print
+    published = report_from_json(ti.xcoms[("report", "return_value")])
+    assert [o.outcome for o in published.outcomes] == ["failed", "built", "not built"]
+    assert published.outcomes[0].log_tail == ("boom",)
 
 
 def test_report_fails_the_run_when_the_plan_failed(setup):
