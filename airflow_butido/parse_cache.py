@@ -21,8 +21,6 @@ from the configuration files at every load.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import json
 import logging
@@ -102,8 +100,7 @@ def load(
     loaded = _load_fresh(root, environ, content_hash)
     try:
         stored = _without_secrets(loaded)
-        with _gc_paused():
-            data = pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL)
         _write_atomic(pickle_path, data)
     except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
         log.warning("could not write the parse cache %s: %s", pickle_path, exc)
@@ -158,7 +155,7 @@ def _with_secrets(
 
 def _load_fresh(root: Path, environ: Mapping[str, str], content_hash: str) -> LoadedRepository:
     from airflow_butido.graph import resolve
-    from airflow_butido.recipes.repository import load_repository
+    from airflow_butido.recipes.repository import _gc_paused, load_repository
 
     repo = load_repository(root, environ=environ)
     packages = list(repo)
@@ -259,7 +256,10 @@ def _read_index(path: Path, stat_fp: str) -> str | None:
 
 
 def _read_pickle(path: Path) -> LoadedRepository | None:
+    from airflow_butido.recipes.repository import _gc_paused
+
     try:
+        # unpickling builds a large acyclic graph: the cyclic GC would double the time
         with open(path, "rb") as fh, _gc_paused():
             loaded = pickle.load(fh)
     except FileNotFoundError:
@@ -268,19 +268,6 @@ def _read_pickle(path: Path) -> LoadedRepository | None:
         log.warning("ignoring unreadable parse cache %s: %s", path, exc)
         return None
     return loaded if isinstance(loaded, LoadedRepository) else None
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Unpickling builds a large, acyclic object graph; the cyclic GC would only rescan it
-    (half the time of loading 5,000 packages)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
