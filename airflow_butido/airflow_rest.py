@@ -98,12 +98,12 @@ class AirflowClient:
             "PATCH", f"/api/v2/dags/{quote(dag_id, safe='')}", json={"is_paused": paused}
         )
 
-    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
-        data = self._request(
-            "POST",
-            f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns",
-            json={"logical_date": None, "conf": conf},
-        )
+    def trigger(self, dag_id: str, conf: dict[str, Any], *, run_id: str | None = None) -> str:
+        """Start a run; ``run_id`` names it (Airflow makes one up when it is None)."""
+        body: dict[str, Any] = {"logical_date": None, "conf": conf}
+        if run_id:
+            body["dag_run_id"] = run_id
+        data = self._request("POST", f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns", json=body)
         return str(data["dag_run_id"])
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
@@ -164,6 +164,19 @@ class AirflowClient:
             if exc.status != 404:
                 raise
         return self._request("POST", "/api/v2/pools", json={"name": name, **body})
+
+    # -- assets ----------------------------------------------------------------------------
+
+    def asset_id(self, uri: str) -> int | None:
+        """The id Airflow gave the asset ``uri`` (it exists once a DAG names it), or None."""
+        data = self._request("GET", "/api/v2/assets", params={"uri_pattern": uri, "limit": 100})
+        return next((int(a["id"]) for a in data.get("assets", []) if a.get("uri") == uri), None)
+
+    def add_asset_event(self, asset_id: int, extra: dict[str, Any]) -> dict[str, Any]:
+        """Record that the asset was updated; DAGs scheduled on it are queued."""
+        return self._request(
+            "POST", "/api/v2/assets/events", json={"asset_id": asset_id, "extra": extra}
+        )
 
     def _run_path(self, dag_id: str, run_id: str) -> str:
         return f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"

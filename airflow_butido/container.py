@@ -1,11 +1,13 @@
 """One build container on one Docker endpoint, through the Docker SDK's low-level API.
 
-The lifecycle is butido's (reference 4.1): create with ``/bin/bash`` kept alive on an open
+The lifecycle is butido's (reference 4.1): create with ``/bin/sh`` kept alive on an open
 stdin (attached to this process, so the container stops if the process dies), copy
-``/inputs``, ``/patches`` and ``/script`` in through the archive API before the start (so
-remote endpoints work without bind mounts), start, exec ``/bin/bash /script`` and stream its
-output line by line, then fetch ``/outputs`` as a tar stream. Unlike butido the container
-always goes away at the end: killed and removed, whatever happened.
+``/inputs``, ``/patches`` and ``/script`` (executable) in through the archive API before the
+start (so remote endpoints work without bind mounts), start, exec ``/script`` and stream its
+output line by line, then fetch ``/outputs`` as a tar stream. Unlike butido the script runs
+through its own shebang line (butido runs ``/bin/bash /script`` whatever the line says), so
+images without bash build with ``#!/bin/sh``; and the container always goes away at the end:
+killed and removed, whatever happened.
 
 Nothing here knows Airflow; memory stays bounded: tars are generated on the fly, the log is
 streamed to a callback and spooled to a temporary file, never collected in a list.
@@ -26,17 +28,24 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from airflow_butido.errors import ButidoError, InfrastructureError
+from airflow_butido.errors import BuildError, ButidoError, InfrastructureError
 
 log = logging.getLogger(__name__)
 
 LABEL_PREFIX = "io.butido."
 MANAGED_LABEL = "io.butido.managed"
-SCRIPT_COMMAND = ("/bin/bash", "/script")
+DATABASE_LABEL = "io.butido.database"
+SCRIPT_PATH = "/script"
+SCRIPT_COMMAND = (SCRIPT_PATH,)  # the kernel runs it through its shebang line
+KEEP_ALIVE_COMMAND = ("/bin/sh",)  # reads the attached stdin until the lifeline closes
 CHUNK_SIZE = 1 << 20
-MAX_LINE_BYTES = 1 << 20  # a longer line without newline is emitted in pieces
+MAX_LINE_BYTES = 64 << 10  # a longer log line is cut after this many bytes
+LINE_CUT_MARKER = "[airflow-butido: line cut, dropped"
 LOG_SPOOL_BYTES = 1 << 20  # the full log stays in memory up to this size, then on disk
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+_NOT_FOUND = re.compile(r"no such file or directory", re.IGNORECASE)
+# what the engine (runc) prints instead of the script's output when exec fails
+_EXEC_FAILED = re.compile(r'exec[: ]+(failed: .*)?"?/[^"\s:]*"?: (?P<why>.*)', re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,10 @@ def job_labels(
     job_uuid: str,
     submit_uuid: str,
     dag_run: str | None = None,
+    database: str | None = None,
 ) -> dict[str, str]:
+    """The labels of a build container; ``database`` names the build database whose
+    slots the job holds (see remove_dead_containers)."""
     labels = {
         MANAGED_LABEL: "true",
         "io.butido.package": package_name,
@@ -86,6 +98,8 @@ def job_labels(
     }
     if dag_run:
         labels["io.butido.dag_run"] = dag_run
+    if database:
+        labels[DATABASE_LABEL] = database
     return labels
 
 
@@ -147,26 +161,50 @@ def iter_lines(frames: Iterable[tuple[int, bytes]]) -> Iterator[str]:
     """Split multiplexed ``(stream, bytes)`` frames into text lines on ``\\n``.
 
     stdout and stderr keep separate buffers, so a partial line on one is never glued to
-    output of the other; at most one pending line per stream is held.
+    output of the other. A line longer than MAX_LINE_BYTES keeps its first
+    MAX_LINE_BYTES, followed by a marker saying how much was cut; the rest is counted,
+    never held, so memory stays bounded whatever the script prints.
     """
     buffers: dict[int, bytearray] = {}
+    cut: dict[int, int] = {}  # stream -> bytes dropped from its current long line
     for stream, chunk in frames:
         buffer = buffers.setdefault(stream, bytearray())
-        buffer += chunk
+        start = 0
+        while stream in cut:  # dropping the rest of a long line
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                cut[stream] += len(chunk) - start
+                start = len(chunk)
+                break
+            yield _decode(buffer) + _cut_marker(cut.pop(stream) + end - start)
+            buffer.clear()
+            start = end + 1
+        buffer += chunk[start:]
         start = 0
         while True:
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
-            yield _decode(buffer[start:end])
+            if end - start > MAX_LINE_BYTES:
+                yield _decode(buffer[start : start + MAX_LINE_BYTES]) + _cut_marker(
+                    end - start - MAX_LINE_BYTES
+                )
+            else:
+                yield _decode(buffer[start:end])
             start = end + 1
         del buffer[:start]
-        while len(buffer) >= MAX_LINE_BYTES:
-            yield _decode(buffer[:MAX_LINE_BYTES])
-            del buffer[:MAX_LINE_BYTES]
-    for buffer in buffers.values():
-        if buffer:
+        if len(buffer) > MAX_LINE_BYTES:
+            cut[stream] = len(buffer) - MAX_LINE_BYTES
+            del buffer[MAX_LINE_BYTES:]
+    for stream, buffer in buffers.items():
+        if stream in cut:
+            yield _decode(buffer) + _cut_marker(cut[stream])
+        elif buffer:
             yield _decode(buffer)
+
+
+def _cut_marker(dropped: int) -> str:
+    return f" {LINE_CUT_MARKER} {dropped} bytes]"
 
 
 def _decode(raw: bytes | bytearray) -> str:
@@ -193,6 +231,37 @@ class ScriptOutcome:
         text = self.log.read()
         self.log.seek(0)
         return text
+
+
+def script_command(script: str) -> tuple[str, ...] | None:
+    """What the kernel runs for ``/script`` holding ``script``: the interpreter its ``#!``
+    line names, the rest of the line as one argument (when there is a rest), ``/script``.
+    None when the first line is no shebang line."""
+    first = script.split("\n", 1)[0]
+    if not first.startswith("#!"):
+        return None
+    words = first[2:].strip(" \t").split(None, 1)
+    if not words:
+        return None
+    return (*(w.strip(" \t") for w in words), SCRIPT_PATH)
+
+
+def exec_failure(outcome: ScriptOutcome) -> str | None:
+    """Why the script did not start at all, from the engine's message in place of its
+    output: ``no interpreter`` (the shebang names a file the image lacks) or ``not
+    executable`` (one the kernel cannot run); None when it ran."""
+    if outcome.saw_state or outcome.exit_code == 0 or outcome.line_count > 3:
+        return None
+    for line in outcome.tail:
+        found = _EXEC_FAILED.search(line)
+        if found is None:
+            continue
+        why = found.group("why")
+        if _NOT_FOUND.search(why):
+            return "no interpreter"
+        if "exec format error" in why.lower() or "permission denied" in why.lower():
+            return "not executable"
+    return None
 
 
 def fold_log(
@@ -249,6 +318,36 @@ def fold_log(
 # -- the container ------------------------------------------------------------------------
 
 
+class ArchiveStream:
+    """The chunks of an archive download from the engine, closable from the reader's side.
+
+    Closing drops the connection, so the engine stops sending at once. Transport errors in
+    the middle of the stream are the endpoint's, not the job's: InfrastructureError.
+    """
+
+    def __init__(self, response: Any, what: str) -> None:
+        self._response = response
+        self._what = what
+
+    def __iter__(self) -> Iterator[bytes]:
+        import requests
+
+        raw = self._response.raw
+        try:
+            while chunk := raw.read1(CHUNK_SIZE):
+                yield chunk
+        except (requests.RequestException, OSError) as exc:
+            raise InfrastructureError(f"{self._what}: {exc}") from exc
+        except Exception as exc:  # urllib3's protocol errors
+            if type(exc).__module__.startswith("urllib3"):
+                raise InfrastructureError(f"{self._what}: {exc}") from exc
+            raise
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._response.close()
+
+
 class BuildContainer:
     """A build container on one endpoint. Use as a context manager: exit removes it."""
 
@@ -280,7 +379,7 @@ class BuildContainer:
         try:
             created = self.api.create_container(
                 image=self.spec.image,
-                command=["/bin/bash"],
+                command=list(KEEP_ALIVE_COMMAND),
                 name=self.spec.name,
                 environment=[f"{k}={v}" for k, v in self.spec.environment],
                 labels=dict(self.spec.labels),
@@ -307,11 +406,13 @@ class BuildContainer:
             raise InfrastructureError(f"copying inputs into {self.spec.name}: {exc}") from exc
 
     def start(self) -> None:
-        """Start the idle ``/bin/bash`` with this process attached to its stdin.
+        """Start the idle ``/bin/sh`` with this process attached to its stdin.
 
         The container is created with ``StdinOnce``: when the attached connection closes,
-        because the task process died (even by SIGKILL), bash reads end-of-file and exits,
-        and the container stops with everything running in it instead of idling forever.
+        because the task process died (even by SIGKILL), the shell reads end-of-file and
+        exits, and the container stops with everything running in it instead of idling
+        forever. An image without ``/bin/sh`` is a BuildError: another endpoint would fail
+        the same way.
         """
         import docker.errors
 
@@ -319,6 +420,11 @@ class BuildContainer:
             self._lifeline = self.api.attach_socket(self._id(), params={"stdin": 1, "stream": 1})
             self.api.start(self._id())
         except docker.errors.DockerException as exc:
+            if _NOT_FOUND.search(str(exc)) and KEEP_ALIVE_COMMAND[0] in str(exc):
+                raise BuildError(
+                    f"image {self.spec.image} has no {KEEP_ALIVE_COMMAND[0]}, which every "
+                    f"build container runs to stay alive; build in an image that has it"
+                ) from exc
             raise InfrastructureError(f"starting container {self.spec.name}: {exc}") from exc
 
     def exec_stream(self, command: Sequence[str] = SCRIPT_COMMAND) -> tuple[Iterator[str], str]:
@@ -358,6 +464,7 @@ class BuildContainer:
         import requests
 
         deadline = time.monotonic() + settle_seconds
+        pause = 0.005  # the engine usually knows at once; then within milliseconds
         while True:
             try:
                 info = self.api.exec_inspect(exec_id)
@@ -367,7 +474,8 @@ class BuildContainer:
                 break
             if time.monotonic() >= deadline:
                 raise InfrastructureError(f"script in {self.spec.name} still running after EOF")
-            time.sleep(0.05)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
         code = info.get("ExitCode")
         if code is None:
             raise InfrastructureError(f"no exit code for the script in {self.spec.name}")
@@ -390,28 +498,32 @@ class BuildContainer:
             redact=redact,
         )
 
-    def outputs(self, path: str = "/outputs") -> Iterator[bytes] | None:
-        """The tar stream of ``path``, or None when it does not exist."""
+    def outputs(self, path: str = "/outputs") -> ArchiveStream | None:
+        """The tar stream of ``path``, or None when it does not exist.
+
+        The stream must be closed (``extract_outputs`` does): the engine blocks writing an
+        unread archive, and holds the container while it does.
+        """
         import docker.errors
 
+        what = f"fetching {path} from {self.spec.name}"
         try:
-            stream, _stat = self.api.get_archive(self._id(), path, chunk_size=CHUNK_SIZE)
+            response = self.api._get(
+                self.api._url("/containers/{0}/archive", self._id()),
+                params={"path": path},
+                stream=True,
+                headers={"Accept-Encoding": "identity"},
+            )
+            self.api._raise_for_status(response)
+            # the engine may pause between files: no read timeout, as the SDK does
+            self.api._disable_socket_timeout(self.api._get_raw_response_socket(response))
         except docker.errors.NotFound:
             return None
         except docker.errors.DockerException as exc:
-            raise InfrastructureError(f"fetching {path} from {self.spec.name}: {exc}") from exc
-        return self._guarded(stream, f"fetching {path} from {self.spec.name}")
-
-    @staticmethod
-    def _guarded(stream: Iterable[bytes], what: str) -> Iterator[bytes]:
-        """Transport errors in the middle of a stream are the endpoint's, not the job's."""
-        import docker.errors
-        import requests
-
-        try:
-            yield from stream
-        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
             raise InfrastructureError(f"{what}: {exc}") from exc
+        except OSError as exc:  # requests' exceptions are OSErrors
+            raise InfrastructureError(f"{what}: {exc}") from exc
+        return ArchiveStream(response, what)
 
     def remove(self) -> None:
         """Kill and remove the container; a container already gone is fine."""
@@ -427,8 +539,8 @@ class BuildContainer:
         except docker.errors.APIError as exc:
             if "already in progress" not in str(exc):
                 log.warning("removing container %s failed: %s", self.spec.name, exc)
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            # the endpoint went away; the job's own failure says so
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            # the endpoint went away or timed out; the job's own failure says so
             log.warning("removing container %s failed: %s", self.spec.name, exc)
         self.id = None
         lifeline, self._lifeline = self._lifeline, None
@@ -462,3 +574,38 @@ def local_image_digest(image: str) -> str:
             client.close()
     except Exception as exc:  # engine unreachable or image absent
         raise ButidoError(f"cannot read the digest of image {image!r}: {exc}") from exc
+
+
+def remove_dead_containers(api: Any, database: str, live_jobs: set[str]) -> list[str]:
+    """Remove this project's containers of jobs recorded in ``database`` that are not
+    running (created, exited, dead) and whose job holds no live slot there: what a killed
+    build left behind. Returns their names. Containers of other build databases sharing
+    the engine are never touched: their live jobs are unknown here.
+
+    A killed job's container stops by itself (its idle bash reads end-of-file), but stays;
+    one killed while its inputs were copied in was never started at all.
+    """
+    import docker.errors
+
+    removed: list[str] = []
+    found = api.containers(
+        all=True,
+        filters={
+            "label": [f"{MANAGED_LABEL}=true", f"{DATABASE_LABEL}={database}"],
+            "status": ["created", "exited", "dead"],
+        },
+    )
+    for info in found:
+        job = (info.get("Labels") or {}).get("io.butido.job")
+        if not job or job in live_jobs:
+            continue
+        try:
+            api.remove_container(info["Id"], force=True, v=True)
+        except docker.errors.NotFound:
+            continue
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                log.warning("removing container %s failed: %s", info.get("Names"), exc)
+            continue
+        removed.append(str((info.get("Names") or [info["Id"]])[0]).lstrip("/"))
+    return removed

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from airflow.sdk import DAG
 
     from airflow_butido.graph import PackageGraph
+    from airflow_butido.recipes.package import Package
     from airflow_butido.recipes.repository import Repository
 
 _UNSET: Any = object()
@@ -40,13 +41,16 @@ Run conf (trigger form or REST `conf`):
 {{"packages": ["NAME", "NAME VERSION"], "env": {{"K": "V"}}, "force_rebuild": false}}
 ```
 
-An empty `packages` list builds {default}. The `plan` task decides up front: package tasks
-outside the requested packages and their dependencies, and packages whose earlier build can be
-reused, are skipped without starting; a package that cannot build (a missing source, a denied
-image, an environment name not allowed) fails at once and only its dependents are not built.
-The `report` task waits for every package task, lists what was built, reused, failed and not
-built, and fails the run when a package failed.
+{empty}. The `plan` task decides up front: package tasks outside the requested packages and
+their dependencies, and packages whose earlier build can be reused, are skipped without
+starting; a package that cannot build (a missing source, a denied image, an environment name
+not allowed) fails at once and only its dependents are not built. The `report` task waits for
+every package task, lists what was built, reused, failed and not built, and fails the run when
+a package failed. Each package task links to its build record (script, full log, artifacts).
 """
+
+# Longest DAG tag Airflow stores.
+_TAG_MAX = 100
 
 
 def create_dags(
@@ -101,6 +105,7 @@ def create_dags(
             root,
             repo,
             image.name,
+            image.short_name,
             loaded.graphs.get(image.name),
             task_ids,
             only_task=context.task_id if context.dag_id == dag_id else None,
@@ -112,11 +117,34 @@ def create_dags(
     return dags
 
 
+def broken_repository(repo_path: str | os.PathLike[str], error: Exception) -> Exception:
+    """The exception a DAG file raises when its repository does not load.
+
+    Airflow records an import error as the traceback's last frames followed by the message;
+    here the frames are the DAG factory's, which tell the user nothing. So the traceback is
+    turned off for this import (``[core] dagbag_import_error_tracebacks``, in this process
+    only: the DAG processor parses each file in a process of its own) and the import error
+    is the recipe errors themselves: file, key and line of each problem.
+    """
+    try:
+        from airflow.configuration import conf
+
+        conf.set("core", "dagbag_import_error_tracebacks", "False")
+    except ImportError:  # pragma: no cover - Airflow is installed wherever DAGs are built
+        pass
+    return BrokenRepository(f"butido repository {repo_path} does not load:\n{error}")
+
+
+class BrokenRepository(Exception):
+    """A DAG file's repository has recipe or configuration errors (listed in the message)."""
+
+
 def _build_dag(
     dag_id: str,
     root: Path,
     repo: Repository,
     image: str,
+    image_short_name: str,
     graph: PackageGraph | None,
     task_ids: Mapping[tuple[str, str], str],
     *,
@@ -129,23 +157,16 @@ def _build_dag(
     from airflow.sdk import DAG
     from airflow.sdk.definitions.param import ParamsDict
 
+    from airflow_butido.assets import package_asset, release_asset
     from airflow_butido.operators.plan import PlannedBuildOperator, PlanOperator
     from airflow_butido.operators.report import ReportOperator
 
     kwargs = dict(dag_kwargs)
     kwargs.setdefault("catchup", False)
-    kwargs.setdefault(
-        "doc_md",
-        RUN_CONF_DOC.format(
-            repo=root,
-            image=image,
-            default=(
-                ", ".join(f"`{p}`" for p in default_packages)
-                if default_packages
-                else "every package the image may build"
-            ),
-        ),
-    )
+    empty = empty_packages_meaning(default_packages)
+    kwargs.setdefault("doc_md", RUN_CONF_DOC.format(repo=root, image=image, empty=empty))
+    kwargs.setdefault("description", f"butido packages of {root.name}, built in {image}")
+    tags = [*tags, image[:_TAG_MAX]]
     # Params are set once the tasks exist: every operator deep-copies the DAG's params when
     # it is created (O(packages) each, with the package list offered in the form), and
     # Airflow merges the DAG's params into each task's at run time anyway.
@@ -154,7 +175,11 @@ def _build_dag(
     tasks: dict[str, Any] = {}
     if only_task in (None, PLAN_TASK_ID):
         tasks[PLAN_TASK_ID] = PlanOperator(
-            task_id=PLAN_TASK_ID, default_packages=default_packages, **common
+            task_id=PLAN_TASK_ID,
+            default_packages=default_packages,
+            # reuse looks up earlier artifacts in the release stores, too
+            inlets=[release_asset(store) for store in repo.config.release_stores],
+            **common,
         )
     if only_task in (None, REPORT_TASK_ID):
         tasks[REPORT_TASK_ID] = ReportOperator(
@@ -172,6 +197,9 @@ def _build_dag(
             continue
         tasks[task_id] = PlannedBuildOperator(
             task_id=task_id,
+            task_display_name=f"{key[0]} {key[1]}",
+            doc_md=package_doc(repo.packages[key]) if only_task is None else None,
+            outlets=[package_asset(image_short_name, *key)],
             package_name=key[0],
             package_version=key[1],
             trigger_rule="none_failed",
@@ -180,7 +208,7 @@ def _build_dag(
             **pool,
             **common,
         )
-    dag.params = ParamsDict(_params(repo))
+    dag.params = ParamsDict(_params(repo, empty))
     if only_task is not None or graph is None:
         return dag  # a task process runs one task; relations are the scheduler's business
 
@@ -204,30 +232,78 @@ def _relate(upstream: Any, downstream: Any) -> None:
     downstream.upstream_task_ids.add(upstream.task_id)
 
 
-def _params(repo: Repository) -> dict[str, Any]:
+def empty_packages_meaning(default_packages: Sequence[str]) -> str:
+    """What a run without packages builds: one sentence for the DAG docs and the form."""
+    if default_packages:
+        return "An empty Packages builds " + ", ".join(f"`{p}`" for p in default_packages)
+    return "An empty Packages builds every package the image may build"
+
+
+def package_doc(package: Package) -> str:
+    """A package task's docs (Markdown) from its recipe: what it builds and from what."""
+    lines = [f"### {package.name} {package.version}", ""]
+    description = dict(package.meta or ()).get("description")
+    if description:
+        lines += [description, ""]
+    lines.append(f"Recipe: `{package.path}`")
+    for source in package.sources:
+        lines.append(f"- source `{source.name}`: <{source.url}> ({source.hash_type})")
+    for patch in package.patches:
+        lines.append(f"- patch `{patch}`")
+    for dep in package.dependencies:
+        condition = " (conditional)" if dep.condition is not None else ""
+        lines.append(f"- {dep.kind} dependency `{dep.name} {dep.version}`{condition}")
+    for name, value in package.environment or ():
+        lines.append(f"- environment `{name}={value}`")
+    return "\n".join(lines)
+
+
+def _params(repo: Repository, empty_packages: str) -> dict[str, Any]:
     from airflow.sdk import Param
 
     labels = [f"{name} {version}" for name, version in repo.packages]
     names = sorted({name for name, _ in repo.packages})
+    containers = repo.config.containers
+    env_schema: dict[str, Any] = {
+        "additionalProperties": {"type": ["string", "number", "boolean"]},
+    }
+    env_help = "Variables for every build container (and env conditions)."
+    if containers.check_env_names:
+        allowed = sorted(containers.allowed_env)
+        env_schema["propertyNames"] = {"enum": allowed}
+        env_help += " Allowed names: " + (", ".join(allowed) or "none") + "."
+    # "null" in a type keeps the form from marking a field required (it may stay empty).
     return {
         "packages": Param(
             [],
-            type="array",
+            type=["array", "null"],
             items={"type": "string"},
             examples=[*names, *labels],
             title="Packages",
-            description='"NAME" or "NAME VERSION" per entry; empty builds the default set.',
+            description=f'"NAME" or "NAME VERSION" per entry. {empty_packages.replace("`", "")}.',
         ),
         "env": Param(
             {},
-            type="object",
+            type=["object", "null"],
             title="Environment",
-            description="Variables for every build container (and env conditions).",
+            description=env_help,
+            **env_schema,
         ),
         "force_rebuild": Param(
             False,
             type="boolean",
             title="Force rebuild",
             description="Build even when a reusable artifact exists.",
+        ),
+        "lint": Param(True, type="boolean", title="Lint", description="Run script_linter."),
+        "verify": Param(True, type="boolean", title="Verify", description="Check source hashes."),
+        "shebang": Param(
+            None, type=["null", "string"], title="Shebang", description="Script's first line."
+        ),
+        "staging_dir": Param(
+            None,
+            type=["null", "string"],
+            title="Staging directory",
+            description="<staging>/<submit uuid> of a submit to continue.",
         ),
     }

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_API_TIMEOUT = 120  # seconds per Docker API call (streams have none)
-HEARTBEAT_SECONDS = 60.0  # slot leases live 600 s unless renewed
+HEARTBEAT_SECONDS = 4.0  # slot leases live 20 s (db.leases.DEFAULT_TTL_SECONDS) unless renewed
+WAIT_REPORT_SECONDS = 15.0  # a job waiting for a slot says for what, this often
 
 
 def base_url(endpoint: EndpointConfig) -> str:
@@ -93,14 +94,19 @@ def _client_class() -> type[Any]:
     return EndpointClient
 
 
-def connect(endpoint: EndpointConfig, *, timeout: float = DEFAULT_API_TIMEOUT) -> Any:
-    """A ``docker.APIClient`` for the endpoint; the engine answers its version query."""
+def connect(
+    endpoint: EndpointConfig, *, timeout: float = DEFAULT_API_TIMEOUT, version: str | None = None
+) -> Any:
+    """A ``docker.APIClient`` for the endpoint; the engine answers its version query
+    (unless ``version``, the API version it answered before, is given)."""
     import docker
     import requests
 
     tls = tls_config(endpoint)
     try:
-        return _client_class()(base_url=base_url(endpoint), tls=tls or False, timeout=timeout)
+        return _client_class()(
+            base_url=base_url(endpoint), tls=tls or False, timeout=timeout, version=version
+        )
     except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
         raise InfrastructureError(unreachable_message(endpoint, exc)) from exc
 
@@ -321,8 +327,34 @@ class DatabaseSlots:
 
     def acquire(self, job_uuid: str, candidates: Sequence[tuple[str, int]]) -> str | None:
         from airflow_butido.db.leases import acquire_slot
+        from airflow_butido.db.records import repair_abandoned
 
+        repair_abandoned(self.engine)  # the slots of dead jobs are free at once
         return acquire_slot(self.engine, job_uuid, candidates)
+
+    def holders(self, endpoints: Sequence[str]) -> list[str]:
+        """What holds the slots of ``endpoints``: "job J (package) on E for N s"."""
+        from airflow_butido.db.leases import slot_holders
+
+        return [
+            f"job {h.job_uuid}{f' ({h.package})' if h.package else ''} on {h.endpoint} "
+            f"for {h.held_seconds:.0f} s"
+            for h in slot_holders(self.engine, endpoints)
+        ]
+
+    def database_id(self) -> str:
+        """A short, stable name of the database (its URL without the password), for the
+        label that ties a build container to the slots of its job."""
+        import hashlib
+
+        url = self.engine.url.render_as_string(hide_password=True)
+        return hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+
+    def live_jobs(self) -> set[str] | None:
+        """The jobs holding a live slot on any endpoint."""
+        from airflow_butido.db.leases import live_lease_jobs
+
+        return live_lease_jobs(self.engine)
 
     def release(self, job_uuid: str) -> None:
         from airflow_butido.db.leases import release_slot
@@ -394,6 +426,7 @@ def lease_endpoint(
         raise InfrastructureError("no candidate endpoint has maxjobs > 0")
     start = time.monotonic()
     delay = 0.25
+    reported = 0.0
     while True:
         name = slots.acquire(job_uuid, offer)
         if name is not None:
@@ -406,6 +439,9 @@ def lease_endpoint(
             )
         if on_wait is not None:
             on_wait(waited)
+        if waited >= reported:
+            _report_wait(slots, job_uuid, offer, waited)
+            reported = waited + WAIT_REPORT_SECONDS
         sleep(delay * random.uniform(0.8, 1.2))
         delay = min(delay * 2, 10.0)
     try:
@@ -415,6 +451,26 @@ def lease_endpoint(
             yield by_name[name]
     finally:
         slots.release(job_uuid)
+
+
+def _report_wait(
+    slots: SlotLeaser, job_uuid: str, offer: Sequence[tuple[str, int]], waited: float
+) -> None:
+    """Say what a job waits for: every endpoint is full, held by which jobs since when."""
+    describe = getattr(slots, "holders", None)
+    try:
+        held = describe([n for n, _ in offer]) if callable(describe) else []
+    except Exception as exc:  # only a message: never fail the wait for it
+        held = [f"(holders unknown: {exc})"]
+    full = ", ".join(f"{n} (maxjobs {m})" for n, m in offer)
+    log.log(
+        logging.WARNING if waited >= WAIT_REPORT_SECONDS else logging.INFO,
+        "job %s waiting %.0f s for a slot: every endpoint is full: %s%s",
+        job_uuid,
+        waited,
+        full,
+        "; held by " + "; ".join(held) if held else "",
+    )
 
 
 def same_image_endpoints(candidates: list[Candidate], image: str) -> tuple[list[Candidate], str]:

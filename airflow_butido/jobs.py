@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -33,12 +34,16 @@ from airflow_butido.build_key import (
     key_inputs,
 )
 from airflow_butido.container import (
+    SCRIPT_PATH,
     BuildContainer,
     ContainerSpec,
     InputFile,
     ScriptOutcome,
     container_name,
+    exec_failure,
     job_labels,
+    remove_dead_containers,
+    script_command,
 )
 from airflow_butido.endpoints import Candidate, SlotLeaser, base_url, lease_endpoint
 from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
@@ -50,8 +55,10 @@ from airflow_butido.sources import SourceError, source_path, verify_source
 from airflow_butido.stores import (
     Artifact,
     OutputsError,
+    discard_artifacts,
     extract_outputs,
     hash_artifact,
+    remove_stale_parts,
     staging_dir,
 )
 
@@ -62,6 +69,62 @@ LineCallback = Callable[[str, Any], None]  # (raw line, logproto item)
 SUCCESS = "success"
 FAILED = "failed"
 REUSED = "reused"
+
+# The phases of a job, in the order they happen (see PhaseTimer).
+PHASES = (
+    "endpoints",  # connecting to the endpoints, the image's ID
+    "prepare",  # checks, the script, verifying sources, the build key
+    "reuse_check",  # looking up an earlier build with the same key
+    "slot_wait",  # waiting for a free slot on an endpoint (and clearing it of dead builds)
+    "create",  # creating the container
+    "copy_in",  # the inputs into the container
+    "start",  # starting it
+    "run",  # the script, its log streamed
+    "outputs",  # /outputs extracted into the staging store
+    "record",  # writing the job, its log and artifacts to the build database
+)
+
+
+class PhaseTimer:
+    """Wall-clock seconds per phase of one job, to tell where a build's time goes.
+
+    ``with timer.phase("run"):`` adds the block's duration to that phase (a phase may be
+    entered more than once); ``seconds()`` includes the phase still running.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._done: dict[str, float] = {}
+        self._open: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._open.append((name, self._clock()))
+        try:
+            yield
+        finally:
+            _, started = self._open.pop()
+            self._done[name] = self._done.get(name, 0.0) + self._clock() - started
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per phase so far (phases not entered are left out), in PHASES order."""
+        now = self._clock()
+        found = dict(self._done)
+        for name, started in self._open:
+            found[name] = found.get(name, 0.0) + now - started
+        order = {name: i for i, name in enumerate(PHASES)}
+        return {
+            name: round(found[name], 4)
+            for name in sorted(found, key=lambda n: (order.get(n, len(order)), n))
+        }
+
+
+def format_phases(seconds: Mapping[str, float]) -> str:
+    """``phases: endpoints 0.012 s, prepare 0.004 s, … (total 1.234 s)``."""
+    if not seconds:
+        return "phases: none recorded"
+    parts = ", ".join(f"{name} {value:.3f} s" for name, value in seconds.items())
+    return f"phases: {parts} (total {sum(seconds.values()):.3f} s)"
 
 
 @dataclass(frozen=True)
@@ -84,6 +147,7 @@ class JobRequest:
     force_rebuild: bool = False  # build even when an earlier build could be reused
     # sha256 of each of dependency_artifacts (same order); the files are hashed when None
     dependency_sha256: tuple[str, ...] | None = None
+    verify_sources: bool = True  # False: sources must exist, their hashes are not checked
 
 
 @dataclass(frozen=True)
@@ -132,6 +196,7 @@ class JobResult:
     env: Env = field(default=())
     build_key: str | None = None
     reused_from: ReusedBuild | None = None  # set when state == "reused"
+    phase_seconds: Mapping[str, float] = field(default_factory=dict)  # see PhaseTimer
 
 
 class ScriptFailed(BuildError):
@@ -173,6 +238,7 @@ class JobReused:
     env: Env
     build_key: BuildKey
     reused: ReusedBuild
+    phase_seconds: Mapping[str, float] = field(default_factory=dict)
 
 
 class JobRecorder(Protocol):
@@ -191,8 +257,10 @@ class JobRecorder(Protocol):
         failure_class: str | None,
         log: IO[str] | None,
         artifacts: Sequence[Artifact] = (),
+        phases: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
-        """The end of a job: ``success`` with its artifacts, or ``failed`` with a class."""
+        """The end of a job: ``success`` with its artifacts, or ``failed`` with a class.
+        ``phases()``, read as late as possible, gives the seconds of each phase."""
         ...
 
 
@@ -231,16 +299,60 @@ class ContainerRuntime(Protocol):
 
     def container(self, candidate: Candidate, spec: ContainerSpec) -> BuildContainer: ...
 
+    def forget(self) -> None:
+        """An endpoint failed: the next job checks the endpoints afresh."""
+        ...
+
+
+# (run, image, endpoint names asked for, endpoints) -> (usable endpoints, image ID, API versions)
+_EndpointsKey = tuple[str, str, tuple[str, ...] | None, tuple[tuple[str, str], ...]]
+_checked_endpoints: dict[_EndpointsKey, tuple[tuple[str, ...], str, dict[str, str]]] = {}
+_CHECKED_ENDPOINTS_KEPT = 64
+
 
 class DockerRuntime:
-    """Containers on the configured Docker endpoints, through the Docker SDK."""
+    """Containers on the configured Docker endpoints, through the Docker SDK.
+
+    With a ``run`` (the submit), the endpoint checks (the engine answers, runs an allowed
+    Docker version, holds the image) and the image's ID are done by the run's first job
+    in this process and reused by the others, until an endpoint fails (``forget``): the
+    jobs of one ``butido build`` run in one image, the ID their build keys name.
+    """
+
+    def __init__(self, run: str | None = None) -> None:
+        self.run = run
+
+    def _key(self, config: Config, image: str, names: Sequence[str] | None) -> _EndpointsKey:
+        endpoints = tuple((e.name, base_url(e)) for e in config.endpoints)
+        return (self.run or "", image, None if names is None else tuple(names), endpoints)
 
     def endpoints(
         self, config: Config, image: str, names: Sequence[str] | None
     ) -> tuple[list[Candidate], str]:
-        from airflow_butido.endpoints import same_image_endpoints, usable_endpoints
+        from airflow_butido.endpoints import connect, same_image_endpoints, usable_endpoints
 
-        return same_image_endpoints(usable_endpoints(config, image, names=names), image)
+        key = self._key(config, image, names)
+        known = _checked_endpoints.get(key) if self.run else None
+        if known is not None:
+            usable, digest, versions = known
+            chosen = [e for e in config.endpoints if e.name in usable]
+            return [Candidate(e, connect(e, version=versions[e.name])) for e in chosen], digest
+        candidates, digest = same_image_endpoints(
+            usable_endpoints(config, image, names=names), image
+        )
+        if self.run:
+            if len(_checked_endpoints) >= _CHECKED_ENDPOINTS_KEPT:
+                _checked_endpoints.clear()
+            _checked_endpoints[key] = (
+                tuple(c.endpoint.name for c in candidates),
+                digest,
+                {c.endpoint.name: str(c.api.api_version) for c in candidates},
+            )
+        return candidates, digest
+
+    def forget(self) -> None:
+        for key in [k for k in _checked_endpoints if k[0] == (self.run or "")]:
+            _checked_endpoints.pop(key, None)
 
     def container(self, candidate: Candidate, spec: ContainerSpec) -> BuildContainer:
         endpoint = candidate.endpoint
@@ -267,13 +379,19 @@ def job_inputs(
     repo_root: Path,
     dependency_artifacts: Sequence[Path],
     script: str,
+    *,
+    verify: bool = True,
 ) -> list[InputFile]:
-    """The files to copy in: sources, dependency artifacts, patches, the script."""
+    """The files to copy in: sources (hash-checked when ``verify``), dependency artifacts,
+    patches, and the script, executable: it runs through its own shebang line."""
     files: list[InputFile] = []
     for source in package.sources:
         path = source_path(config.source_cache, package, source)
         try:
-            verify_source(path, source)
+            if verify:
+                verify_source(path, source)
+            elif not path.is_file():
+                raise SourceError(f"{path}: source file missing")
         except SourceError as exc:
             raise BuildError(f"{package.label}: source {source.name}: {exc}") from exc
         files.append(InputFile(f"/inputs/{path.name}", source=path))
@@ -283,12 +401,9 @@ def job_inputs(
         if not artifact.is_file():
             raise BuildError(f"{package.label}: dependency artifact {artifact} does not exist")
         if artifact.name in by_name and by_name[artifact.name] != artifact:
-            log.warning(
-                "%s: dependency artifacts %s and %s share the name /inputs/%s; the later wins",
-                package.label,
-                by_name[artifact.name],
-                artifact,
-                artifact.name,
+            raise BuildError(
+                f"{package.label}: dependency artifacts {by_name[artifact.name]} and "
+                f"{artifact} would both be /inputs/{artifact.name}"
             )
         by_name[artifact.name] = artifact
     files.extend(InputFile(f"/inputs/{name}", source=path) for name, path in by_name.items())
@@ -297,7 +412,7 @@ def job_inputs(
         if not path.is_file():
             raise BuildError(f"{package.path}: patches: {patch} does not exist")
         files.append(InputFile(f"/patches/{patch}", source=path))
-    files.append(InputFile("/script", data=script.encode("utf-8")))
+    files.append(InputFile(SCRIPT_PATH, data=script.encode("utf-8"), mode=0o755))
     return files
 
 
@@ -313,8 +428,15 @@ def render(package: Package, config: Config, shebang: str | None) -> str:
         raise BuildError(f"{package.path}: rendering the script failed: {exc}") from exc
 
 
-def failure_message(package: Package, outcome: ScriptOutcome, tail_lines: int) -> str:
-    """The ERR message (or the exit status), the phase, and the last log lines."""
+def failure_message(
+    package: Package, outcome: ScriptOutcome, tail_lines: int, script: str = ""
+) -> str:
+    """The ERR message (or the exit status), the phase, and the last log lines; or, when the
+    script could not be started at all, why and what to do."""
+    cannot_start = exec_failure(outcome)
+    if cannot_start is not None:
+        head = f"{package.label}: {not_started_message(cannot_start, script)}"
+        return _with_tail(head, outcome.tail, tail_lines)
     if outcome.error_message is not None:
         head = f"{package.label}: the script reported an error: '{outcome.error_message}'"
     elif outcome.exit_code != 0:
@@ -324,6 +446,24 @@ def failure_message(package: Package, outcome: ScriptOutcome, tail_lines: int) -
     phase = outcome.failed_phase or outcome.last_phase
     head += f" in phase '{phase}'" if phase else " (no phase announced)"
     return _with_tail(head, outcome.tail, tail_lines)
+
+
+def not_started_message(reason: str, script: str) -> str:
+    """Why the image cannot run the script, and what to change (a recipe or image problem:
+    retrying elsewhere would fail the same way)."""
+    first = script.split("\n", 1)[0]
+    if reason == "no interpreter":
+        return (
+            f"the script cannot start: its interpreter {first.removeprefix('#!').strip()!r} "
+            f"(shebang line {first!r}) does not exist in the image; set `shebang` in "
+            'config.toml or pass --shebang (run conf "shebang") to an interpreter the '
+            "image has, e.g. '#!/bin/sh', or build in an image that has this one"
+        )
+    return (
+        f"the script cannot start: its first line {first!r} is not a shebang line the image "
+        'can execute; set `shebang` in config.toml or pass --shebang (run conf "shebang"), '
+        "e.g. '#!/bin/bash'"
+    )
 
 
 def _with_tail(head: str, tail: Sequence[str], tail_lines: int) -> str:
@@ -368,6 +508,7 @@ class _Prepared:
     inputs: list[InputFile]
     dest: Path
     stored_env: Env  # env with the values of secret variables masked: what records keep
+    command: tuple[str, ...]  # the script's shebang interpreter, its argument, /script
 
 
 def _prepare(request: JobRequest) -> _Prepared:
@@ -385,10 +526,20 @@ def _prepare(request: JobRequest) -> _Prepared:
     script = (
         request.script if request.script is not None else render(package, config, request.shebang)
     )
-    inputs = job_inputs(package, config, request.repo_root, request.dependency_artifacts, script)
+    command = script_command(script)
+    if command is None:
+        raise BuildError(f"{package.path}: {package.label}: {not_started_message('', script)}")
+    inputs = job_inputs(
+        package,
+        config,
+        request.repo_root,
+        request.dependency_artifacts,
+        script,
+        verify=request.verify_sources,
+    )
     dest = staging_dir(config.staging, request.submit_uuid)
     stored_env = masked_env(env, config.secret_env)
-    return _Prepared(image, env, git_env, script, inputs, dest, stored_env)
+    return _Prepared(image, env, git_env, script, inputs, dest, stored_env, command)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -416,35 +567,71 @@ def run_job(
     container once it exists and ``None`` once it is gone, so a caller can remove it from
     another thread when the job is killed.
     """
-    job = _Job(request, recorder or NullRecorder(), runtime or DockerRuntime(), on_line)
-    prepared = _prepare(request)
-    candidates, digest = job.runtime.endpoints(
-        request.config, prepared.image, request.endpoint_names
-    )
+    timer = PhaseTimer()
+    runtime = runtime or DockerRuntime(run=request.submit_uuid)
+    job = _Job(request, recorder or NullRecorder(), runtime, on_line, _database_of(slots), timer)
+    with timer.phase("prepare"):
+        prepared = _prepare(request)
+        remove_stale_parts(request.config.staging)  # left by extractions killed outright
+    with timer.phase("endpoints"):
+        candidates, digest = job.runtime.endpoints(
+            request.config, prepared.image, request.endpoint_names
+        )
     try:
-        key = job_build_key(request, prepared.script, prepared.git_env, digest)
-        with _claimed(cache, request, key) as reused:
+        with timer.phase("prepare"):
+            key = job_build_key(request, prepared.script, prepared.git_env, digest)
+        with _claimed(cache, request, key, timer) as reused:
             if reused is not None:
                 return job.reuse(prepared, key, reused)
-            with lease_endpoint(
-                slots, request.job_uuid, candidates, max_wait=max_wait, on_wait=on_wait
-            ) as chosen:
+            with contextlib.ExitStack() as held:
+                with timer.phase("slot_wait"):
+                    chosen = held.enter_context(
+                        lease_endpoint(
+                            slots, request.job_uuid, candidates, max_wait=max_wait, on_wait=on_wait
+                        )
+                    )
+                    _remove_dead_containers(slots, chosen)
                 return job.build(prepared, key, chosen, on_container)
+    except InfrastructureError:
+        runtime.forget()
+        raise
     finally:
         for candidate in candidates:
             candidate.api.close()
 
 
+def _database_of(slots: SlotLeaser) -> str | None:
+    """The identity of the build database holding the slots, when they are shared."""
+    database_id = getattr(slots, "database_id", None)
+    return str(database_id()) if callable(database_id) else None
+
+
+def _remove_dead_containers(slots: SlotLeaser, chosen: Candidate) -> None:
+    """Clean the endpoint of what killed builds of this build database left (only where
+    the slots are shared, so every job alive anywhere is known by its lease)."""
+    live_jobs = getattr(slots, "live_jobs", None)
+    database = _database_of(slots)
+    try:
+        live = live_jobs() if callable(live_jobs) else None
+        if live is None or database is None:
+            return
+        for name in remove_dead_containers(chosen.api, database, live):
+            log.info("removed container %s left by a dead build", name)
+    except Exception as exc:  # housekeeping: the job itself goes on
+        log.warning("looking for containers of dead builds failed: %s", exc)
+
+
 @contextlib.contextmanager
 def _claimed(
-    cache: BuildCache | None, request: JobRequest, key: BuildKey
+    cache: BuildCache | None, request: JobRequest, key: BuildKey, timer: PhaseTimer
 ) -> Iterator[ReusedBuild | None]:
     """An earlier build to reuse, or None while this job holds the claim on its key."""
     if cache is None or request.force_rebuild:
         yield None
         return
     package = request.package
-    reused = cache.claim_or_reuse(package.name, package.version, key, request.job_uuid)
+    with timer.phase("reuse_check"):
+        reused = cache.claim_or_reuse(package.name, package.version, key, request.job_uuid)
     if reused is not None:
         yield reused
         return
@@ -460,6 +647,8 @@ class _Job:
     recorder: JobRecorder
     runtime: ContainerRuntime
     on_line: LineCallback | None
+    database: str | None = None  # the build database holding the slots, a container label
+    timer: PhaseTimer = field(default_factory=PhaseTimer)
 
     def result(self, prepared: _Prepared, key: BuildKey, **values: Any) -> JobResult:
         package = self.request.package
@@ -480,26 +669,29 @@ class _Job:
             "build_key": key.key,
         }
         fields.update(values)
+        fields["phase_seconds"] = self.timer.seconds()
         return JobResult(**fields)
 
     def reuse(self, prepared: _Prepared, key: BuildKey, reused: ReusedBuild) -> JobResult:
         request, package = self.request, self.request.package
-        log.info(
+        log.debug(  # the caller reports the reuse (the operator's first log line)
             "%s: reusing the artifacts of job %s: %s", package.label, reused.job_uuid, reused.reason
         )
-        self.recorder.job_reused(
-            JobReused(
-                request.job_uuid,
-                request.submit_uuid,
-                package.name,
-                package.version,
-                prepared.image,
-                prepared.script,
-                prepared.stored_env,
-                key,
-                reused,
+        with self.timer.phase("record"):
+            self.recorder.job_reused(
+                JobReused(
+                    request.job_uuid,
+                    request.submit_uuid,
+                    package.name,
+                    package.version,
+                    prepared.image,
+                    prepared.script,
+                    prepared.stored_env,
+                    key,
+                    reused,
+                    self.timer.seconds(),
+                )
             )
-        )
         return self.result(
             prepared,
             key,
@@ -527,30 +719,36 @@ class _Job:
                 request.job_uuid,
                 request.submit_uuid,
                 request.dag_run,
+                self.database,
             ),
             network_mode=chosen.endpoint.network_mode,
         )
+        phase = self.timer.phase
         with self.runtime.container(chosen, spec) as container:
             try:
-                container_id = container.create()
+                with phase("create"):
+                    container_id = container.create()
                 if on_container is not None:
                     on_container(container)
-                container.put_files(prepared.inputs)
-                container.start()
-                self.recorder.job_started(
-                    JobStarted(
-                        request.job_uuid,
-                        request.submit_uuid,
-                        package.name,
-                        package.version,
-                        prepared.image,
-                        chosen.endpoint.name,
-                        container_id,
-                        prepared.script,
-                        prepared.stored_env,
-                        key,
+                with phase("copy_in"):
+                    container.put_files(prepared.inputs)
+                with phase("start"):
+                    container.start()
+                with phase("record"):
+                    self.recorder.job_started(
+                        JobStarted(
+                            request.job_uuid,
+                            request.submit_uuid,
+                            package.name,
+                            package.version,
+                            prepared.image,
+                            chosen.endpoint.name,
+                            container_id,
+                            prepared.script,
+                            prepared.stored_env,
+                            key,
+                        )
                     )
-                )
                 return self.run(prepared, key, container, chosen.endpoint.name, container_id)
             finally:
                 if on_container is not None:
@@ -567,12 +765,15 @@ class _Job:
         """Run the script, collect ``/outputs``, and record how the job ended (once)."""
         request, config = self.request, self.request.config
         outcome: ScriptOutcome | None = None
+        phase = self.timer.phase
         try:
-            outcome = container.run_script(
-                tail_lines=config.build_error_lines,
-                on_line=self.on_line,
-                redact=redactor(prepared.env, config.secret_env),
-            )
+            with phase("run"):
+                outcome = container.run_script(
+                    tail_lines=config.build_error_lines,
+                    on_line=self.on_line,
+                    redact=redactor(prepared.env, config.secret_env),
+                    command=prepared.command,
+                )
             built = dict(
                 exit_code=outcome.exit_code,
                 failed_phase=outcome.failed_phase or outcome.last_phase,
@@ -580,24 +781,34 @@ class _Job:
                 endpoint=endpoint,
                 container_id=container_id,
             )
-            artifacts = self.outputs(prepared, key, container, outcome, built)
-            self.recorder.job_finished(
-                request.job_uuid,
-                state=SUCCESS,
-                exit_code=outcome.exit_code,
-                failure_class=None,
-                log=outcome.log,
-                artifacts=artifacts,
-            )
+            with phase("outputs"):
+                artifacts = self.outputs(prepared, key, container, outcome, built)
+            try:
+                with phase("record"):
+                    self.recorder.job_finished(
+                        request.job_uuid,
+                        state=SUCCESS,
+                        exit_code=outcome.exit_code,
+                        failure_class=None,
+                        log=outcome.log,
+                        artifacts=artifacts,
+                        phases=self.timer.seconds,
+                    )
+            except BaseException:
+                # files nothing records would be orphans in the staging store
+                discard_artifacts(prepared.dest, artifacts)
+                raise
             return self.result(prepared, key, state=SUCCESS, artifacts=artifacts, **built)
         except (ScriptFailed, InfrastructureError) as exc:
-            self.recorder.job_finished(
-                request.job_uuid,
-                state=FAILED,
-                exit_code=outcome.exit_code if outcome is not None else None,
-                failure_class=getattr(exc, "failure_class", "infrastructure"),
-                log=outcome.log if outcome is not None else None,
-            )
+            with phase("record"):
+                self.recorder.job_finished(
+                    request.job_uuid,
+                    state=FAILED,
+                    exit_code=outcome.exit_code if outcome is not None else None,
+                    failure_class=getattr(exc, "failure_class", "infrastructure"),
+                    log=outcome.log if outcome is not None else None,
+                    phases=self.timer.seconds,
+                )
             raise
         finally:
             if outcome is not None:
@@ -613,8 +824,8 @@ class _Job:
     ) -> tuple[Artifact, ...]:
         """The artifacts of a successful script, or ScriptFailed."""
         package, config = self.request.package, self.request.config
-        if not outcome.succeeded:
-            message = failure_message(package, outcome, config.build_error_lines)
+        if not outcome.succeeded or exec_failure(outcome) is not None:
+            message = failure_message(package, outcome, config.build_error_lines, prepared.script)
             failed = self.result(prepared, key, state=FAILED, failure_message=message, **built)
             raise ScriptFailed(failed, "script")
         try:
@@ -623,7 +834,7 @@ class _Job:
                 raise OutputsError(
                     f"{package.label}: the script succeeded but created no /outputs directory"
                 )
-            return tuple(extract_outputs(stream, prepared.dest))
+            return tuple(extract_outputs(stream, prepared.dest, owner=package.label))
         except OutputsError as exc:
             message = _with_tail(str(exc), outcome.tail, config.build_error_lines)
             failed = self.result(prepared, key, state=FAILED, failure_message=message, **built)

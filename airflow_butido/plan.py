@@ -55,31 +55,49 @@ class PlanError(ButidoError):
 # --- run conf ---------------------------------------------------------------------------
 
 
+RUN_CONF_KEYS = ("packages", "env", "force_rebuild", "lint", "verify", "shebang", "staging_dir")
+
+
 @dataclass(frozen=True)
 class RunRequest:
-    """The run conf: ``{"packages": [...], "env": {...}, "force_rebuild": false}``."""
+    """The run conf: ``{"packages": [...], "env": {...}, "force_rebuild": false}``, and
+    butido's build flags: ``lint`` and ``verify`` (default true; ``--no-lint``,
+    ``--no-verify``), ``shebang`` (``--shebang``) and ``staging_dir`` (``--staging-dir``)."""
 
     packages: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     force_rebuild: bool = False
+    lint: bool = True
+    verify: bool = True
+    shebang: str | None = None
+    staging_dir: str | None = None
 
     @property
     def env_dict(self) -> dict[str, str]:
         return dict(self.env)
 
     def to_conf(self) -> dict[str, Any]:
-        return {
+        conf: dict[str, Any] = {
             "packages": list(self.packages),
             "env": dict(self.env),
             "force_rebuild": self.force_rebuild,
         }
+        if not self.lint:
+            conf["lint"] = False
+        if not self.verify:
+            conf["verify"] = False
+        if self.shebang is not None:
+            conf["shebang"] = self.shebang
+        if self.staging_dir is not None:
+            conf["staging_dir"] = self.staging_dir
+        return conf
 
 
 def parse_run_conf(conf: Mapping[str, Any] | None) -> RunRequest:
     """Validate a run conf (from the trigger form, REST or ``butido build``)."""
     conf = dict(conf or {})
     problems: list[str] = []
-    unknown = sorted(set(conf) - {"packages", "env", "force_rebuild"})
+    unknown = sorted(set(conf) - set(RUN_CONF_KEYS))
     if unknown:
         problems.append(f"run conf: unknown key(s) {', '.join(unknown)}")
 
@@ -102,13 +120,31 @@ def parse_run_conf(conf: Mapping[str, Any] | None) -> RunRequest:
             else:
                 env_pairs.append((name, str(value)))
 
-    force = conf.get("force_rebuild", False)
-    if not isinstance(force, bool):
-        problems.append('run conf: "force_rebuild" must be true or false')
-        force = False
+    flags: dict[str, bool] = {}
+    for name, default in (("force_rebuild", False), ("lint", True), ("verify", True)):
+        value = conf.get(name, default)
+        if not isinstance(value, bool):
+            problems.append(f'run conf: "{name}" must be true or false')
+            value = default
+        flags[name] = value
+    texts: dict[str, str | None] = {}
+    for name in ("shebang", "staging_dir"):
+        value = conf.get(name) or None
+        if value is not None and (not isinstance(value, str) or "\n" in value):
+            problems.append(f'run conf: "{name}" must be one line of text')
+            value = None
+        texts[name] = value
     if problems:
         raise PlanError(problems)
-    return RunRequest(tuple(p.strip() for p in packages), tuple(sorted(env_pairs)), force)
+    return RunRequest(
+        tuple(p.strip() for p in packages),
+        tuple(sorted(env_pairs)),
+        flags["force_rebuild"],
+        lint=flags["lint"],
+        verify=flags["verify"],
+        shebang=texts["shebang"],
+        staging_dir=texts["staging_dir"],
+    )
 
 
 # --- task ids -----------------------------------------------------------------------------
@@ -200,6 +236,8 @@ class Plan:
     failures: Mapping[str, str] = field(default_factory=dict)
     # variables whose values ``env`` masks: package tasks take them from the run conf
     secret_names: tuple[str, ...] = ()
+    shebang: str | None = None  # overrides the configured shebang for every script
+    verify: bool = True  # the jobs check their sources' hashes
 
     def includes(self, task_id: str) -> bool:
         return task_id in self.labels
@@ -253,6 +291,8 @@ class Plan:
             "reused": {task_id: m.to_json() for task_id, m in self.reused.items()},
             "failures": dict(self.failures),
             "secret_names": list(self.secret_names),
+            "shebang": self.shebang,
+            "verify": self.verify,
         }
 
     @classmethod
@@ -269,6 +309,8 @@ class Plan:
             reused={t: Manifest.from_json(m) for t, m in (data.get("reused") or {}).items()},
             failures={str(t): str(m) for t, m in (data.get("failures") or {}).items()},
             secret_names=tuple(data.get("secret_names") or ()),
+            shebang=data.get("shebang") or None,
+            verify=bool(data.get("verify", True)),
         )
 
 
@@ -302,6 +344,11 @@ def resolve_plan(
         )
     except PlanError as exc:
         raise PlanError([*exc.problems, *problems]) from None
+    if request.staging_dir is not None and submit_uuid is None:
+        try:
+            submit_uuid = staging_dir_submit(repo.config, request.staging_dir)
+        except PlanError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise PlanError(problems)
     if not roots:
@@ -328,7 +375,30 @@ def resolve_plan(
         edges=edges,
         failures={t: "; ".join(found) for t, found in failures.items()},
         secret_names=tuple(k for k, _ in request.env if is_secret(k, repo.config.secret_env)),
+        shebang=request.shebang,
+        verify=request.verify,
     )
+
+
+def staging_dir_submit(config: Config, directory: str) -> str:
+    """The submit UUID of an existing staging directory ``<staging>/<submit uuid>``
+    (``--staging-dir``: the run continues that submit, its artifacts land next to the old)."""
+    path = Path(directory)
+    root = Path(config.staging)
+    where = f"staging directory {directory}"
+    if not path.is_absolute():
+        raise PlanError([f"{where}: must be an absolute path"])
+    if not path.is_dir():
+        raise PlanError([f"{where}: no such directory"])
+    try:
+        submit = str(uuid.UUID(path.name))
+    except ValueError:
+        raise PlanError([f"{where}: its name must be a submit UUID"]) from None
+    if path.resolve().parent != root.resolve() or path.name != submit:
+        raise PlanError(
+            [f"{where}: must be {root}/<submit uuid> (the staging root of config.toml)"]
+        )
+    return submit
 
 
 def _image_problems(package: Package, image: str) -> list[str]:
@@ -412,7 +482,41 @@ def prepare_plan(
     ``failures``. Whether an endpoint can run the image is the plan task's next check.
     """
     plan = resolve_plan(repo, image, request, default_packages=default_packages, task_ids=task_ids)
-    return plan.with_failures(source_failures(repo, plan))
+    if request.lint and repo.config.script_linter is not None:
+        lint_plan(repo, plan)
+    return plan.with_failures(source_failures(repo, plan)) if request.verify else plan
+
+
+def lint_plan(repo: Repository, plan: Plan) -> None:
+    """Run the configured ``script_linter`` on the script of every package of the plan, as it
+    will run (with the plan's shebang); any failure stops the run with every linter report."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from airflow_butido.scripts.lint import lint_script
+    from airflow_butido.scripts.render import render_script
+
+    config = repo.config
+    linter = config.script_linter
+    assert linter is not None
+
+    def lint_one(package: Package) -> str | None:
+        try:
+            script = render_script(package, config, shebang=plan.shebang)
+        except ButidoError as exc:
+            return f"{package.label} ({package.path}): the script does not render: {exc}"
+        result = lint_script(linter, script, cwd=Path(repo.root))
+        if result.ok:
+            return None
+        output = result.output.strip()
+        return f"{package.label} ({package.path}): script linter {linter} failed" + (
+            f":\n{output}" if output else ""
+        )
+
+    packages = sorted(planned_packages(repo, plan), key=lambda p: p.key)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = [problem for problem in pool.map(lint_one, packages) if problem]
+    if found:
+        raise PlanError([f"lint failed for {len(found)} package(s) (--no-lint skips it):", *found])
 
 
 def repo_state(root: Path) -> tuple[str, bool]:

@@ -12,18 +12,20 @@ evaluation instead of one task process per package.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from airflow_butido.build_key import BuildKeyInputs, git_environment, key_inputs
 from airflow_butido.db import reuse
+from airflow_butido.db.adopted import adopt_butido_jobs, has_butido_jobs
 from airflow_butido.db.records import ReusedJob, record_reused_jobs
 from airflow_butido.errors import ButidoError
 from airflow_butido.manifest import REUSED, ArtifactRef, Manifest, ReusedFrom
 from airflow_butido.plan import Key, Plan, label_key
 from airflow_butido.recipes.repository import Repository
+from airflow_butido.scripts.render import render_script
 from airflow_butido.stores import release_dirs, release_store_holding
 
 
@@ -57,9 +59,11 @@ def reuse_up_front(
         if tasks[key] in plan.failures:
             return None
         try:
+            package = repo.packages[key]
+            script = render_script(package, config, shebang=plan.shebang)
             inputs = key_inputs(
-                repo.packages[key], config, root, image_digest=image_digest, env=plan.env,
-                dependency_sha256=hashes, git_env=git_env,
+                package, config, root, image_digest=image_digest, env=plan.env,
+                dependency_sha256=hashes, script=script, git_env=git_env,
             )  # fmt: skip
         except ButidoError:
             return None  # the package task reports it when it runs
@@ -69,7 +73,12 @@ def reuse_up_front(
     stores = release_dirs(config.releases_root, config.release_stores)
     exists = reuse.store_checker(config.staging, stores, verify=False)
     order = [keys[t] for t in plan.packages]
-    decisions = reuse.decide_reuse(engine, order, dependencies, inputs_of, exists)
+
+    def adopt(wanted: Mapping[Key, BuildKeyInputs]) -> Mapping[Key, reuse.ReuseCandidate]:
+        return adopt_butido_jobs(engine, plan.image, wanted, config.staging, stores)
+
+    adopting = adopt if has_butido_jobs(engine) else None
+    decisions = reuse.decide_reuse(engine, order, dependencies, inputs_of, exists, adopt=adopting)
 
     reused: dict[str, Manifest] = {}
     records: list[ReusedJob] = []
@@ -78,7 +87,7 @@ def reuse_up_front(
         if decision.candidate is None or decision.inputs is None:
             continue
         task_id, found = tasks[key], decision.candidate
-        reason = (
+        reason = found.reason or (
             f"build key {found.build_key[:12]} equals that of job {found.job_uuid} "
             f"(submit {found.submit_uuid}); its {len(found.artifacts)} artifact(s) are intact"
         )

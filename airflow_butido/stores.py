@@ -9,11 +9,17 @@ written under a temporary name, hashed while written, then renamed into place.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
+import json
 import os
+import re
+import socket
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -28,6 +34,10 @@ if TYPE_CHECKING:
 
 CHUNK_SIZE = 1 << 20
 OUTPUTS_DIR = "outputs"
+OWNERS_DIR = ".butido-owners"  # beside the stores: which package wrote which file
+PART_SUFFIX = ".part"
+STALE_PART_SECONDS = 3600.0  # a temporary file of another host not written for this long
+NUL_BLOCK = bytes(tarfile.BLOCKSIZE)
 
 
 class OutputsError(BuildError):
@@ -91,28 +101,78 @@ class _ChunkReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._current:
-            try:
-                self._current = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
+        if not self._fill():
+            return 0
         n = min(len(buffer), len(self._current))
         buffer[:n] = self._current[:n]
         self._current = self._current[n:]
         return n
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes of the current chunk, as they are: no buffer of ``size``
+        bytes is allocated and zeroed per call, as RawIOBase.read would (tarfile asks
+        for a megabyte at a time and the engine sends tens of kilobytes)."""
+        if not self._fill():
+            return b""
+        n = len(self._current) if size is None or size < 0 else min(size, len(self._current))
+        piece, self._current = self._current[:n], self._current[n:]
+        whole = piece.obj
+        if isinstance(whole, bytes) and len(whole) == n:
+            return whole  # a whole chunk: no copy
+        return piece.tobytes()
+
+    def _fill(self) -> bool:
+        while not self._current:
+            try:
+                self._current = memoryview(next(self._chunks))
+            except StopIteration:
+                return False
+        return True
+
+
+class _MemberData(io.RawIOBase):
+    """The data of the current member of a stream-mode archive, read straight from the
+    archive's stream: ``extractfile`` would add a buffered layer and one more copy of
+    every byte."""
+
+    def __init__(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        assert tar.fileobj is not None
+        self._stream = tar.fileobj
+        self._left = member.size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self._left if size is None or size < 0 else min(size, self._left)
+        if not wanted:
+            return b""
+        data = self._stream.read(wanted)
+        if len(data) != wanted:
+            raise tarfile.ReadError("unexpected end of data")
+        self._left -= wanted
+        return data
 
 
 def artifact_rel_path(member_name: str) -> str:
     """The store-relative path of a tar member, or raise OutputsError.
 
     Every path component equal to ``outputs`` is dropped (butido's rule, reference 4.1),
-    so ``outputs/x/y.rpm`` becomes ``x/y.rpm``.
+    so ``outputs/x/y.rpm`` becomes ``x/y.rpm``. Two members that end up with the same
+    path are refused by ``extract_outputs``.
     """
     if member_name.startswith("/"):
         raise OutputsError(f"/outputs entry {member_name!r} refused: absolute path")
     parts = PurePosixPath(member_name).parts
     if ".." in parts:
         raise OutputsError(f"/outputs entry {member_name!r} refused: '..' in path")
+    try:
+        member_name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = member_name.encode("utf-8", "surrogateescape")
+        raise OutputsError(
+            f"/outputs entry {raw!r} refused: its file name is not valid UTF-8: {raw!r}"
+        ) from None
     kept = [p for p in parts if p not in (".", "", OUTPUTS_DIR)]
     return "/".join(kept)
 
@@ -132,19 +192,30 @@ def _member_kind(member: tarfile.TarInfo) -> str | None:
     return f"unsupported tar entry type {member.type!r}"
 
 
-def extract_outputs(tar_chunks: Iterable[bytes], dest: Path) -> list[Artifact]:
+def extract_outputs(
+    tar_chunks: Iterable[bytes], dest: Path, *, owner: str | None = None
+) -> list[Artifact]:
     """Extract the regular files of a ``/outputs`` tar stream into ``dest``.
 
-    Returns one Artifact per file (sorted by path). On a refused entry nothing written by
-    this call is kept and OutputsError is raised.
+    Returns one Artifact per file (sorted by path). On a refused entry, a transport or a
+    disk error, nothing written by this call is kept, and the stream is closed at once
+    (when it has a ``close()``), so the sender stops instead of blocking on a full pipe.
+    A refusal raises OutputsError (the build's fault), a disk error InfrastructureError.
+
+    ``owner`` (e.g. ``"name version"``) names the package writing: a file another owner
+    wrote into ``dest`` is never overwritten, the extraction is refused naming both.
     """
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
     written: dict[str, Artifact] = {}
+    sources: dict[str, str] = {}  # artifact path -> member name, to name collisions
+    root: Path | None = None
+    owners: _Owners | None = None
     try:
+        dest.mkdir(parents=True, exist_ok=True)
+        root = dest.resolve()
+        owners = _Owners(root, owner) if owner is not None else None
         with tarfile.open(fileobj=_ChunkReader(tar_chunks), mode="r|", bufsize=CHUNK_SIZE) as tar:
-            for member in tar:
+            while (member := _next_member(tar)) is not None:
                 reason = _member_kind(member)
                 rel = artifact_rel_path(member.name)
                 if reason:
@@ -153,22 +224,139 @@ def extract_outputs(tar_chunks: Iterable[bytes], dest: Path) -> list[Artifact]:
                     continue
                 if not rel:
                     raise OutputsError(f"/outputs entry {member.name!r} refused: no file name")
-                source = tar.extractfile(member)
-                assert source is not None  # regular files always have data
-                written[rel] = _write_file(root, rel, source)
+                if rel in sources:
+                    raise OutputsError(
+                        f"/outputs entry {member.name!r} refused: it would be stored as "
+                        f"{rel!r} like {sources[rel]!r} (every 'outputs' directory name is "
+                        "dropped from artifact paths)"
+                    )
+                sources[rel] = member.name
+                source = _MemberData(tar, member)
+                written[rel] = _write_file(root, rel, source, owners)
+            _require_end_marker(tar)
     except tarfile.TarError as exc:
-        _remove(root, written)
+        _abort(tar_chunks, root, written, owners)
         raise OutputsError(f"reading /outputs failed: {exc}") from exc
     except OSError as exc:
-        _remove(root, written)
+        _abort(tar_chunks, root, written, owners)
+        if exc.errno == errno.ENAMETOOLONG:
+            raise OutputsError(f"/outputs entry refused: file name too long: {exc}") from exc
         raise InfrastructureError(f"writing artifacts into {dest} failed: {exc}") from exc
     except BaseException:
-        _remove(root, written)
+        _abort(tar_chunks, root, written, owners)
         raise
+    _close(tar_chunks)
+    if owners is not None:
+        owners.close()
     return sorted(written.values(), key=lambda a: a.path)
 
 
-def _write_file(root: Path, rel: str, source: IO[bytes]) -> Artifact:
+def _next_member(tar: tarfile.TarFile) -> tarfile.TarInfo | None:
+    """The next member of a stream-mode archive, without keeping the earlier ones:
+    ``TarFile`` lists every member it has read, 100,000 outputs would all stay in memory."""
+    member = tar.next()
+    tar.members.clear()  # type: ignore[attr-defined]
+    return member
+
+
+def _require_end_marker(tar: tarfile.TarFile) -> None:
+    """Refuse an archive that stopped without its end marker (two zero blocks).
+
+    ``tarfile`` ends iteration silently when the data simply stops at a member boundary,
+    so a cut-off stream would look complete with its later files missing. It has read
+    one zero block when it saw the marker; the second must follow."""
+    stream = tar.fileobj
+    assert stream is not None
+    seen = stream.tell() - tar.offset
+    rest = stream.read(tarfile.BLOCKSIZE) if seen == tarfile.BLOCKSIZE else b""
+    if seen != tarfile.BLOCKSIZE or rest != NUL_BLOCK:
+        raise OutputsError(
+            "reading /outputs failed: the archive ended without its end-of-archive marker "
+            "(the stream was cut off)"
+        )
+
+
+def _close(chunks: Iterable[bytes]) -> None:
+    close = getattr(chunks, "close", None)
+    if callable(close):
+        close()
+
+
+def _abort(
+    chunks: Iterable[bytes],
+    root: Path | None,
+    written: dict[str, Artifact],
+    owners: _Owners | None,
+) -> None:
+    """Close the stream first (the sender may be blocked writing it), then remove."""
+    try:
+        _close(chunks)
+    finally:
+        if root is not None:
+            _remove(root, written)
+        if owners is not None:
+            owners.discard()
+
+
+class _Owners:
+    """Which package wrote which file of a staging store.
+
+    One small file per package in ``<staging>/.butido-owners/<submit>/``, beside the store
+    so the store holds artifacts only: its first line names the package, each further
+    line (JSON) a path it wrote, listed once the file is in place.
+    """
+
+    def __init__(self, root: Path, owner: str) -> None:
+        self.dir = root.parent / OWNERS_DIR / root.name
+        self.owner = owner
+        name = hashlib.sha256(owner.encode("utf-8")).hexdigest()[:32]
+        self.file = self.dir / name
+        self.created = False
+        self._out: IO[str] | None = None
+
+    def claim(self, rel: str) -> None:
+        if self._out is None:
+            if not self.file.exists():
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self.file.write_text(json.dumps(self.owner) + "\n", encoding="utf-8")
+                self.created = True
+            self._out = open(self.file, "a", encoding="utf-8")  # noqa: SIM115 (see close)
+        self._out.write(json.dumps(rel) + "\n")
+        self._out.flush()  # a concurrent writer looks it up at once
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def discard(self) -> None:
+        """Forget what this extraction claimed (it failed, its files are removed)."""
+        self.close()
+        if self.created:
+            self.file.unlink(missing_ok=True)
+            for directory in (self.dir, self.dir.parent):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only when empty
+
+    def owner_of(self, rel: str) -> str | None:
+        """The package that wrote ``rel`` (another than ours when several did)."""
+        wanted = json.dumps(rel)
+        found: str | None = None
+        if not self.dir.is_dir():
+            return None
+        for path in sorted(self.dir.iterdir()):
+            with open(path, encoding="utf-8") as fh:
+                owner = json.loads(fh.readline() or "null")
+                if any(line.rstrip("\n") == wanted for line in fh):
+                    if owner != self.owner:
+                        return str(owner)
+                    found = owner
+        return found
+
+
+def _write_file(
+    root: Path, rel: str, source: IO[bytes] | _MemberData, owners: _Owners | None
+) -> Artifact:
     target = root / rel
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +367,9 @@ def _write_file(root: Path, rel: str, source: IO[bytes]) -> Artifact:
         raise OutputsError(f"/outputs entry {rel!r} refused: {target} is not a regular file")
     digest = hashlib.sha256()
     size = 0
-    fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".part")
+    # Short temporary names in the store's top directory: any file name that fits the
+    # file system also fits here, and a crashed writer's leftovers are found in one place.
+    fd, tmp_name = tempfile.mkstemp(dir=root, prefix=part_prefix(), suffix=PART_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as out:
             while chunk := source.read(CHUNK_SIZE):
@@ -187,16 +377,108 @@ def _write_file(root: Path, rel: str, source: IO[bytes]) -> Artifact:
                 size += len(chunk)
                 out.write(chunk)
         os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
+        _place(tmp_name, target, rel, owners)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return Artifact(rel, digest.hexdigest(), size)
 
 
+def _place(tmp_name: str, target: Path, rel: str, owners: _Owners | None) -> None:
+    """Rename the finished file into place; never over another package's file."""
+    if owners is None:
+        os.replace(tmp_name, target)
+        return
+    try:
+        os.link(tmp_name, target)  # fails when the name exists: no overwrite race
+    except FileExistsError:
+        other = owners.owner_of(rel)
+        for _ in range(20):  # the writer may be between its link and its claim
+            if other is not None:
+                break
+            time.sleep(0.05)
+            other = owners.owner_of(rel)
+        if other != owners.owner:
+            writer = other if other is not None else "an unknown job"
+            raise OutputsError(
+                f"/outputs entry {rel!r} of {owners.owner} refused: the staging store "
+                f"already holds {rel!r}, already written by {writer} in this submit; "
+                "artifacts of one submit never overwrite each other"
+            ) from None
+        os.replace(tmp_name, target)  # our own earlier try of the same package
+    else:
+        os.unlink(tmp_name)
+        owners.claim(rel)
+
+
 def _remove(root: Path, written: dict[str, Artifact]) -> None:
     for rel in written:
         (root / rel).unlink(missing_ok=True)
+
+
+def discard_artifacts(dest: Path, artifacts: Iterable[Artifact]) -> None:
+    """Remove extracted files whose job could not be recorded: unrecorded files in a
+    staging store would be orphans nothing refers to."""
+    root = Path(dest)
+    for artifact in artifacts:
+        with contextlib.suppress(OSError):
+            (root / artifact.path).unlink()
+
+
+# -- temporary files of dead writers ----------------------------------------------------------
+
+_PART_RE = re.compile(r"^\.butido-(\d+)@([A-Za-z0-9_-]*)\.[^.]*\.part$")
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40]
+
+
+def part_prefix() -> str:
+    """``.butido-<pid>@<host>.``: a temporary file names the process writing it."""
+    return f".butido-{os.getpid()}@{_HOST}."
+
+
+def remove_stale_parts(root: Path, *, max_age_seconds: float = STALE_PART_SECONDS) -> list[Path]:
+    """Delete the temporary files of dead writers in ``root`` and its subdirectories
+    one level down (the staging stores of the submits, the source cache's package dirs).
+
+    A file of a process on this host that no longer exists is dead at once; one of
+    another host is dead when it has not grown for ``max_age_seconds``."""
+    removed: list[Path] = []
+    try:
+        dirs = [root, *(d for d in Path(root).iterdir() if d.is_dir() and not d.is_symlink())]
+    except OSError:
+        return removed
+    now = time.time()
+    for directory in dirs:
+        try:
+            names = [e for e in os.scandir(directory) if e.name.endswith(PART_SUFFIX)]
+        except OSError:
+            continue
+        for entry in names:
+            match = _PART_RE.match(entry.name)
+            if match is None:
+                continue
+            pid, host = int(match.group(1)), match.group(2)
+            try:
+                if host == _HOST:
+                    dead = not _pid_alive(pid)
+                else:
+                    dead = now - entry.stat(follow_symlinks=False).st_mtime > max_age_seconds
+                if dead:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+            except OSError:
+                continue
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _safe_rel(rel_path: str) -> PurePosixPath | None:

@@ -8,17 +8,21 @@ scheduler and workers alike):
   ``BUTIDO_*`` overrides of config keys (e.g. ``BUTIDO_STAGING``);
 - ``BUTIDO_PARSE_CACHE``: the parse cache directory (``off`` disables it).
 
-A broken repository makes this file fail to import: Airflow lists the recipe errors (file,
-key, line) among its import errors instead of the DAGs silently vanishing.
+A broken repository makes this file fail to import: Airflow's import error for it is the list
+of recipe errors (file, key, line), and the DAGs are gone until the repository is fixed.
 """
 
 from __future__ import annotations
 
 import os
 
-from airflow_butido.dag_factory import create_dags
+from airflow_butido.dag_factory import broken_repository, create_dags
+from airflow_butido.errors import ButidoError
 
 if "BUTIDO_REPO" not in os.environ:
     raise RuntimeError("set BUTIDO_REPO to the package repository this DAG file builds")
 
-globals().update(create_dags(os.environ["BUTIDO_REPO"]))
+try:
+    globals().update(create_dags(os.environ["BUTIDO_REPO"]))
+except ButidoError as error:
+    raise broken_repository(os.environ["BUTIDO_REPO"], error) from None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,3 +147,18 @@ ENV_ARG_CASES = (
 )
 # ... and where the command checks containers.allowed_env (FLAVOR allowed, NOPE not):
 ENV_NOT_ALLOWED_CASE = ("name not allowed", "NOPE=x", "NOPE")
+
+
+def run_butido(repo: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The real ``butido`` command on ``repo``, with no parse cache, its caches inside the
+    repository and no configuration overlay inherited from the caller's environment."""
+    env = {**os.environ, "BUTIDO_PARSE_CACHE": "off", "XDG_CACHE_HOME": str(repo / "cache")}
+    for var in ("AIRFLOW_HOME", "BUTIDO_CONFIG", "BUTIDO_SETTINGS"):
+        env.pop(var, None)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "butido"), "--repo", str(repo), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -47,6 +47,25 @@ def register(subparsers: Any) -> None:
         help="package tasks at a time (default: the endpoints' maxjobs summed)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="stream the build logs")
+    p.add_argument("--no-verify", action="store_true", help="do not check the sources' hashes")
+    p.add_argument(
+        "--no-lint", action="store_true", help="do not run the configured script_linter first"
+    )
+    p.add_argument(
+        "--staging-dir",
+        metavar="DIR",
+        help="build into this existing <staging>/<submit uuid> directory (continue a submit)",
+    )
+    p.add_argument(
+        "--shebang", metavar="BANG", help="first line of every script (default: config shebang)"
+    )
+    p.add_argument(
+        "-L",
+        "--write-log",
+        metavar="FILE",
+        type=Path,
+        help="write every package's build log to FILE, each line prefixed by the package",
+    )
     p.set_defaults(func=run)
 
 
@@ -84,12 +103,23 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     config = parse_cache.load(repo_root).repo.config
     image = config.resolve_image(args.image)
     spec = f"{args.name} {args.version}" if args.version else args.name
-    request = RunRequest((spec,), env_pairs(args.env), args.force_rebuild)
+    request = RunRequest(
+        (spec,),
+        env_pairs(args.env),
+        args.force_rebuild,
+        lint=not args.no_lint,
+        verify=not args.no_verify,
+        shebang=args.shebang,
+        staging_dir=str(Path(args.staging_dir).absolute()) if args.staging_dir else None,
+    )
     (dag,) = create_dags(repo_root, images=[image]).values()
 
     url = database_url_for(args, config, use_airflow=False)
+    log_file = _open_log(args.write_log) if args.write_log else None
     for task in dag.tasks:
         task.database_url = url  # type: ignore[union-attr]
+        if log_file is not None and hasattr(task, "line_sink"):
+            task.line_sink = log_file.write_line
     slots = sum(e.maxjobs for e in config.docker.endpoints)
     parallel = args.parallel or max(1, slots)
 
@@ -115,8 +145,12 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     out = sys.stderr if (args.json or args.csv) else stdout
     local = LocalRun(dag, request.to_conf(), max_parallel=parallel, on_event=show)
     print(f"building {spec} in {image} ({dag.dag_id}, up to {parallel} at a time)", file=out)
-    with _sigterm_interrupts():
-        states = local.run()
+    try:
+        with _sigterm_interrupts():
+            states = local.run()
+    finally:
+        if log_file is not None:
+            log_file.close()
 
     plan_json = local.xcom.get(PLAN_TASK_ID, "return_value")
     if not plan_json:
@@ -147,6 +181,33 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         for path in paths:
             print(path, file=stdout)
     return 0 if report.ok else 1
+
+
+class _BuildLog:
+    """``-L FILE``: the script output of every package, as it arrives, one line each,
+    prefixed with ``<name> <version>: `` (packages build in parallel)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def write_line(self, package: str, line: str) -> None:
+        with self._lock:
+            self._stream.write(f"{package}: {line}\n")
+            self._stream.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stream.close()
+
+
+def _open_log(path: Path) -> _BuildLog:
+    from airflow_butido.errors import ButidoError
+
+    try:
+        return _BuildLog(path.open("w", encoding="utf-8"))
+    except OSError as exc:
+        raise ButidoError(f"--write-log {path}: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager

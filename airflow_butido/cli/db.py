@@ -159,6 +159,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_job(args: argparse.Namespace) -> int:
     from airflow_butido.db.queries import job_detail
+    from airflow_butido.jobs import format_phases
 
     ctx = open_db(args)
     job = job_detail(ctx.engine, args.uuid, with_log=args.log or args.json)
@@ -181,6 +182,7 @@ def cmd_job(args: argparse.Namespace) -> int:
         ("Reused from", f"{job.reused_from} ({job.reuse_reason})" if job.reused_from else ""),
         ("Artifacts", " ".join(p for p, _, _ in job.artifacts)),
         ("Inputs", " ".join(job.inputs)),
+        ("Phases", format_phases(job.phase_seconds).removeprefix("phases: ")),
     ]
     if args.json:
         data: dict[str, Any] = dict(fields)
@@ -191,6 +193,7 @@ def cmd_job(args: argparse.Namespace) -> int:
             json.loads(job.build_key_inputs) if job.build_key_inputs else None
         )
         data["artifacts"] = [{"path": p, "sha256": h, "size": n} for p, h, n in job.artifacts]
+        data["Phases"] = job.phase_seconds
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
@@ -334,6 +337,17 @@ def cmd_cli(args: argparse.Namespace) -> int:
     return 0  # not reached: exec replaces this process
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    from airflow_butido.db.records import repair_abandoned
+
+    done = repair_abandoned(open_db(args).engine)
+    for job in done.jobs:
+        print(f"job {job}: failed (abandoned: no heartbeat)")
+    print(f"{len(done.jobs)} job(s) repaired, {done.leases} slot lease(s) and {done.claims} "
+          "build claim(s) freed")  # fmt: skip
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------
 
 
@@ -399,5 +413,7 @@ def register(subparsers: Any) -> None:
     add_time_filters(p)
     add_limit(p)
 
+    command("repair", cmd_repair, "fail the jobs of dead builds, free their slots and claims",
+            table=False)  # fmt: skip
     command("envvars", cmd_envvars, "list recorded environment variables")
     command("images", cmd_images, "list recorded images")

@@ -1,8 +1,14 @@
-"""``butido release new|rm|list``: copy artifacts of a submit into a release store."""
+"""``butido release new|rm|list``: copy artifacts of a submit into a release store.
+
+``release new`` also tells Airflow (an event on the release store's asset) when
+``BUTIDO_AIRFLOW_URL`` is set."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +50,44 @@ def cmd_new(args: argparse.Namespace) -> int:
     if not args.quiet:
         for item in released:
             print(f"{item.path}{' (updated)' if item.replaced else ''}")
+    announce_release(args.to, args.submit, released)
     return 0
+
+
+def announce_release(store: str, submit: str, released: Sequence[Any]) -> None:
+    """An event on the asset ``butido://release/<store>`` through Airflow's REST API, when
+    ``BUTIDO_AIRFLOW_URL`` names a deployment (credentials as for `butido trigger`);
+    without it, nothing: Airflow learns of a release only from this event."""
+    url = os.environ.get("BUTIDO_AIRFLOW_URL")
+    if not url or not released:
+        return
+    from airflow_butido.airflow_rest import AirflowClient
+    from airflow_butido.assets import release_uri
+
+    token = os.environ.get("BUTIDO_AIRFLOW_TOKEN")
+    user = os.environ.get("BUTIDO_AIRFLOW_USER")
+    client = AirflowClient(url, token=token, username=user,
+                           password=os.environ.get("BUTIDO_AIRFLOW_PASSWORD"))  # fmt: skip
+    if not token or user:
+        client.login()
+    uri = release_uri(store)
+    asset_id = client.asset_id(uri)
+    if asset_id is None:
+        print(f"warning: Airflow at {url} has no asset {uri} (no butido DAG deployed?); "
+              "no event sent", file=sys.stderr)  # fmt: skip
+        return
+    client.add_asset_event(
+        asset_id,
+        {
+            "store": store,
+            "submit_uuid": submit,
+            "released": [
+                {"package": r.package, "version": r.version, "path": str(r.path),
+                 "replaced": r.replaced}
+                for r in released
+            ],
+        },
+    )  # fmt: skip
 
 
 def cmd_rm(args: argparse.Namespace) -> int:

@@ -100,6 +100,8 @@ def cmd_download(args: argparse.Namespace) -> int:
         items,
         force=args.force,
         timeout=args.timeout,
+        deadline_seconds=repo.config.source_download_deadline,
+        max_bytes=repo.config.source_download_max_mb << 20,
         on_event=on_event,
     )
     rows = [

@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow_butido.cli.common import add_run_flags
@@ -21,6 +24,9 @@ EXIT_TIMEOUT = 3
 _BOOKKEEPING_TASKS = ("plan", "report")
 # operators.plan.FAILURE_XCOM_KEY; not imported, so that this client does not load Airflow
 FAILURE_XCOM_KEY = "failure"
+# what Airflow accepts in a run id ([scheduler] allowed_run_id_pattern, by default)
+_RUN_ID_BAD = re.compile(r"[^A-Za-z0-9_.~:+-]")
+_RUN_ID_WHAT_MAX = 120
 
 
 def register(subparsers: Any) -> None:
@@ -68,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         client.login()
     if not args.no_unpause:
         client.set_paused(dag_id, False)
-    run_id = client.trigger(dag_id, request.to_conf())
+    run_id = client.trigger(dag_id, request.to_conf(), run_id=run_id_for(request.packages))
     # progress goes to stderr when stdout is for a machine (--json / --csv)
     progress_out = sys.stderr if (args.json or args.csv) else sys.stdout
     print(f"triggered {dag_id} run {run_id}", file=progress_out, flush=True)
@@ -96,6 +102,16 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_TIMEOUT
 
 
+def run_id_for(packages: Sequence[str], now: datetime | None = None) -> str:
+    """``butido__<what>__<UTC time>``: the run list then says what each run built, e.g.
+    ``butido__greet-suite__2026-11-30T12:00:00.123456`` (``default`` for the default set)."""
+    what = "+".join(_RUN_ID_BAD.sub("_", "-".join(p.split())) for p in packages) or "default"
+    if len(what) > _RUN_ID_WHAT_MAX:
+        what = what[: _RUN_ID_WHAT_MAX - 3] + "..."
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return f"butido__{what}__{stamp}"
+
+
 def dag_id_for(repo: Any, image: str) -> str:
     """``<prefix><short name>`` from the repository's configuration, if one is at hand;
     otherwise the image is taken as the short name with the default prefix."""
@@ -121,7 +137,11 @@ def _print_summary(
 
     data = client.xcom(dag_id, run_id, "report")
     report = report_from_json(data) if isinstance(data, dict) and "packages" in data else None
-    failures = {} if report is not None else _failure_messages(client, dag_id, run_id)
+    failures = (
+        {o.task_id: o.message for o in report.of("failed")}
+        if report is not None
+        else _failure_messages(client, dag_id, run_id)
+    )
     artifacts = [path for o in report.outcomes for path in o.artifacts] if report else []
     if args.json:
         json.dump(
@@ -140,7 +160,7 @@ def _print_summary(
         print(f"\n{report.format()}")
     for path in artifacts:
         print(f"artifact: {path}")
-    for task_id, message in failures.items():
+    for task_id, message in failures.items() if report is None else ():
         first, *rest = message.splitlines() or [""]
         print(f"{task_id} failed: {first}" + "".join(f"\n    {line}" for line in rest))
     print(f"run {run_id}: {final.get('state')}")

@@ -16,6 +16,8 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from airflow_butido.db import reuse
+from airflow_butido.db.leases import lease_endpoint_of
+from airflow_butido.db.records import HEARTBEAT_TTL_SECONDS, repair_abandoned
 from airflow_butido.errors import BuildError
 from airflow_butido.heartbeat import heartbeat
 from airflow_butido.jobs import BuildKey, ReusedBuild
@@ -23,7 +25,8 @@ from airflow_butido.stores import Artifact, release_store_holding
 
 log = logging.getLogger(__name__)
 
-CLAIM_TTL_SECONDS = 120.0
+CLAIM_TTL_SECONDS = HEARTBEAT_TTL_SECONDS  # renewed every fifth of it
+WAIT_REPORT_SECONDS = 15.0  # a waiting job says for whom at once, then this often
 
 
 class DatabaseBuildCache:
@@ -53,23 +56,34 @@ class DatabaseBuildCache:
     def claim_or_reuse(
         self, package_name: str, package_version: str, key: BuildKey, job_uuid: str
     ) -> ReusedBuild | None:
+        repair_abandoned(self.engine)  # a dead holder's claim must not keep us waiting
         exists = reuse.store_checker(self.staging_root, self.release_store_dirs)
         label = f"{package_name} {package_version}"
 
         def find() -> reuse.ReuseCandidate | None:
             return reuse.find_reusable(self.engine, package_name, package_version, key.key, exists)
 
+        next_report = [0.0]
+
         def waiting(holder: str | None, waited: float) -> None:
             if self.cancelled is not None and self.cancelled():
                 raise BuildError(
                     f"{label}: cancelled while waiting for job {holder} building the same inputs"
                 )
-            log.info(
-                "%s: job %s is building the same inputs (key %s); waiting %.0f s to reuse it",
+            if waited < next_report[0]:
+                return
+            next_report[0] = waited + WAIT_REPORT_SECONDS
+            endpoint = lease_endpoint_of(self.engine, holder) if holder else None
+            log.log(
+                logging.WARNING if waited >= WAIT_REPORT_SECONDS else logging.INFO,
+                "%s: job %s%s is building the same inputs (key %s); waiting %.0f s to reuse "
+                "it (a dead holder's claim frees itself within %.0f s)",
                 label,
                 holder,
+                f" on {endpoint}" if endpoint else "",
                 key.key[:12],
                 waited,
+                self.claim_ttl_seconds,
             )
 
         found = reuse.claim_or_reuse(

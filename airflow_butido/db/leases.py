@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -19,8 +20,9 @@ from sqlalchemy.engine import Connection, Engine
 from airflow_butido.db import rows
 from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
+from airflow_butido.db.records import HEARTBEAT_TTL_SECONDS, job_uuids, record_heartbeat
 
-DEFAULT_TTL_SECONDS = 600.0
+DEFAULT_TTL_SECONDS = HEARTBEAT_TTL_SECONDS  # renewed every 4 s (endpoints.HEARTBEAT_SECONDS)
 # Arbitrary constant naming the advisory lock that serialises slot acquisition.
 _PG_LOCK_ID = 0x6275746964  # "butid"
 
@@ -109,6 +111,7 @@ def renew_slot(engine: Engine, job_uuid: str, *, ttl_seconds: float = DEFAULT_TT
         result = conn.execute(
             sa.update(lease).where(lease.c.job_uuid == job_uuid).values(expires_at=expires)
         )
+        record_heartbeat(conn, job_uuid)  # the slot's holder is the job: both are alive
         return bool(result.rowcount)
 
 
@@ -116,6 +119,67 @@ def release_slot(engine: Engine, job_uuid: str) -> None:
     lease = s.endpoint_leases
     with transaction(engine, immediate=True) as conn:
         conn.execute(sa.delete(lease).where(lease.c.job_uuid == job_uuid))
+
+
+@dataclass(frozen=True)
+class SlotHolder:
+    endpoint: str
+    job_uuid: str
+    package: str | None  # "name version" once the job row exists
+    held_seconds: float
+
+
+def slot_holders(engine: Engine, endpoints: Sequence[str]) -> list[SlotHolder]:
+    """Who holds the live slots of ``endpoints``, longest first: what a waiting job says
+    it waits for."""
+    lease, j, p = s.endpoint_leases, s.jobs, s.packages
+    now = rows.utcnow()
+    with transaction(engine) as conn:
+        found = conn.execute(
+            sa.select(lease.c.endpoint_name, lease.c.job_uuid, lease.c.acquired_at)
+            .where(lease.c.endpoint_name.in_(list(endpoints)), lease.c.expires_at > now)
+            .order_by(lease.c.acquired_at)
+        ).all()
+        uuids = job_uuids(str(r.job_uuid) for r in found)
+        packages = {
+            str(r.uuid): f"{r.name} {r.version}"
+            for r in conn.execute(
+                sa.select(j.c.uuid, p.c.name, p.c.version)
+                .join(p, p.c.id == j.c.package_id)
+                .where(j.c.uuid.in_(uuids))
+            )
+        }
+    return [
+        SlotHolder(
+            str(r.endpoint_name),
+            str(r.job_uuid),
+            packages.get(str(r.job_uuid)),
+            (now - rows.as_utc(r.acquired_at)).total_seconds(),
+        )
+        for r in found
+    ]
+
+
+def lease_endpoint_of(engine: Engine, job_uuid: str) -> str | None:
+    """The endpoint where ``job_uuid`` holds a slot, if it does."""
+    lease = s.endpoint_leases
+    with transaction(engine) as conn:
+        found = conn.execute(
+            sa.select(lease.c.endpoint_name).where(lease.c.job_uuid == job_uuid)
+        ).scalar()
+    return None if found is None else str(found)
+
+
+def live_lease_jobs(engine: Engine) -> set[str]:
+    """The jobs holding an unexpired slot: alive, whatever their containers look like."""
+    lease = s.endpoint_leases
+    with transaction(engine) as conn:
+        return {
+            str(u)
+            for u in conn.execute(
+                sa.select(lease.c.job_uuid).where(lease.c.expires_at > rows.utcnow())
+            ).scalars()
+        }
 
 
 def slot_usage(engine: Engine) -> dict[str, int]:

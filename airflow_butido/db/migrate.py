@@ -7,7 +7,10 @@ columns, tables and indexes in place.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,9 +65,22 @@ def head_revision() -> str:
     return head
 
 
+@contextlib.contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Alembic logs "Context impl ..." and each step at INFO; in a task log (every package
+    task opens the database) that is noise, so only its warnings pass."""
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def current_state(engine: Engine) -> str:
     """``empty``, ``butido-0.5`` (tables without alembic_version) or the revision."""
-    with infrastructure_errors(engine), engine.connect() as conn:
+    with _quiet_alembic(), infrastructure_errors(engine), engine.connect() as conn:
         return _state(conn)
 
 
@@ -97,7 +113,7 @@ def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
     one database at once exactly one reports creating it; the others find it current.
     """
     cfg = alembic_config()
-    with infrastructure_errors(engine), engine.connect() as conn:
+    with _quiet_alembic(), infrastructure_errors(engine), engine.connect() as conn:
         # Two processes setting up one database (the first runs of two DAGs): the second
         # waits for the first's commit, then finds the schema current.
         if is_sqlite(conn):

@@ -7,8 +7,9 @@ end of their log (the last ``#BUTIDO:STATE`` line wins).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
 
 LOG_TAIL_CHARS = 4096
+LOG_CHUNKS_PER_READ = 4
 
 
 def posthoc_state(log_text: str) -> str:
@@ -263,6 +265,32 @@ class JobDetail:
     env: tuple[tuple[str, str], ...]
     artifacts: tuple[tuple[str, str | None, int | None], ...]
     inputs: tuple[str, ...]
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # see jobs.PhaseTimer
+
+
+def job_log(conn: Connection, job_id: int, log_text: str) -> str:
+    """The whole log of a job: its chunks when it has them, else ``jobs.log_text``."""
+    return "".join(iter_job_log(conn, job_id, log_text))
+
+
+def iter_job_log(conn: Connection, job_id: int, log_text: str) -> Iterator[str]:
+    """The log of a job chunk by chunk (see record_job_finish)."""
+    c = s.job_log_chunks.c
+    last = -1
+    while True:
+        found = conn.execute(
+            sa.select(c.seq, c.text)
+            .where(c.job_id == job_id, c.seq > last)
+            .order_by(c.seq)
+            .limit(LOG_CHUNKS_PER_READ)
+        ).all()
+        if not found:
+            break
+        for seq, text in found:
+            last = seq
+            yield text
+    if last < 0:
+        yield log_text
 
 
 def job_detail(engine: Engine, uuid: str, *, with_log: bool = True) -> JobDetail | None:
@@ -339,10 +367,11 @@ def job_detail(engine: Engine, uuid: str, *, with_log: bool = True) -> JobDetail
             reused_from=None if r.reused_from is None else str(r.reused_from),
             reuse_reason=r.reuse_reason,
             script=r.script_text,
-            log=r.log,
+            log=job_log(conn, r.id, r.log) if with_log else r.log,
             env=tuple((n, v) for n, v in env),
             artifacts=tuple(tuple(x) for x in arts),
             inputs=tuple(inputs),
+            phase_seconds=json.loads(r.phase_seconds) if r.phase_seconds else {},
         )
 
 

@@ -6,7 +6,7 @@ The submit row must exist already (the plan records it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from sqlalchemy.engine import Engine
@@ -14,7 +14,6 @@ from sqlalchemy.engine import Engine
 from airflow_butido.db.records import (
     ArtifactRecord,
     InputRef,
-    record_artifacts,
     record_inputs,
     record_job_finish,
     record_job_start,
@@ -73,6 +72,7 @@ class DatabaseRecorder:
             self.engine,
             reused_job_uuid=job.reused.job_uuid,
             reason=job.reused.reason,
+            phase_seconds=job.phase_seconds,
             **self._job_values(job),
         )
         self._record_inputs(job.job_uuid)
@@ -91,11 +91,8 @@ class DatabaseRecorder:
         failure_class: str | None,
         log: IO[str] | None,
         artifacts: Sequence[Artifact] = (),
+        phases: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
-        if state == SUCCESS:
-            record_artifacts(
-                self.engine, job_uuid, [ArtifactRecord(a.path, a.sha256, a.size) for a in artifacts]
-            )
         record_job_finish(
             self.engine,
             uuid=job_uuid,
@@ -103,4 +100,10 @@ class DatabaseRecorder:
             exit_status=exit_code,
             failure_class=failure_class,
             log=log,
+            artifacts=(
+                [ArtifactRecord(a.path, a.sha256, a.size) for a in artifacts]
+                if state == SUCCESS
+                else None
+            ),
+            phase_seconds=phases,
         )

@@ -9,12 +9,17 @@ raises InfrastructureError (see engine.transaction).
 from __future__ import annotations
 
 import codecs
+import collections
+import contextlib
 import io
+import itertools
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import time
+import uuid as uuid_module
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import IO, Any, Protocol
 
 import sqlalchemy as sa
@@ -25,7 +30,15 @@ from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
 from airflow_butido.errors import ButidoError
 
-LOG_CHUNK_CHARS = 8 * 1024 * 1024
+LOG_CHUNK_CHARS = 1 << 20  # one row of job_log_chunks
+LOG_CHUNKS_PER_TRANSACTION = 4
+LOG_TEXT_MAX_CHARS = 1 << 20  # jobs.log_text holds a longer log's end only
+LOG_CUT_MARKER = (
+    "#airflow-butido: the beginning of this log is cut here; 'butido db log-of' shows it whole"
+)
+HEARTBEAT_TTL_SECONDS = 20.0  # a running job not heard of for this long is dead
+ABANDONED = "abandoned"  # failure class of a job whose process died
+ARTIFACT_BATCH = 500  # artifact rows per transaction
 
 LogSource = str | bytes | os.PathLike[str] | IO[str] | IO[bytes] | None
 
@@ -153,6 +166,7 @@ def record_job_start(
         "exit_status": None,
         "failure_class": None,
         "started_at": started_at or rows.utcnow(),
+        "heartbeat_at": started_at or rows.utcnow(),
         "finished_at": None,
         "dag_id": dag_id,
         "run_id": run_id,
@@ -202,17 +216,45 @@ def record_job_finish(
     exit_status: int | None,
     failure_class: str | None = None,
     log: LogSource = None,
+    artifacts: Sequence[ArtifactRecord | _ArtifactLike] | None = None,
     finished_at: datetime | None = None,
+    phase_seconds: Mapping[str, float] | Callable[[], Mapping[str, float]] | None = None,
 ) -> None:
-    """Complete the job row: outcome and the full log (NUL bytes removed).
+    """Complete the job row: outcome, the full log (NUL bytes removed), its artifacts,
+    the seconds of each phase (a callable is called in the last transaction, so the
+    time spent recording counts too).
 
-    ``log`` may be a str, bytes, a path or an open file (text or binary); it is
-    written in chunks of LOG_CHUNK_CHARS, so a 100 MB log is never held whole.
+    ``log`` may be a str, bytes, a path or an open file (text or binary). It is stored in
+    chunks of LOG_CHUNK_CHARS, committed a few at a time, so neither this process nor
+    the database ever holds the whole log, and no transaction is long. A log longer
+    than one chunk lives in ``job_log_chunks``; ``jobs.log_text`` then holds its end
+    after a marker line (butido reads its outcome from there).
+
+    ``artifacts`` are recorded in batches of ARTIFACT_BATCH rows, one transaction each;
+    the last batch is written in the transaction that sets the state, so a job is
+    ``success`` only with all its artifacts recorded.
     """
     if state not in (s.SUCCESS, s.FAILED):
         raise ValueError(f"a finished job is {s.SUCCESS!r} or {s.FAILED!r}, not {state!r}")
+    chunks = iter_log_chunks(log, LOG_CHUNK_CHARS)
+    first = next(chunks, "")
+    second = next(chunks, None)
+    if second is None and len(artifacts or ()) <= ARTIFACT_BATCH:
+        # the common case, a log of one chunk: one transaction for all of it
+        job_id = None
+        log_text = first
+        last = list(artifacts or ())
+    else:
+        with transaction(engine) as conn:
+            job_id = _require_job_id(conn, uuid)
+        rest = chunks if second is None else itertools.chain((second,), chunks)
+        log_text = _store_log(engine, job_id, itertools.chain((first,), rest))
+        last = _record_artifact_batches(engine, job_id, artifacts or ())
     with transaction(engine, immediate=True) as conn:
-        job_id = _require_job_id(conn, uuid)
+        if job_id is None:
+            job_id = _require_job_id(conn, uuid)
+            _delete_log_chunks(conn, job_id)  # a retry replaces the old log
+        _insert_artifacts(conn, job_id, last)
         conn.execute(
             sa.update(s.jobs)
             .where(s.jobs.c.id == job_id)
@@ -221,16 +263,50 @@ def record_job_finish(
                 exit_status=exit_status,
                 failure_class=failure_class,
                 finished_at=finished_at or rows.utcnow(),
-                log_text="",
+                log_text=log_text,
+                **_phases_value(phase_seconds),
             )
         )
-        for chunk in iter_log_chunks(log):
-            conn.execute(
-                sa.update(s.jobs)
-                .where(s.jobs.c.id == job_id)
-                .values(log_text=s.jobs.c.log_text + sa.bindparam("chunk", type_=sa.Text)),
-                {"chunk": chunk},
-            )
+
+
+def _phases_value(
+    phase_seconds: Mapping[str, float] | Callable[[], Mapping[str, float]] | None,
+) -> dict[str, str]:
+    """``{"phase_seconds": JSON}``, or nothing when there are none (keeps an earlier value)."""
+    found = phase_seconds() if callable(phase_seconds) else phase_seconds
+    return {"phase_seconds": json.dumps(dict(found))} if found else {}
+
+
+def _delete_log_chunks(conn: Connection, job_id: int) -> None:
+    conn.execute(sa.delete(s.job_log_chunks).where(s.job_log_chunks.c.job_id == job_id))
+
+
+def _store_log(engine: Engine, job_id: int, chunks: Iterator[str]) -> str:
+    """Write the log's chunks (when more than one); return the text for jobs.log_text."""
+    first = next(chunks, "")
+    second = next(chunks, None)
+    with transaction(engine, immediate=True) as conn:  # a retry replaces the old log
+        _delete_log_chunks(conn, job_id)
+    if second is None:
+        return first
+    tail: collections.deque[str] = collections.deque(maxlen=2)
+    batch: list[dict[str, Any]] = []
+    for seq, chunk in enumerate(itertools.chain((first, second), chunks)):
+        tail.append(chunk)
+        batch.append({"job_id": job_id, "seq": seq, "text": chunk})
+        if len(batch) >= LOG_CHUNKS_PER_TRANSACTION:
+            _insert_log_chunks(engine, batch)
+            batch = []
+    _insert_log_chunks(engine, batch)
+    end = "".join(tail)[-LOG_TEXT_MAX_CHARS:]
+    newline = end.find("\n")
+    return LOG_CUT_MARKER + "\n" + (end[newline + 1 :] if newline >= 0 else end)
+
+
+def _insert_log_chunks(engine: Engine, batch: list[dict[str, Any]]) -> None:
+    if batch:
+        with _short_write(engine) as conn:
+            conn.execute(sa.insert(s.job_log_chunks), batch)
 
 
 def iter_log_chunks(log: LogSource, chunk_chars: int = LOG_CHUNK_CHARS) -> Iterator[str]:
@@ -264,24 +340,66 @@ def iter_log_chunks(log: LogSource, chunk_chars: int = LOG_CHUNK_CHARS) -> Itera
 def record_artifacts(
     engine: Engine, job_uuid: str, artifacts: Iterable[ArtifactRecord | _ArtifactLike]
 ) -> None:
-    """One row per output file of the job (path, sha256, size); repeatable."""
-    with transaction(engine, immediate=True) as conn:
+    """One row per output file of the job (path, sha256, size); repeatable.
+
+    Written ARTIFACT_BATCH rows per transaction: SQLite's one write lock is never held
+    for long, so concurrent builds can take their slots meanwhile."""
+    with transaction(engine) as conn:
         job_id = _require_job_id(conn, job_uuid)
-        for artifact in artifacts:
-            rows.insert_ignore(
-                conn,
-                s.artifacts,
-                {
-                    "path": artifact.path,
-                    "job_id": job_id,
-                    "sha256": artifact.sha256,
-                    "size": artifact.size,
-                },
-            )
+    last = _record_artifact_batches(engine, job_id, artifacts)
+    with transaction(engine, immediate=True) as conn:
+        _insert_artifacts(conn, job_id, last)
+
+
+def _record_artifact_batches(
+    engine: Engine, job_id: int, artifacts: Iterable[ArtifactRecord | _ArtifactLike]
+) -> list[ArtifactRecord | _ArtifactLike]:
+    """Record all but the last batch, each in its own transaction; return the last."""
+    batch: list[ArtifactRecord | _ArtifactLike] = []
+    for artifact in artifacts:
+        if len(batch) >= ARTIFACT_BATCH:
+            with _short_write(engine) as conn:
+                _insert_artifacts(conn, job_id, batch)
+            batch = []
+        batch.append(artifact)
+    return batch
+
+
+@contextlib.contextmanager
+def _short_write(engine: Engine) -> Iterator[Connection]:
+    """One of many write transactions in a row. On SQLite, whose single write lock a
+    waiting writer only retries now and then, pause afterwards as long as the lock was
+    held, so a concurrent build's slot or claim gets through instead of starving."""
+    started = time.monotonic()
+    with transaction(engine, immediate=True) as conn:
+        yield conn
+    if engine.dialect.name == "sqlite":
+        time.sleep(max(time.monotonic() - started, 0.002))
+
+
+def _insert_artifacts(
+    conn: Connection, job_id: int, batch: Sequence[ArtifactRecord | _ArtifactLike]
+) -> None:
+    if not batch:
+        return
+    a = s.artifacts
+    paths = [artifact.path for artifact in batch]
+    known = dict(
+        conn.execute(
+            sa.select(a.c.path, a.c.id).where(a.c.job_id == job_id, a.c.path.in_(paths))
+        ).all()
+    )
+    fresh = [
+        {"path": x.path, "job_id": job_id, "sha256": x.sha256, "size": x.size}
+        for x in batch
+        if x.path not in known
+    ]
+    if fresh:
+        conn.execute(sa.insert(a), fresh)
+    for x in batch:
+        if x.path in known:
             conn.execute(
-                sa.update(s.artifacts)
-                .where(s.artifacts.c.job_id == job_id, s.artifacts.c.path == artifact.path)
-                .values(sha256=artifact.sha256, size=artifact.size)
+                sa.update(a).where(a.c.id == known[x.path]).values(sha256=x.sha256, size=x.size)
             )
 
 
@@ -328,12 +446,13 @@ def record_reused_job(
     dag_id: str | None = None,
     run_id: str | None = None,
     try_number: int | None = None,
+    phase_seconds: Mapping[str, float] | None = None,
 ) -> int:
     """A job that ran no container because an earlier job's artifacts were reused."""
     job = ReusedJob(
         uuid, submit_uuid, package_name, package_version, image, reused_job_uuid, reason,
         script, dict(env or {}), build_key, build_key_inputs, image_digest, dag_id, run_id,
-        try_number,
+        try_number, phase_seconds,
     )  # fmt: skip
     return record_reused_jobs(engine, [job])[0]
 
@@ -357,6 +476,7 @@ class ReusedJob:
     dag_id: str | None = None
     run_id: str | None = None
     try_number: int | None = None
+    phase_seconds: Mapping[str, float] | None = None
 
 
 def record_reused_jobs(engine: Engine, jobs: Iterable[ReusedJob]) -> list[int]:
@@ -389,6 +509,7 @@ def record_reused_jobs(engine: Engine, jobs: Iterable[ReusedJob]) -> list[int]:
                 "reuse_reason": job.reason,
                 "reused_from_job_id": reused_id,
                 "endpoint_id": endpoint,
+                **_phases_value(job.phase_seconds),
             }
             ids.append(
                 _upsert_job(
@@ -461,6 +582,82 @@ def mark_earlier_tries_failed(
             ).scalars()
         ]
         return _orphan(conn, uuids)
+
+
+def job_uuids(values: Iterable[str]) -> list[str]:
+    """The values that are UUIDs: slot leases and claims take any job name, job rows
+    only UUIDs (PostgreSQL refuses to compare its uuid column with anything else)."""
+    found = []
+    for value in values:
+        try:
+            found.append(str(uuid_module.UUID(str(value))))
+        except ValueError:
+            continue
+    return found
+
+
+def record_heartbeat(conn: Connection, job_uuid: str) -> None:
+    """The job's process is alive (see repair_abandoned); part of its slot's renewal."""
+    if not job_uuids([job_uuid]):
+        return
+    conn.execute(
+        sa.update(s.jobs)
+        .where(s.jobs.c.uuid == job_uuid, s.jobs.c.state == s.RUNNING)
+        .values(heartbeat_at=rows.utcnow())
+    )
+
+
+@dataclass(frozen=True)
+class Repaired:
+    """What ``repair_abandoned`` freed: jobs marked failed, leases and claims deleted."""
+
+    jobs: tuple[str, ...]
+    leases: int
+    claims: int
+
+
+def repair_abandoned(
+    engine: Engine, *, ttl_seconds: float = HEARTBEAT_TTL_SECONDS, now: datetime | None = None
+) -> Repaired:
+    """A job whose process died (``kill -9``, a lost host, a lost database connection)
+    stops beating. Once its heartbeat is ``ttl_seconds`` old, or its slot lease has
+    expired, its ``running`` row becomes failed ("abandoned"), and its slot lease and
+    build claim are deleted, as are all expired leases and claims. Called at the start
+    of every build, and by ``butido db repair``."""
+    now = now or rows.utcnow()
+    cutoff = now - timedelta(seconds=ttl_seconds)
+    j, lease = s.jobs, s.endpoint_leases
+    last_beat = sa.func.coalesce(j.c.heartbeat_at, j.c.started_at)
+    with transaction(engine, immediate=True) as conn:
+        # A job holds its slot from before its row is written until after it is finished:
+        # a running job without a live slot is dead as surely as one that stopped beating.
+        leased = {
+            str(u)
+            for u in conn.execute(
+                sa.select(lease.c.job_uuid).where(lease.c.expires_at > now)
+            ).scalars()
+        }
+        uuids = [
+            str(row.uuid)
+            for row in conn.execute(
+                sa.select(j.c.uuid, last_beat.label("beat")).where(j.c.state == s.RUNNING)
+            )
+            if str(row.uuid) not in leased or rows.as_utc(row.beat) < cutoff
+        ]
+        if uuids:
+            conn.execute(
+                sa.update(j)
+                .where(j.c.uuid.in_(uuids), j.c.state == s.RUNNING)
+                .values(state=s.FAILED, failure_class=ABANDONED, finished_at=now)
+            )
+        claim = s.build_claims
+        leases = conn.execute(
+            sa.delete(lease).where(sa.or_(lease.c.expires_at <= now, lease.c.job_uuid.in_(uuids)))
+        ).rowcount
+        claims = conn.execute(
+            sa.delete(claim).where(sa.or_(claim.c.expires_at <= now, claim.c.job_uuid.in_(uuids)))
+        ).rowcount
+    return Repaired(tuple(uuids), int(leases or 0), int(claims or 0))
 
 
 def _orphan(conn: Connection, uuids: list[str]) -> int:

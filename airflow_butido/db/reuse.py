@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +46,7 @@ class ReuseCandidate:
     submit_uuid: str
     build_key: str
     artifacts: tuple[ReusableArtifact, ...]
+    reason: str = ""  # why it is reusable, when not by its build key
 
 
 ArtifactExists = Callable[[ReusableArtifact], bool]
@@ -118,6 +119,17 @@ def _chunks(items: Sequence[int], size: int) -> list[Sequence[int]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def artifact_places(
+    staging_root: Path, release_store_dirs: Sequence[Path], artifact: ReusableArtifact
+) -> list[Path]:
+    """Where an artifact may be, in lookup order: its submit's staging directory, then each
+    release store."""
+    return [
+        Path(staging_root) / artifact.staging_path,
+        *(Path(d) / artifact.path for d in release_store_dirs),
+    ]
+
+
 def store_checker(
     staging_root: Path, release_store_dirs: Sequence[Path] = (), *, verify: bool = True
 ) -> ArtifactExists:
@@ -127,11 +139,7 @@ def store_checker(
     no read: what the plan checks for every package of a run)."""
 
     def exists(artifact: ReusableArtifact) -> bool:
-        places = [
-            Path(staging_root) / artifact.staging_path,
-            *(Path(d) / artifact.path for d in release_store_dirs),
-        ]
-        for place in places:
+        for place in artifact_places(staging_root, release_store_dirs, artifact):
             if not place.is_file():
                 continue
             if verify:
@@ -162,6 +170,7 @@ def decide_reuse(
     inputs_of: Callable[[Key, list[str]], BuildKeyInputs | None],
     artifact_exists: ArtifactExists,
     fallback: Callable[[Key, BuildKeyInputs], ReuseCandidate | None] | None = None,
+    adopt: Callable[[Mapping[Key, BuildKeyInputs]], Mapping[Key, ReuseCandidate]] | None = None,
 ) -> dict[Key, ReuseDecision]:
     """Which packages of a graph can be reused now, deciding dependencies first.
 
@@ -171,8 +180,10 @@ def decide_reuse(
     package cannot be reused whatever the database holds. A package whose
     dependencies are all reusable gets a key and a lookup; the others are left undecided
     (``inputs`` None) because their key depends on artifacts not built yet. One batched
-    lookup per dependency level: a handful of queries for a deep graph. ``fallback`` is
-    asked about a package with a key but no candidate (``find-artifact -S``).
+    lookup per dependency level: a handful of queries for a deep graph. ``adopt`` is asked,
+    once per level, about the packages with a key but no candidate (jobs of a butido
+    database, see adopt_butido_jobs); ``fallback`` about each one still without a
+    candidate (``find-artifact -S``).
     """
     level: dict[Key, int] = {}
     for key in order:
@@ -194,6 +205,10 @@ def decide_reuse(
                 ready[key] = inputs
         wanted = {key: (key[0], key[1], inputs.key) for key, inputs in ready.items()}
         looked_up = find_reusable_many(engine, list(wanted.values()), artifact_exists)
+        if adopt is not None:
+            missing = {k: inputs for k, inputs in ready.items() if looked_up[wanted[k]] is None}
+            for key, adopted in adopt(missing).items():
+                looked_up[wanted[key]] = adopted
         for key, inputs in ready.items():
             candidate = looked_up[wanted[key]]
             if candidate is None and fallback is not None:

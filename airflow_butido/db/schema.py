@@ -122,6 +122,8 @@ jobs = sa.Table(
         nullable=True,
     ),
     sa.Column("reuse_reason", sa.Text, nullable=True),
+    sa.Column("heartbeat_at", _ts(), nullable=True),  # renewed while the job runs
+    sa.Column("phase_seconds", sa.Text, nullable=True),  # JSON: {phase: seconds}
     sa.Index("ix_jobs_submit_id", "submit_id"),
     sa.Index("ix_jobs_package_id", "package_id"),
     sa.Index("ix_jobs_build_key", "build_key"),
@@ -197,6 +199,16 @@ endpoint_leases = sa.Table(
     sa.Column("acquired_at", _ts(), nullable=False),
     sa.Column("expires_at", _ts(), nullable=False),
     sa.Index("ix_endpoint_leases_endpoint", "endpoint_name"),
+)
+
+# The log of a job in order, one row per chunk, when it is longer than fits in
+# jobs.log_text (which then holds its end, see records.LOG_TEXT_MAX_CHARS).
+job_log_chunks = sa.Table(
+    "job_log_chunks",
+    metadata,
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("text", sa.Text, nullable=False),
 )
 
 build_claims = sa.Table(

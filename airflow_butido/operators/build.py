@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_butido.errors import BuildError, ButidoError, InfrastructureError
 from airflow_butido.manifest import BUILT, REUSED, ArtifactRef, Manifest, ReusedFrom, is_manifest
+from airflow_butido.operators.links import PACKAGE_TASK_LINKS
 from airflow_butido.plan import PLAN_TASK_ID, Plan
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class PackageBuildOperator(DockerOperator):
 
     template_fields: Sequence[str] = ()
     ui_color = "#e8d8b0"
+    operator_extra_links = PACKAGE_TASK_LINKS
 
     def __init__(
         self,
@@ -148,7 +150,10 @@ class PackageBuildOperator(DockerOperator):
         self.database_url = database_url
         self.force_rebuild = force_rebuild
         self._build_container: BuildContainer | None = None
+        self._building: JobRequest | None = None
         self._killed = False
+        # also given every raw script line with its package (``butido build -L``)
+        self.line_sink: Callable[[str, str], None] | None = None
 
     # -- execute, in small steps ----------------------------------------------------------
 
@@ -182,7 +187,9 @@ class PackageBuildOperator(DockerOperator):
             # The whole message (with the log tail) once; the exception only says what failed.
             self.log.error("%s", exc)
             raise AirflowFailException(str(exc).splitlines()[0]) from None
-        return self.manifest(result, request, run, inputs).to_json()
+        manifest = self.manifest(result, request, run, inputs).to_json()
+        self.announce(context, manifest)
+        return manifest
 
     def load_config(self) -> Config:
         from airflow_butido.recipes.config import load_config
@@ -308,6 +315,8 @@ class PackageBuildOperator(DockerOperator):
             dag_run=self.dag_run_label(context),
             endpoint_names=self.endpoint_names,
             force_rebuild=run.force_rebuild,
+            shebang=run.plan.shebang if run.plan is not None else None,
+            verify_sources=run.plan.verify if run.plan is not None else True,
         )
 
     def database_engine(self, config: Config) -> Engine:
@@ -370,17 +379,9 @@ class PackageBuildOperator(DockerOperator):
         recorder: JobRecorder,
         cache: BuildCache | None = None,
     ) -> JobResult:
-        from airflow_butido.jobs import run_job
+        from airflow_butido.jobs import format_phases, run_job
 
-        self.log.info(
-            "Building %s %s in %s (submit %s, job %s, %d input artifact(s))",
-            request.package.name,
-            request.package.version,
-            request.config.resolve_image(request.image),
-            request.submit_uuid,
-            request.job_uuid,
-            len(request.dependency_artifacts),
-        )
+        self._building = request  # announced when its container starts: a reuse starts none
         result = run_job(
             request,
             slots=slots,
@@ -392,17 +393,31 @@ class PackageBuildOperator(DockerOperator):
             cache=cache,
         )
         if result.reused_from is not None:
-            self.log.info(
-                "REUSED from job %s (submit %s): %s",
-                result.reused_from.job_uuid,
-                result.reused_from.submit_uuid,
-                result.reused_from.reason,
+            reused = result.reused_from
+            self.log_reuse(
+                ReusedFrom(
+                    reused.job_uuid,
+                    reused.submit_uuid,
+                    reused.reason,
+                    _run_of_job(cache, reused.job_uuid),
+                )
             )
         for artifact in result.artifacts:
             self.log.info(
                 "Artifact %s (%d bytes, sha256 %s)", artifact.path, artifact.size, artifact.sha256
             )
+        self.log.info("%s", format_phases(result.phase_seconds))  # where the time went
         return result
+
+    def log_reuse(self, origin: ReusedFrom) -> None:
+        """The first line of a reused package's log: what it reused, from where, why."""
+        self.log.info(
+            "REUSED from job %s (submit %s, run %s): %s",
+            origin.job_uuid,
+            origin.submit_uuid,
+            origin.run or "unknown",
+            origin.reason,
+        )
 
     def log_line(self, line: str, item: Any) -> None:
         """One script output line into the task log; protocol lines become events."""
@@ -412,6 +427,8 @@ class PackageBuildOperator(DockerOperator):
             self.log.error("%s", logproto.readable(item))
         else:
             self.log.info("%s", logproto.readable(item))
+        if self.line_sink is not None:
+            self.line_sink(f"{self.package_name} {self.package_version}", line)
 
     def manifest(
         self,
@@ -453,6 +470,22 @@ class PackageBuildOperator(DockerOperator):
             ),
         )
 
+    def announce(self, context: Any, manifest: dict[str, Any]) -> None:
+        """New artifacts update the task's assets (``outlets``), the manifest as the event's
+        ``extra``; a reuse updates nothing, so DAGs scheduled on a package's asset run after
+        real rebuilds only (Airflow emits events for the outlets the task holds when it ends).
+        """
+        if not self.outlets:
+            return
+        if manifest["outcome"] == REUSED or not manifest["artifacts"]:
+            self.outlets = []
+            return
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        for outlet in self.outlets:
+            events[outlet].extra = dict(manifest)
+
     # -- the container, for on_kill ---------------------------------------------------------
 
     def _waiting_for_slot(self, waited: float) -> None:
@@ -466,6 +499,17 @@ class PackageBuildOperator(DockerOperator):
         if container is not None and self._killed:
             # killed before the container existed: the job removes it on the way out
             raise BuildError(f"the task was killed; container {container.spec.name} removed")
+        request, self._building = self._building, None
+        if container is not None and request is not None:
+            self.log.info(
+                "Building %s %s in %s (submit %s, job %s, %d input artifact(s))",
+                request.package.name,
+                request.package.version,
+                request.config.resolve_image(request.image),
+                request.submit_uuid,
+                request.job_uuid,
+                len(request.dependency_artifacts),
+            )
         if container is not None and container.id:
             self.container = {"Id": container.id}
             self.docker_url = container.endpoint_url or self.docker_url
@@ -489,3 +533,16 @@ class PackageBuildOperator(DockerOperator):
             return
         self.log.info("Removing build container %s", container.spec.name)
         container.remove()
+
+
+def _run_of_job(cache: Any, job_uuid: str) -> str | None:
+    """``dag_id/run_id`` of an earlier job, from the build database when there is one."""
+    engine = getattr(cache, "engine", None)
+    if engine is None:
+        return None
+    from airflow_butido.db.queries import job_detail
+
+    detail = job_detail(engine, job_uuid, with_log=False)
+    if detail is None or not detail.run_id:
+        return "outside Airflow"
+    return f"{detail.dag_id}/{detail.run_id}"

@@ -21,7 +21,15 @@ from airflow.sdk.exceptions import (
 
 from airflow_butido.errors import BuildError, ButidoError
 from airflow_butido.operators.build import PackageBuildOperator
-from airflow_butido.plan import PLAN_TASK_ID, Plan, PlanError, RunRequest, parse_run_conf
+from airflow_butido.operators.links import PLAN_TASK_LINKS
+from airflow_butido.plan import (
+    PLAN_TASK_ID,
+    RUN_CONF_KEYS,
+    Plan,
+    PlanError,
+    RunRequest,
+    parse_run_conf,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -36,7 +44,7 @@ FAILURE_XCOM_KEY = "failure"
 def run_request(context: Context) -> RunRequest:
     """The run conf as validated params (the trigger form and REST ``conf`` alike)."""
     params = context.get("params") or {}
-    conf = {k: params[k] for k in params if k in ("packages", "env", "force_rebuild")}
+    conf = {k: params[k] for k in params if k in RUN_CONF_KEYS}
     dag_run_conf = getattr(context.get("dag_run"), "conf", None) or {}
     for key in set(dag_run_conf) - set(conf):  # unknown keys are reported, not dropped
         conf[key] = dag_run_conf[key]
@@ -54,6 +62,7 @@ class PlanOperator(BaseOperator):
 
     ui_color = "#e8f0fe"
     template_fields: Sequence[str] = ()
+    operator_extra_links = PLAN_TASK_LINKS
 
     def __init__(
         self,
@@ -171,7 +180,8 @@ class PlannedBuildOperator(PackageBuildOperator):
             raise AirflowSkipException(f"{self.task_id} is not part of this run")
         if self.task_id in plan.reused:  # cleared and run again: the plan's answer stands
             manifest = plan.reused[self.task_id]
-            self.log.info("REUSED up front: %s", manifest.reused_from)
+            if manifest.reused_from is not None:
+                self.log_reuse(manifest.reused_from)
             return manifest.to_json()
         if self.task_id in plan.failures:
             message = plan.failures[self.task_id]

@@ -202,6 +202,8 @@ class Config:
     # Extension settings (airflow-butido.toml).
     script_dialect: str = "handlebars"
     database_url: str | None = None
+    source_download_deadline: int = 3600  # seconds for one whole download
+    source_download_max_mb: int = 4096  # the largest body without a Content-Length
     secret_env: tuple[str, ...] = ()  # variable names whose values are never stored
     airflow: AirflowSettings = field(default_factory=AirflowSettings)
     files: tuple[Path, ...] = ()  # the files read, in load order
@@ -299,7 +301,15 @@ _TOP_LEVEL: dict[str, tuple[str, bool]] = {
 _DOCKER_KEYS = ("docker_versions", "docker_api_versions", "images", "endpoints")
 _ENDPOINT_KEYS = ("uri", "endpoint_type", "maxjobs", "network_mode", "timeout")
 _CONTAINER_KEYS = ("check_env_names", "allowed_env", "git_author", "git_commit_hash")
-_SETTINGS_KEYS = ("script_dialect", "database_url", "secret_env", "endpoints", "airflow")
+_SETTINGS_KEYS = (
+    "script_dialect",
+    "database_url",
+    "secret_env",
+    "source_download_deadline",
+    "source_download_max_mb",
+    "endpoints",
+    "airflow",
+)
 _AIRFLOW_KEYS = (
     "dag_id_prefix",
     "schedule",
@@ -645,6 +655,13 @@ def _apply_settings(loader: _Loader, data: Mapping[str, Any], values: dict[str, 
     url = _get(loader, data, "database_url", "str")
     if url is not None:
         values["database_url"] = url
+    for key in ("source_download_deadline", "source_download_max_mb"):
+        limit = _get(loader, data, key, "int")
+        if limit is not None:
+            if limit < 1:
+                loader.error(key, "must be at least 1")
+            else:
+                values[key] = limit
     secret_env = _get(loader, data, "secret_env", "str_list")
     if secret_env is not None:
         values["secret_env"] = tuple(secret_env)

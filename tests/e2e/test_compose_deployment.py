@@ -30,7 +30,7 @@ import pytest
 
 from airflow_butido.airflow_rest import AirflowClient
 from tests.conftest import unavailable
-from tests.e2e.test_airflow_build import free_port
+from tests.e2e.deployment import free_port
 
 pytestmark = [pytest.mark.airflow, pytest.mark.docker]
 

@@ -5,38 +5,21 @@ plan, package and report tasks as an Airflow deployment."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from tests.integration.test_jobs import pkg_toml, write_repo
+from tests.support import run_butido as butido
 
 pytestmark = [pytest.mark.docker]
-
-VENV_BIN = Path(sys.executable).parent
 
 
 def depends(text: str, *deps: str) -> str:
     listed = ", ".join(f'"{d} =1"' for d in deps)
     return text.replace("runtime = []", f"runtime = [{listed}]")
-
-
-def butido(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BUTIDO_PARSE_CACHE": "off", "XDG_CACHE_HOME": str(repo / "cache")}
-    for var in ("AIRFLOW_HOME", "BUTIDO_CONFIG", "BUTIDO_SETTINGS"):
-        env.pop(var, None)
-    return subprocess.run(
-        [str(VENV_BIN / "butido"), "--repo", str(repo), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def events(output: str) -> dict[str, list[tuple[float, str]]]:

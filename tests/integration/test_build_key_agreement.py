@@ -4,30 +4,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_jobs import pkg_toml, write_repo
+from tests.support import run_butido as butido
 
 pytestmark = [pytest.mark.docker]
-
-VENV_BIN = Path(sys.executable).parent
-
-
-def butido(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BUTIDO_PARSE_CACHE": "off", "XDG_CACHE_HOME": str(repo / "cache")}
-    env.pop("AIRFLOW_HOME", None)
-    return subprocess.run(
-        [str(VENV_BIN / "butido"), "--repo", str(repo), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_find_artifact_and_build_agree_on_the_key(tmp_path: Path, build_image: str) -> None:

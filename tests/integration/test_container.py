@@ -43,7 +43,7 @@ def make_container(api, image: str, **kw) -> BuildContainer:
 
 
 def run(container: BuildContainer, script: str) -> tuple[list[str], int]:
-    container.put_files([InputFile("/script", data=script.encode())])
+    container.put_files([InputFile("/script", data=f"#!/bin/bash\n{script}".encode(), mode=0o755)])
     container.start()
     lines_iter, exec_id = container.exec_stream()
     lines = list(lines_iter)
@@ -121,9 +121,9 @@ def test_lifecycle_name_labels_env_inputs_and_streamed_output(
         assert labels["io.butido.submit"] == "submit-1"
         assert labels["io.butido.dag_run"] == "dag/run-1"
         assert info["Name"] == f"/butido-pkg-1.0-{labels['io.butido.job']}"
-        assert info["Config"]["Cmd"] == ["/bin/bash"]
+        assert info["Config"]["Cmd"] == ["/bin/sh"]
         assert info["Config"]["OpenStdin"] is True
-        assert info["Config"]["StdinOnce"] is True  # bash exits when our stdin closes
+        assert info["Config"]["StdinOnce"] is True  # the shell exits when our stdin closes
         container.put_files(
             [
                 InputFile("/inputs/src.source", source=source),
@@ -196,7 +196,9 @@ def test_remove_during_exec_ends_the_stream_and_removes_the_container(
 ) -> None:
     container = make_container(api, build_image)
     cid = container.create()
-    container.put_files([InputFile("/script", data=b"echo started; sleep 300")])
+    container.put_files(
+        [InputFile("/script", data=b"#!/bin/sh\necho started; sleep 300", mode=0o755)]
+    )
     container.start()
     lines, exec_id = container.exec_stream()
     assert next(lines) == "started"

@@ -490,31 +490,31 @@ def test_environment_order_is_cli_then_git_then_package(tmp_path: Path, build_im
     )
 
 
-def test_script_runs_as_bin_bash_script_whatever_the_shebang(
+def test_script_runs_through_its_shebang_line(
     tmp_path: Path, build_image: str, docker_client
 ) -> None:
+    script = """
+        echo "argv0=$0 bash=${BASH_VERSION:+yes} mode=$(stat -c %a /script)"
+        head -n 1 /script
+        mkdir /outputs; touch /outputs/s-1.pkg
+        """
     repo = write_repo(
         tmp_path / "repo",
         build_image,
-        {
-            "s": pkg_toml(
-                "s",
-                "1",
-                """
-                echo "argv0=$0 bash=${BASH_VERSION:+yes} mode=$(stat -c %a /script)"
-                head -n 1 /script
-                mkdir /outputs; touch /outputs/s-1.pkg
-                """,
-            )
-        },
-        extra_config='shebang = "#!/bin/false"',
+        {"s": pkg_toml("s", "1", script)},
+        extra_config='shebang = "#!/bin/sh"',
     )
     request = request_for(repo, "s", "1")
     lines: list[str] = []
     result = run_job(request, slots=LocalSlots(), on_line=lambda line, item: lines.append(line))
     assert result.state == "success"
-    assert "argv0=/script bash=yes mode=644" in lines
-    assert "#!/bin/false" in lines  # the shebang is only the script's first line
+    assert "argv0=/script bash= mode=755" in lines  # exec'd as /script, by dash, not bash
+    assert "#!/bin/sh" in lines
+    # with butido's /bin/bash /script, a "#!/bin/false" script would succeed; here it fails
+    false = request_for(repo, "s", "1", shebang="#!/bin/false")
+    with pytest.raises(ScriptFailed, match="exited with status 1") as failed:
+        run_job(false, slots=LocalSlots())
+    assert failed.value.failure_class == "script"
     assert job_containers(docker_client, request.job_uuid) == []
 
 

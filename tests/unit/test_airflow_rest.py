@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -119,7 +121,11 @@ def test_trigger_exits_with_the_run_state(monkeypatch, capsys, final, code):
     assert "triggered butido_x run run1" in out and f"run run1: {final}" in out
     assert "artifact: p-0.pkg" in out
     trigger = next(c for c in fake.calls if c[0] == "POST" and c[1].endswith("/dagRuns"))
-    assert trigger[2]["json"] == {
+    body = dict(trigger[2]["json"])
+    assert re.fullmatch(
+        r"butido__a\+b-2__\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}", body.pop("dag_run_id")
+    )
+    assert body == {
         "logical_date": None,
         "conf": {"packages": ["a", "b 2"], "env": {"K": "v"}, "force_rebuild": False},
     }
@@ -195,3 +201,14 @@ def test_trigger_shows_why_the_plan_failed(monkeypatch, capsys):
     assert result["failures"] == {
         "plan": "package 'nosuch' not found in the repository\nsecond problem"
     }
+
+
+def test_run_ids_say_what_was_requested():
+    from airflow_butido.cli.trigger import run_id_for
+
+    now = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
+    assert run_id_for(["greet-suite"], now) == "butido__greet-suite__2026-11-30T12:00:00.123456"
+    assert run_id_for([], now).startswith("butido__default__")
+    assert run_id_for(["a b/c", "d 1"], now).startswith("butido__a-b_c+d-1__")
+    long = run_id_for([f"pkg{i:04d}" for i in range(100)], now)
+    assert len(long) < 250 and "..." in long

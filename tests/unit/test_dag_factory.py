@@ -100,9 +100,66 @@ def test_params_form_offers_packages_env_and_force_rebuild(example_dag):
     params = example_dag.params
     assert params["packages"] == [] and params["env"] == {} and params["force_rebuild"] is False
     schema = params.get_param("packages").schema
-    assert schema["type"] == "array"
+    assert schema["type"] == ["array", "null"]  # "null": the form does not require it
+    assert params.get_param("env").schema["type"] == ["object", "null"]
     assert "a" in schema["examples"] and "s 19.3" in schema["examples"]
     assert example_dag.schedule is None or str(example_dag.schedule) in ("None", "")
+
+
+def test_form_help_and_dag_docs_say_the_same_about_an_empty_packages(example_repo: Path):
+    for default, meaning in ([], "every package the image may build"), (["c"], "c"):
+        dag = create_dags(example_repo, default_packages=default)["butido_deb11"]
+        help_text = dag.params.get_param("packages").description
+        assert f"An empty Packages builds {meaning}." in help_text
+        assert f"An empty Packages builds {meaning if not default else '`c`'}." in dag.doc_md
+
+
+def test_env_field_lists_the_allowed_names_and_refuses_others(tmp_path: Path):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    root = write_repo(
+        tmp_path / "repo", {"app/1": ""}, check_env_names=True, allowed_env=("FOO", "BAR")
+    )
+    dag = create_dags(root)["butido_one"]
+    env = dag.params.get_param("env")
+    assert env.schema["propertyNames"] == {"enum": ["BAR", "FOO"]}
+    assert "Allowed names: BAR, FOO." in env.description
+    assert env.resolve({"FOO": "1"}) == {"FOO": "1"} and env.resolve(None) is None
+    with pytest.raises(ParamValidationError):
+        env.resolve({"NOPE": "1"})
+    open_dag = create_dags(write_repo(tmp_path / "open", {"app/1": ""}))["butido_one"]
+    assert "propertyNames" not in open_dag.params.get_param("env").schema
+
+
+def test_package_tasks_are_named_and_documented_from_their_recipes(tmp_path: Path):
+    root = write_repo(
+        tmp_path / "repo",
+        {
+            "lib/1": "",
+            "app/2.1": """patches = ["fix.patch"]
+[meta]
+description = "The app."
+[sources.src]
+url = "https://example.com/app.tar.gz"
+hash.hash = "0000000000000000000000000000000000000000"
+hash.type = "sha1"
+[dependencies]
+build = ["lib =1"]
+[environment]
+MODE = "fast"
+""",
+        },
+    )
+    (root / "app" / "2.1" / "fix.patch").write_text("")
+    dag = create_dags(root)["butido_one"]
+    task = dag.get_task("app-2.1")
+    assert task.task_display_name == "app 2.1"
+    doc = task.doc_md
+    assert doc.startswith("### app 2.1") and "The app." in doc
+    assert "<https://example.com/app.tar.gz>" in doc and "fix.patch" in doc
+    assert "build dependency `lib 1`" in doc and "`MODE=fast`" in doc
+    assert dag.description == "butido packages of repo, built in registry.local/one:1"
+    assert "registry.local/one:1" in dag.tags
 
 
 def test_dag_arguments_and_prefix(example_repo: Path):
@@ -221,14 +278,22 @@ def test_broken_repository_fails_the_dag_file_with_the_recipe_errors(monkeypatch
 
 
 def test_airflow_dagbag_lists_recipe_errors_as_import_errors(monkeypatch, tmp_path: Path):
+    from airflow.configuration import conf
     from airflow.dag_processing.dagbag import DagBag
 
     root = write_repo(tmp_path / "repo", {"app/1": 'colour = "red"'})
     monkeypatch.setenv("BUTIDO_REPO", str(root))
-    dagbag = DagBag(dag_folder=str(ROOT / "dags"))
+    tracebacks = conf.get("core", "dagbag_import_error_tracebacks")
+    try:
+        dagbag = DagBag(dag_folder=str(ROOT / "dags"))
+    finally:  # the DAG file turned tracebacks off in its process: this one
+        conf.set("core", "dagbag_import_error_tracebacks", tracebacks)
     assert not dagbag.dags
     (message,) = dagbag.import_errors.values()
     assert "app/1/pkg.toml:3: colour: unknown key" in message  # file, line, key
+    # the recipe errors themselves, not a traceback of the DAG factory's frames
+    assert message.startswith(f"butido repository {root} does not load:\n"), message
+    assert "Traceback" not in message and "dag_factory.py" not in message
 
 
 def test_second_import_comes_from_the_parse_cache(two_image_repo: Path, monkeypatch):

@@ -25,8 +25,10 @@ from airflow_butido.jobs import (
     JobRequest,
     JobReused,
     JobStarted,
+    PhaseTimer,
     ReusedBuild,
     ScriptFailed,
+    format_phases,
     run_job,
 )
 from airflow_butido.recipes.repository import load_repository
@@ -82,7 +84,10 @@ class FakeContainer:
     def start(self) -> None:
         pass
 
-    def run_script(self, *, tail_lines: int, on_line: Any = None) -> ScriptOutcome:
+    def run_script(
+        self, *, tail_lines: int, on_line: Any = None, command: Any = None, redact: Any = None
+    ) -> ScriptOutcome:
+        self.command = command
         if self.fail_on == "run":
             raise InfrastructureError("endpoint fake went away")
         return fold_log(
@@ -90,6 +95,7 @@ class FakeContainer:
             exit_code=lambda: self.exit_code,
             tail_lines=tail_lines,
             on_line=on_line,
+            redact=redact,
         )
 
     def outputs(self) -> Any:
@@ -107,6 +113,7 @@ class FakeRuntime:
     fail_on: str | None = None
     containers: list[FakeContainer] = field(default_factory=list)
     api: FakeApi = field(default_factory=FakeApi)
+    forgotten: bool = False
 
     def endpoints(self, config: Any, image: str, names: Any) -> tuple[list[Candidate], str]:
         return [Candidate(config.endpoints[0], self.api)], DIGEST
@@ -115,6 +122,9 @@ class FakeRuntime:
         made = FakeContainer(spec, self.lines, self.exit_code, self.outputs_data, self.fail_on)
         self.containers.append(made)
         return made
+
+    def forget(self) -> None:
+        self.forgotten = True
 
 
 @dataclass
@@ -289,3 +299,219 @@ def test_checks_fail_before_any_container(repo: Path, changes: dict[str, Any], m
     with pytest.raises(BuildError, match=message):
         run_job(request_for(repo, name, **changes), slots=LocalSlots(), runtime=runtime)
     assert runtime.containers == []
+
+
+# -- phase timings -----------------------------------------------------------------------------
+
+
+class TickingClock:
+    """A clock that moves one second per reading: every phase's length is predictable."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_the_phase_timer_adds_up_repeated_phases_and_orders_them():
+    timer = PhaseTimer(clock=TickingClock())
+    with timer.phase("record"):  # 1 -> 2
+        pass
+    with timer.phase("create"):  # 3 -> 4
+        pass
+    with timer.phase("record"):  # 5 -> 6
+        pass
+    assert timer.seconds() == {"create": 1.0, "record": 2.0}
+    assert list(timer.seconds()) == ["create", "record"]  # PHASES order, not entry order
+
+
+def test_the_phase_timer_counts_the_running_phase_and_failures():
+    timer = PhaseTimer(clock=TickingClock())
+    with pytest.raises(RuntimeError), timer.phase("run"):  # 1 -> 2
+        raise RuntimeError("boom")
+    with timer.phase("record"):  # 3, read at 4
+        assert timer.seconds() == {"run": 1.0, "record": 1.0}
+
+
+def test_format_phases_names_each_phase_and_the_total():
+    text = format_phases({"create": 0.25, "run": 1.5})
+    assert text == "phases: create 0.250 s, run 1.500 s (total 1.750 s)"
+    assert format_phases({}) == "phases: none recorded"
+
+
+def test_a_build_reports_every_phase_in_its_result_and_its_record(repo: Path):
+    recorder = FakeRecorder()
+    result = run_job(
+        request_for(repo),
+        slots=LocalSlots(),
+        recorder=recorder,
+        cache=FakeCache(),
+        runtime=FakeRuntime(),
+    )
+    built = ("endpoints", "prepare", "reuse_check", "slot_wait", "create", "copy_in", "start")
+    assert list(result.phase_seconds) == [*built, "run", "outputs", "record"]
+    assert all(seconds >= 0 for seconds in result.phase_seconds.values())
+    recorded = recorder.finished()["phases"]()  # read while recording: record included
+    assert list(recorded) == list(result.phase_seconds)
+
+
+def test_a_failed_build_records_its_phases_too(repo: Path):
+    recorder = FakeRecorder()
+    with pytest.raises(ScriptFailed):
+        run_job(
+            request_for(repo),
+            slots=LocalSlots(),
+            recorder=recorder,
+            runtime=FakeRuntime(lines=("#BUTIDO:STATE:ERR:broken",)),
+        )
+    assert "run" in recorder.finished()["phases"]()
+    assert "outputs" in recorder.finished()["phases"]()
+
+
+def test_a_reused_job_records_its_phases_without_container_phases(repo: Path):
+    earlier = ReusedBuild("job-0", "submit-0", "same key", (Artifact("p-1.pkg", "a" * 64, 2),))
+    recorder = FakeRecorder()
+    result = run_job(
+        request_for(repo),
+        slots=LocalSlots(),
+        recorder=recorder,
+        cache=FakeCache(reuse=earlier),
+        runtime=FakeRuntime(),
+    )
+    ((_, job),) = recorder.events
+    assert set(job.phase_seconds) == {"endpoints", "prepare", "reuse_check", "record"}
+    assert "create" not in result.phase_seconds
+
+
+# -- endpoint checks once per run --------------------------------------------------------------
+
+
+def test_the_endpoint_checks_and_image_id_are_read_once_per_run(repo: Path, monkeypatch):
+    from airflow_butido import endpoints
+    from airflow_butido.jobs import DockerRuntime
+
+    config = load_repository(repo).config
+    checks: list[str] = []
+    connected: list[str | None] = []
+
+    class Api(FakeApi):
+        api_version = "1.45"
+
+    def usable(config: Any, image: str, names: Any = None) -> list[Candidate]:
+        checks.append(image)
+        return [Candidate(e, Api()) for e in config.endpoints]
+
+    def connect(endpoint: Any, *, version: str | None = None, **_: Any) -> Api:
+        connected.append(version)
+        return Api()
+
+    monkeypatch.setattr(endpoints, "usable_endpoints", usable)
+    monkeypatch.setattr(endpoints, "same_image_endpoints", lambda c, image: (c, DIGEST))
+    monkeypatch.setattr(endpoints, "connect", connect)
+    run = DockerRuntime(run=str(uuid.uuid4()))
+    first, digest = run.endpoints(config, IMAGE_ONE, None)
+    again, digest_again = DockerRuntime(run=run.run).endpoints(config, IMAGE_ONE, None)
+    assert checks == [IMAGE_ONE] and digest == digest_again == DIGEST
+    assert [c.endpoint.name for c in again] == [c.endpoint.name for c in first]
+    assert connected == ["1.45"] * len(first)  # a client without the version query
+    DockerRuntime(run=str(uuid.uuid4())).endpoints(config, IMAGE_ONE, None)
+    assert checks == [IMAGE_ONE] * 2  # another run checks for itself
+    run.forget()
+    run.endpoints(config, IMAGE_ONE, None)
+    assert checks == [IMAGE_ONE] * 3  # after a failure, afresh
+    DockerRuntime().endpoints(config, IMAGE_ONE, None)
+    DockerRuntime().endpoints(config, IMAGE_ONE, None)
+    assert checks == [IMAGE_ONE] * 5  # without a run, every time
+
+
+def test_an_infrastructure_failure_forgets_the_endpoint_checks(repo: Path):
+    runtime = FakeRuntime(fail_on="run")
+    with pytest.raises(InfrastructureError):
+        run_job(request_for(repo), slots=LocalSlots(), runtime=runtime)
+    assert runtime.forgotten
+    ok = FakeRuntime()
+    run_job(request_for(repo), slots=LocalSlots(), runtime=ok)
+    assert not ok.forgotten
+
+
+@pytest.mark.parametrize(
+    ("lines", "code", "reason"),
+    [
+        (["exec /script: no such file or directory"], 1, "no interpreter"),
+        (
+            [
+                "OCI runtime exec failed: exec failed: unable to start container process: exec: "
+                '"/script": stat /bin/ash: no such file or directory: unknown\r'
+            ],
+            126,
+            "no interpreter",
+        ),  # fmt: skip
+        (["exec /script: exec format error"], 1, "not executable"),
+        (
+            [
+                "OCI runtime exec failed: exec failed: unable to start container process: exec: "
+                '"/script": permission denied: unknown\r'
+            ],
+            126,
+            "not executable",
+        ),  # fmt: skip
+        (["cc: no such file or directory"], 1, None),  # the script ran and failed
+        (["exec /script: no such file or directory"], 0, None),
+        (['#BUTIDO:STATE:ERR:"x"', "exec /script: no such file or directory"], 1, None),
+    ],
+)
+def test_exec_failure_tells_a_script_that_never_started(lines, code, reason) -> None:
+    from airflow_butido.container import exec_failure, fold_log
+
+    outcome = fold_log(lines, exit_code=lambda: code, tail_lines=5)
+    assert exec_failure(outcome) == reason
+
+
+def test_a_missing_interpreter_message_says_what_to_do() -> None:
+    from airflow_butido.jobs import not_started_message
+
+    text = not_started_message("no interpreter", "#!/bin/bash\necho\n")
+    assert "'/bin/bash'" in text and "shebang" in text and "--shebang" in text
+
+
+@pytest.mark.parametrize(
+    ("first_line", "command"),
+    [
+        ("#!/bin/bash", ("/bin/bash", "/script")),
+        ("#! /bin/sh ", ("/bin/sh", "/script")),
+        ("#!/usr/bin/env bash", ("/usr/bin/env", "bash", "/script")),
+        ("#!/bin/bash -e -x", ("/bin/bash", "-e -x", "/script")),  # one argument, as Linux
+        ("#!", None),
+        ("echo no shebang", None),
+    ],
+)
+def test_script_command_is_what_the_kernel_runs(first_line, command) -> None:
+    from airflow_butido.container import script_command
+
+    assert script_command(f"{first_line}\necho\n") == command
+
+
+def test_the_script_runs_through_its_shebang_and_without_one_never_starts(repo: Path):
+    runtime = FakeRuntime()
+    run_job(request_for(repo, shebang="#!/bin/sh"), slots=LocalSlots(), runtime=runtime)
+    (container,) = runtime.containers
+    assert container.command == ("/bin/sh", "/script")
+    (script,) = container.copied
+    assert script.mode == 0o755
+
+    with pytest.raises(BuildError, match="is not a shebang line") as info:
+        run_job(request_for(repo, script="echo no shebang\n"), slots=LocalSlots(), runtime=runtime)
+    assert not isinstance(info.value, ScriptFailed)
+    assert len(runtime.containers) == 1  # no container for it
+
+
+def test_a_missing_interpreter_is_a_script_failure_saying_what_to_do(repo: Path):
+    runtime = FakeRuntime(lines=("exec /bin/bash: no such file or directory",), exit_code=1)
+    recorder = FakeRecorder()
+    with pytest.raises(ScriptFailed) as info:
+        run_job(request_for(repo), slots=LocalSlots(), recorder=recorder, runtime=runtime)
+    assert info.value.failure_class == "script"
+    assert "'/bin/bash'" in str(info.value) and "does not exist in the image" in str(info.value)
+    assert recorder.finished()["failure_class"] == "script"

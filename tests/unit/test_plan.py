@@ -13,6 +13,7 @@ from airflow_butido.plan import (
     PlanError,
     RunRequest,
     parse_run_conf,
+    prepare_plan,
     resolve_plan,
     source_failures,
     task_ids_for,
@@ -46,6 +47,17 @@ def test_run_conf_keeps_packages_and_sorts_env():
     assert parse_run_conf(request.to_conf()) == request
 
 
+def test_run_conf_carries_butidos_build_flags():
+    request = parse_run_conf(
+        {"lint": False, "verify": False, "shebang": "#!/bin/sh", "staging_dir": "/s/x"}
+    )
+    assert (request.lint, request.verify) == (False, False)
+    assert (request.shebang, request.staging_dir) == ("#!/bin/sh", "/s/x")
+    assert parse_run_conf(request.to_conf()) == request
+    assert parse_run_conf({"shebang": None, "staging_dir": ""}) == RunRequest()
+    assert RunRequest().to_conf() == {"packages": [], "env": {}, "force_rebuild": False}
+
+
 @pytest.mark.parametrize(
     ("conf", "message"),
     [
@@ -55,6 +67,11 @@ def test_run_conf_keeps_packages_and_sorts_env():
         ({"env": {"1A": "x"}}, "invalid variable name '1A'"),
         ({"force_rebuild": "yes"}, '"force_rebuild" must be true or false'),
         ({"pakages": ["a"]}, "unknown key(s) pakages"),
+        ({"lint": "no"}, '"lint" must be true or false'),
+        ({"verify": 0}, '"verify" must be true or false'),
+        ({"shebang": ["#!/bin/sh"]}, '"shebang" must be one line of text'),
+        ({"shebang": "#!/bin/sh\nrm -rf /"}, '"shebang" must be one line of text'),
+        ({"staging_dir": 7}, '"staging_dir" must be one line of text'),
     ],
 )
 def test_run_conf_rejects_malformed_values(conf, message):
@@ -245,3 +262,45 @@ def test_sources_are_verified_against_the_cache(example, butido_examples: Path, 
     assert sorted(failures) == ["g-7", "h-8"]
     assert failures["g-7"].startswith("g 7: source src:") and "Hash mismatch" in failures["g-7"]
     assert failures["h-8"].startswith("h 8: source src:") and "missing" in failures["h-8"]
+
+
+def test_no_verify_skips_the_source_check(example, butido_examples: Path, tmp_path: Path):
+    cache = tmp_path / "sources"
+    shutil.copytree(butido_examples / "sources", cache)
+    (cache / "g-7" / "src.source").write_text("tampered\n")
+    repo = dataclasses.replace(
+        example, config=dataclasses.replace(example.config, source_cache=cache)
+    )
+    assert "g-7" in prepare_plan(repo, EXAMPLE_IMAGE, RunRequest(("c",))).failures
+    unverified = prepare_plan(repo, EXAMPLE_IMAGE, RunRequest(("c",), verify=False))
+    assert unverified.failures == {} and unverified.verify is False
+
+
+def linted_repo(example, tmp_path: Path, body: str):
+    linter = tmp_path / "lint.sh"
+    linter.write_text(f"#!/bin/sh\n{body}\n")
+    linter.chmod(0o755)
+    return dataclasses.replace(
+        example, config=dataclasses.replace(example.config, script_linter=linter)
+    )
+
+
+def test_the_linter_sees_every_script_of_the_plan_with_its_shebang(example, tmp_path: Path):
+    seen = tmp_path / "seen"
+    repo = linted_repo(example, tmp_path, f"head -n1 >> {seen}")
+    plan = prepare_plan(repo, EXAMPLE_IMAGE, RunRequest(("c",), shebang="#!/bin/sh"))
+    assert seen.read_text().splitlines() == ["#!/bin/sh"] * len(plan.packages)
+    assert plan.shebang == "#!/bin/sh" and Plan.from_json(plan.to_json()) == plan
+
+
+def test_a_lint_failure_stops_the_plan_naming_package_and_output(example, tmp_path: Path):
+    repo = linted_repo(
+        example, tmp_path, "grep -q 'phase build' && echo 'no builds here' && exit 4"
+    )
+    request = RunRequest(("c",))
+    with pytest.raises(PlanError) as info:
+        prepare_plan(repo, EXAMPLE_IMAGE, request)
+    text = str(info.value)
+    assert "lint failed" in text and "--no-lint" in text
+    assert "c 3 (" in text and "no builds here" in text
+    assert prepare_plan(repo, EXAMPLE_IMAGE, dataclasses.replace(request, lint=False))

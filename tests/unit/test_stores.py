@@ -13,6 +13,7 @@ import pytest
 from airflow_butido.stores import (
     Artifact,
     OutputsError,
+    _ChunkReader,
     artifact_rel_path,
     extract_outputs,
     find_artifact,
@@ -207,3 +208,26 @@ def test_a_file_appears_under_its_name_only_when_complete(tmp_path: Path) -> Non
     assert len(names) == 1 and names[0] != "big.pkg"  # written under a temporary name
     assert sorted(p.name for p in dest.iterdir()) == ["big.pkg", "next"]
     assert (dest / "big.pkg").read_bytes() == b"y" * 200_000
+
+
+def test_the_chunk_reader_hands_whole_chunks_over_and_splits_the_rest():
+    first, second = b"a" * 10, b"b" * 4
+    reader = _ChunkReader(iter([first, b"", second]))
+    assert reader.read(1 << 20) is first  # no copy, no buffer of the size asked for
+    assert reader.read(3) == b"bbb"
+    assert reader.read(-1) == b"b"
+    assert reader.read(5) == b""
+
+
+def test_extraction_from_small_uneven_chunks_keeps_every_byte(tmp_path: Path):
+    data = bytes(range(256)) * 4099
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("outputs/x.pkg")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    raw = buffer.getvalue()
+    chunks = [raw[i : i + 7777] for i in range(0, len(raw), 7777)]
+    (artifact,) = extract_outputs(iter(chunks), tmp_path / "s")
+    assert (tmp_path / "s" / "x.pkg").read_bytes() == data
+    assert artifact.size == len(data)

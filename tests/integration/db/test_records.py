@@ -131,14 +131,22 @@ def test_a_100_mb_log_is_stored_whole(engine, tmp_path) -> None:
             fh.write(line)
     records.record_job_finish(engine, uuid=built.job_uuid, state="failed", exit_status=1, log=log)
     lines = size // len(line)
+    from airflow_butido.db.queries import iter_job_log
+
     with engine.connect() as conn:
-        length, tail = conn.execute(
-            sa.select(
-                sa.func.length(s.jobs.c.log_text), sa.func.substr(s.jobs.c.log_text, 1, 113)
-            ).where(s.jobs.c.uuid == built.job_uuid)
+        job_id, log_text = conn.execute(
+            sa.select(s.jobs.c.id, s.jobs.c.log_text).where(s.jobs.c.uuid == built.job_uuid)
         ).one()
+        length = 0
+        first = None
+        for chunk in iter_job_log(conn, job_id, log_text):
+            first = chunk if first is None else first
+            length += len(chunk)
     assert length == lines * (len(line) - 1)
-    assert tail == (line[:-2] + b"\n").decode()
+    assert first is not None and first.startswith((line[:-2] + b"\n").decode())
+    # jobs.log_text, read by butido, holds the log's end, from a line start
+    assert log_text.startswith(records.LOG_CUT_MARKER + "\n" + (line[:-2] + b"\n").decode())
+    assert len(log_text) <= records.LOG_TEXT_MAX_CHARS + len(records.LOG_CUT_MARKER) + 1
 
 
 def test_an_unreachable_database_fails_with_an_infrastructure_error() -> None:

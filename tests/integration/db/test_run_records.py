@@ -186,32 +186,40 @@ def test_a_package_task_fails_retryably_naming_the_database_when_it_is_unreachab
     assert "127.0.0.1:1/gone" in message and "secret" not in message
 
 
-@pytest.mark.docker
-def test_the_job_row_is_written_when_the_container_starts_and_completed_when_it_ends(
-    tmp_path: Path, engine: Any, build_image: str
-) -> None:
+def build_recorded(
+    engine: Any, repo_dir: Path, image: str, name: str, script: str, on_line: Any = None
+) -> tuple[Any, Any, Path]:
+    """Package ``name`` 1 built on the real engine, recorded in ``engine``'s database:
+    (its JobRequest, its JobResult, the repository). ``on_line(request, line)`` sees the log."""
     from airflow_butido.db.recorder import DatabaseRecorder
     from airflow_butido.endpoints import DatabaseSlots
     from airflow_butido.jobs import run_job
     from tests.integration.test_jobs import pkg_toml, request_for
     from tests.integration.test_jobs import write_repo as write_build_repo
 
-    repo = write_build_repo(
-        tmp_path / "repo",
-        build_image,
-        {"s": pkg_toml("s", "1", "echo started; mkdir /outputs; echo s > /outputs/s-1.pkg")},
+    repo = write_build_repo(repo_dir, image, {name: pkg_toml(name, "1", script)})
+    request = request_for(repo, name, "1")
+    record_submit(engine, package=(name, "1"), submit_uuid=request.submit_uuid)
+    seen = (lambda line, _item: on_line(request, line)) if on_line else None
+    result = run_job(
+        request, slots=DatabaseSlots(engine), recorder=DatabaseRecorder(engine), on_line=seen
     )
-    request = request_for(repo, "s", "1")
-    record_submit(engine, package=("s", "1"), submit_uuid=request.submit_uuid)
+    return request, result, repo
+
+
+@pytest.mark.docker
+def test_the_job_row_is_written_when_the_container_starts_and_completed_when_it_ends(
+    tmp_path: Path, engine: Any, build_image: str
+) -> None:
     seen_while_running = []
 
-    def on_line(line: str, _item: Any) -> None:
+    def on_line(request: Any, line: str) -> None:
         if line == "started":
             seen_while_running.append(job_detail(engine, request.job_uuid))
 
-    result = run_job(
-        request, slots=DatabaseSlots(engine), recorder=DatabaseRecorder(engine), on_line=on_line
-    )
+    script = "echo started; mkdir /outputs; echo s > /outputs/s-1.pkg"
+    repo_dir = tmp_path / "repo"
+    request, result, _ = build_recorded(engine, repo_dir, build_image, "s", script, on_line)
     (running,) = seen_while_running
     assert running is not None and running.state == "running"
     assert running.container == result.container_id and running.started_at
@@ -220,6 +228,33 @@ def test_the_job_row_is_written_when_the_container_starts_and_completed_when_it_
     done = job_detail(engine, request.job_uuid)
     assert done is not None and (done.state, done.exit_status) == ("success", 0)
     assert done.finished_at and "started" in done.log and done.artifacts
+
+
+@pytest.mark.docker
+def test_a_real_build_records_its_phase_timings_and_db_job_shows_them(
+    tmp_path: Path, engine: Any, db_url: str, build_image: str
+) -> None:
+    from airflow_butido.jobs import PHASES
+
+    script = "sleep 0.3; mkdir /outputs; echo t > /outputs/t-1.pkg"
+    request, result, repo = build_recorded(engine, tmp_path / "repo", build_image, "t", script)
+
+    done = job_detail(engine, request.job_uuid)
+    assert done is not None
+    phases = done.phase_seconds
+    assert set(phases) == set(PHASES) - {"reuse_check"}  # no build cache was given
+    assert phases["run"] >= 0.3  # the script's own sleep
+    assert phases["record"] > 0 and phases["outputs"] > 0
+    assert 0 < phases["record"] <= result.phase_seconds["record"]  # the result comes after
+    code, out = run_cli(
+        "--repo", str(repo), "db", "job", request.job_uuid, "--database-url", db_url
+    )
+    (line,) = [x for x in out.splitlines() if x.startswith("Phases")]
+    assert code == 0 and "run " in line and "copy_in " in line and "(total " in line
+    code, out = run_cli(
+        "--repo", str(repo), "db", "job", request.job_uuid, "--database-url", db_url, "--json"
+    )
+    assert code == 0 and json.loads(out)["Phases"] == phases
 
 
 def test_a_task_retry_fails_the_job_its_dead_try_left_and_frees_its_slot_and_claim(

@@ -78,7 +78,7 @@ def test_source_download_passes_the_selection(run, repo: Path, monkeypatch) -> N
 
     seen = {}
 
-    def fake(cache_root, items, *, force, timeout, on_event):
+    def fake(cache_root, items, *, force, timeout, on_event, **_limits):
         seen.update(
             cache=cache_root,
             items=[(p.label, s.name) for p, s in items],

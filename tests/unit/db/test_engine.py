@@ -81,3 +81,18 @@ def test_airflow_connection_urls_use_the_psycopg2_driver() -> None:
     assert db_engine._psycopg2_url("postgres://u:p@h/d") == "postgresql+psycopg2://u:p@h/d"
     assert db_engine._psycopg2_url("postgresql://h/d") == "postgresql+psycopg2://h/d"
     assert db_engine._psycopg2_url("postgresql+psycopg://h/d") == "postgresql+psycopg2://h/d"
+
+
+def test_opening_the_database_keeps_alembic_out_of_task_logs(tmp_path, caplog) -> None:
+    """Every package task opens the build database; its log shows no Alembic chatter."""
+    import logging
+
+    from airflow_butido.db.engine import make_engine
+    from airflow_butido.db.migrate import current_state, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'b.sqlite'}")
+    with caplog.at_level(logging.INFO):
+        upgrade(engine)
+        current_state(engine)
+    assert not [r for r in caplog.records if r.name.startswith("alembic")], caplog.text
+    assert logging.getLogger("alembic").level == logging.NOTSET  # restored
