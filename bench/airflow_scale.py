@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -214,6 +215,8 @@ def pick(graph: list[tuple[str, list[str]]], share: float, avoid: set[str]) -> s
         for n, needs in graph
         if needs and n != WORLD and n not in avoid
     ]
+    if not candidates:  # a tiny repository: any package but world
+        return pick(graph, share, set()) if avoid else next(n for n, _ in graph if n != WORLD)
     return min(candidates)[1]
 
 
@@ -531,6 +534,20 @@ def print_table(n: int, results: list[Result]) -> None:
         )
 
 
+def run_scenarios(bench: Bench, args: argparse.Namespace) -> None:
+    if args.seed_locally:
+        bench.everything_locally()
+    else:
+        bench.everything()
+    bench.nothing_changed()
+    bench.local_build()
+    bench.one_leaf()
+    changed = bench.source_changed()
+    bench.broken(avoid=changed)
+    if not args.skip_floor:
+        bench.floor()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("packages", type=int, help="N, the number of packages")
@@ -612,17 +629,11 @@ def main() -> int:
                 client.set_paused(dag_id, False)
             bench = Bench(args.packages, base, deploy, graph, cli_env)
             bench.json_path = args.json
-            if args.seed_locally:
-                bench.everything_locally()
-            else:
-                bench.everything()
-            bench.nothing_changed()
-            bench.local_build()
-            bench.one_leaf()
-            changed = bench.source_changed()
-            bench.broken(avoid=changed)
-            if not args.skip_floor:
-                bench.floor()
+            try:
+                run_scenarios(bench, args)
+            except Exception:  # noqa: BLE001 - report, then stop the deployment and drop the databases
+                traceback.print_exc()
+                bench.results.append(Result("(the benchmark stopped early)", 0.0, False))
             print_table(args.packages, bench.results)
     admin.dispose()
     return 0 if all(r.ok for r in bench.results) else 1
