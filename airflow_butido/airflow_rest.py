@@ -146,6 +146,25 @@ class AirflowClient:
                 return run
             time.sleep(interval)
 
+    # -- pools ---------------------------------------------------------------------------
+
+    def set_pool(self, name: str, slots: int, description: str) -> dict[str, Any]:
+        """Create the pool, or set the slots and description of an existing one."""
+        path = f"/api/v2/pools/{quote(name, safe='')}"
+        body = {"slots": slots, "description": description}
+        try:
+            # Airflow validates a whole pool even when the mask names the fields to change
+            return self._request(
+                "PATCH",
+                path,
+                params={"update_mask": ["slots", "description"]},
+                json={"pool": name, "include_deferred": False, **body},
+            )
+        except AirflowApiError as exc:
+            if exc.status != 404:
+                raise
+        return self._request("POST", "/api/v2/pools", json={"name": name, **body})
+
     # -- assets ----------------------------------------------------------------------------
 
     def asset_id(self, uri: str) -> int | None:

@@ -189,6 +189,9 @@ def _build_dag(
     # raise AirflowFailException, which Airflow never retries.
     settings = repo.config.airflow
     retry_delay = timedelta(seconds=settings.retry_delay)
+    # Package tasks wait for an endpoint slot in the pool, not in a worker process; the plan
+    # and the report stay in the default pool so they never queue behind builds.
+    pool: dict[str, Any] = {"pool": settings.pool} if settings.pool else {}
     for key, task_id in task_ids.items():
         if only_task is not None and task_id != only_task:
             continue
@@ -202,6 +205,7 @@ def _build_dag(
             trigger_rule="none_failed",
             retries=settings.retries,
             retry_delay=retry_delay,
+            **pool,
             **common,
         )
     dag.params = ParamsDict(_params(repo, empty))

@@ -93,11 +93,15 @@ def load(
     pickle_path = cache / f"{content_hash}.pickle"
     cached = _read_pickle(pickle_path)
     if cached is not None:
+        # as a fresh load would: the accepted problems (unknown keys, links) are logged
+        for warning in cached.repo.warnings:
+            logging.getLogger("airflow_butido.recipes.repository").warning("%s", warning)
         return _with_secrets(cached, root, environ)
     loaded = _load_fresh(root, environ, content_hash)
     try:
         stored = _without_secrets(loaded)
-        _write_atomic(pickle_path, pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL))
+        data = pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL)
+        _write_atomic(pickle_path, data)
     except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
         log.warning("could not write the parse cache %s: %s", pickle_path, exc)
     return loaded
@@ -151,14 +155,15 @@ def _with_secrets(
 
 def _load_fresh(root: Path, environ: Mapping[str, str], content_hash: str) -> LoadedRepository:
     from airflow_butido.graph import resolve
-    from airflow_butido.recipes.repository import load_repository
+    from airflow_butido.recipes.repository import _gc_paused, load_repository
 
     repo = load_repository(root, environ=environ)
     packages = list(repo)
-    graphs = {
-        image.name: resolve(repo, packages, image=image.name, env=None)
-        for image in repo.config.docker.images
-    }
+    with _gc_paused():
+        graphs = {
+            image.name: resolve(repo, packages, image=image.name, env=None)
+            for image in repo.config.docker.images
+        }
     return LoadedRepository(repo, graphs, content_hash)
 
 
@@ -251,8 +256,11 @@ def _read_index(path: Path, stat_fp: str) -> str | None:
 
 
 def _read_pickle(path: Path) -> LoadedRepository | None:
+    from airflow_butido.recipes.repository import _gc_paused
+
     try:
-        with open(path, "rb") as fh:
+        # unpickling builds a large acyclic graph: the cyclic GC would double the time
+        with open(path, "rb") as fh, _gc_paused():
             loaded = pickle.load(fh)
     except FileNotFoundError:
         return None

@@ -48,8 +48,12 @@ def reuse_up_front(
     git_env = git_environment(config, root)
     scripts: dict[Key, str] = {}
 
+    transitive: dict[Key, list[Key]] = {}
+
     def dependencies(key: Key) -> Collection[Key]:
-        return [keys[t] for t in plan.dependencies_of(tasks[key])]
+        if key not in transitive:  # asked once per level pass and once per manifest
+            transitive[key] = [keys[t] for t in plan.dependencies_of(tasks[key])]
+        return transitive[key]
 
     def inputs_of(key: Key, hashes: list[str]) -> BuildKeyInputs | None:
         if tasks[key] in plan.failures:
@@ -98,7 +102,6 @@ def reuse_up_front(
             )  # fmt: skip
             for a in found.artifacts
         )
-        inputs = tuple(ref for dep in dependencies(key) for ref in reused[tasks[dep]].artifacts)
         job_uuid = str(uuid.uuid4())
         reused[task_id] = Manifest(
             package=key[0],
@@ -108,7 +111,10 @@ def reuse_up_front(
             job_uuid=job_uuid,
             outcome=REUSED,
             artifacts=artifacts,
-            inputs=inputs,
+            # No inputs: with a plan, a dependent takes the artifacts of each transitive
+            # dependency from the plan itself, and listing them here would make the plan
+            # grow with the square of the packages (1,000: a quarter million entries).
+            inputs=(),
             build_key=found.build_key,
             reused_from=ReusedFrom(found.job_uuid, found.submit_uuid, reason),
         )

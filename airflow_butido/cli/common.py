@@ -380,9 +380,16 @@ CONSTRAINT_HELP = "version constraint: '=X' exact, 'X' semver-partial (1 matches
 
 
 def load_repo(args: argparse.Namespace) -> Repository:
+    """The repository through the parse cache the DAG file uses (``BUTIDO_PARSE_CACHE=off``
+    skips it). A repository the cache cannot resolve as a whole is loaded plainly, so that
+    a command sees (or, like ``lint``, reports) exactly what the loader says."""
+    from airflow_butido import parse_cache
     from airflow_butido.recipes.repository import load_repository
 
-    return load_repository(args.repo)
+    try:
+        return parse_cache.load(args.repo).repo
+    except ResolveError:
+        return load_repository(args.repo)
 
 
 def compile_regex(text: str) -> re.Pattern[str]:

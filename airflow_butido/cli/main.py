@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "airflow_butido.cli.lint",
     "airflow_butido.cli.build",
     "airflow_butido.cli.trigger",
+    "airflow_butido.cli.airflow_pool",
     "airflow_butido.cli.db",
     "airflow_butido.cli.release",
     "airflow_butido.cli.find_artifact",

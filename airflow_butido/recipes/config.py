@@ -161,6 +161,9 @@ class AirflowSettings:
     max_active_runs: int | None = None
     retries: int = 2  # of a package task, after an infrastructure failure
     retry_delay: int = 30  # seconds before such a retry
+    # Airflow pool of the package tasks, sized to the endpoints' total maxjobs
+    # (`butido airflow pool`); None: the default pool
+    pool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -315,7 +318,10 @@ _AIRFLOW_KEYS = (
     "max_active_runs",
     "retries",
     "retry_delay",
+    "pool",
 )
+# What Airflow's pool names may be (up to 256 characters).
+_POOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 _TLS_KEYS = ("ca_cert", "client_cert", "client_key", "verify")
 
 
@@ -674,10 +680,17 @@ def _apply_settings(loader: _Loader, data: Mapping[str, Any], values: dict[str, 
                 ("max_active_runs", "int"),
                 ("retries", "int"),
                 ("retry_delay", "int"),
+                ("pool", "str"),
             ):
                 value = _get(loader, table, key, kind, "airflow.")
                 if value is not None:
                     kw[key] = value
+            if "pool" in kw and not _POOL_NAME.fullmatch(kw["pool"]):
+                loader.error(
+                    "airflow.pool",
+                    f"{kw['pool']!r} is not a pool name (letters, digits, '_', '-', '.')",
+                )
+                del kw["pool"]
             for i, spec in enumerate(kw.get("default_packages", ())):
                 if len(spec.split()) not in (1, 2):
                     loader.error(

@@ -150,9 +150,15 @@ def _plugins_folder(base: Path) -> Path:
 
 @contextlib.contextmanager
 def running_deployment(
-    databases: tuple[str, str], workspace: dict[str, Path], extra_dag_files: dict[str, str]
+    databases: tuple[str, str],
+    workspace: dict[str, Path],
+    extra_dag_files: dict[str, str],
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Deployment]:
-    """Migrate, start the three processes, wait for health and the DAG; stop them after."""
+    """Migrate, start the three processes, wait for health and the DAG; stop them after.
+
+    ``extra_env`` adds to (or overrides) the processes' environment, e.g. Airflow settings.
+    """
     metadata_url, build_url = databases
     base = workspace["base"]
     home = base / "airflow-home"
@@ -190,6 +196,7 @@ def running_deployment(
     }
     for key in ("CI", "BUTIDO_AIRFLOW_TOKEN", "BUTIDO_AIRFLOW_URL"):
         env.pop(key, None)
+    env.update(extra_env or {})
     deploy = Deployment(base, env, port)
     migrate = subprocess.run(
         [str(VENV_BIN / "airflow"), "db", "migrate"],

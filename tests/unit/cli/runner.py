@@ -21,7 +21,9 @@ def butido_fixture(modules: tuple[str, ...] | None = OWN_MODULES):
     """
 
     @pytest.fixture
-    def run(monkeypatch, capsys):
+    def run(monkeypatch, capsys, tmp_path_factory):
+        # the repository commands load through the parse cache: a private one per test
+        monkeypatch.setenv("BUTIDO_PARSE_CACHE", str(tmp_path_factory.mktemp("parse-cache")))
         if modules is not None:
             monkeypatch.setattr(cli_main, "COMMAND_MODULES", modules)
         for var in ("BUTIDO_CONFIG", "BUTIDO_SETTINGS", "XDG_CONFIG_HOME"):
