@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -151,23 +152,33 @@ class DatabaseFileError(ButidoError):
     """The SQLite database file is not a database, or is damaged: a restore, not a retry."""
 
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
 def _check_sqlite_file(path: Path) -> None:
-    """An existing, non-empty file must start with SQLite's header."""
+    """An existing, non-empty file must be an SQLite database.
+
+    Asked through SQLite itself, never with a plain open() and close(): closing any file
+    descriptor of the database file drops every POSIX lock this process holds on it, which
+    lets another process write under the feet of this process's open connections.
+    """
     try:
-        with open(path, "rb") as fh:
-            header = fh.read(len(SQLITE_HEADER))
+        if path.stat().st_size == 0:
+            return
     except FileNotFoundError:
         return
     except OSError as exc:
         raise DatabaseFileError(f"database {path}: cannot read it: {exc.strerror}") from exc
-    if header and header != SQLITE_HEADER:
+    try:
+        uri = f"file:{quote(str(path))}?mode=ro"
+        with contextlib.closing(
+            sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+        ) as conn:
+            conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if type(exc) is not sqlite3.DatabaseError:  # locked, busy: not about the file
+            return
         raise DatabaseFileError(
-            f"database {path} is not an SQLite database file; restore it from a backup "
-            "or point the configuration at another database"
-        )
+            f"database {path} is not an SQLite database file ({exc}); restore it from a "
+            "backup or point the configuration at another database"
+        ) from exc
 
 
 def _create_engine(parsed: URL, **kwargs: Any) -> Engine:
@@ -225,6 +236,17 @@ def transaction(engine: Engine, *, immediate: bool = False) -> Iterator[Connecti
             conn.close()
 
 
+def _sqlite_file_is_sound(path: str | None) -> bool:
+    """Whether SQLite's own quick check passes on the file (a fresh connection)."""
+    if not path or path == ":memory:":
+        return True
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
+            return conn.execute("PRAGMA quick_check").fetchone() == ("ok",)
+    except sqlite3.Error:
+        return False
+
+
 @contextlib.contextmanager
 def infrastructure_errors(engine: Engine) -> Iterator[None]:
     """Turn connection failures into InfrastructureError naming the database."""
@@ -232,9 +254,14 @@ def infrastructure_errors(engine: Engine) -> Iterator[None]:
         yield
     except sa.exc.DBAPIError as exc:
         if is_sqlite(engine) and type(exc.orig) is sqlite3.DatabaseError:
-            raise DatabaseFileError(
-                f"database {engine.url.database} is damaged or not an SQLite database: "
-                f"{exc.orig}; restore it from a backup"
+            if not _sqlite_file_is_sound(engine.url.database):
+                raise DatabaseFileError(
+                    f"database {engine.url.database} is damaged or not an SQLite database: "
+                    f"{exc.orig}; restore it from a backup"
+                ) from exc
+            # The file checks out: a reader caught another process's write in passing.
+            raise InfrastructureError(
+                f"database {engine.url.database} failed: {exc.orig} (the file checks out; retry)"
             ) from exc
         if exc.connection_invalidated or isinstance(
             exc, sa.exc.OperationalError | sa.exc.InterfaceError
