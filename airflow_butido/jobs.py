@@ -19,9 +19,12 @@ runs (:mod:`airflow_butido.db.recorder`, :mod:`airflow_butido.db.build_cache`,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -82,6 +85,7 @@ PHASES = (
     "run",  # the script, its log streamed
     "outputs",  # /outputs extracted into the staging store
     "record",  # writing the job, its log and artifacts to the build database
+    "remove",  # removing the container, after the record and outside the slot
 )
 
 
@@ -263,6 +267,11 @@ class JobRecorder(Protocol):
         ``phases()``, read as late as possible, gives the seconds of each phase."""
         ...
 
+    def job_phases(self, job_uuid: str, phases: Mapping[str, float]) -> None:
+        """The seconds of each phase again, once the container is gone (its removal
+        comes after the record, outside the slot)."""
+        ...
+
 
 class NullRecorder:
     def job_started(self, job: JobStarted) -> None:
@@ -272,6 +281,9 @@ class NullRecorder:
         pass
 
     def job_finished(self, job_uuid: str, **_: object) -> None:
+        pass
+
+    def job_phases(self, job_uuid: str, phases: Mapping[str, float]) -> None:
         pass
 
 
@@ -359,6 +371,91 @@ class DockerRuntime:
         return BuildContainer(
             candidate.api, spec, endpoint_name=endpoint.name, endpoint_url=base_url(endpoint)
         )
+
+
+# -- removing containers ---------------------------------------------------------------------
+
+
+class ContainerRemovals:
+    """Build containers removed in the background once their jobs have left their slots.
+
+    The engine takes a few tenths of a second to remove a container. A job hands its
+    container over here instead of waiting for that, so its endpoint slot and the thread
+    running it go to the next job at once. ``close()`` returns once every container handed
+    over is gone: a run calls it before it ends, and no container is left behind (one left
+    by a killed process stops by itself and the next job on its endpoint removes it, see
+    ``remove_dead_containers``). ``record`` is told each job's phases, ``remove`` included.
+    """
+
+    def __init__(
+        self,
+        record: Callable[[str, Mapping[str, float]], None] | None = None,
+        *,
+        workers: int = 2,
+    ) -> None:
+        self.record = record
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="remove")
+        self._pending: set[Future[None]] = set()
+        self._lock = threading.Lock()
+
+    def submit(
+        self, job_uuid: str, container: BuildContainer, timer: PhaseTimer, done: Callable[[], None]
+    ) -> None:
+        """Remove ``container`` soon, then call ``done`` (closes its endpoint's client);
+        at once when closed already (a job outliving its run)."""
+        try:
+            future = self._pool.submit(self._remove, job_uuid, container, timer, done)
+        except RuntimeError:  # shut down
+            self._remove(job_uuid, container, timer, done)
+            return
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def _remove(
+        self, job_uuid: str, container: BuildContainer, timer: PhaseTimer, done: Callable[[], None]
+    ) -> None:
+        try:
+            _remove_timed(container, timer)
+            if self.record is not None:
+                _record_phases(self.record, job_uuid, timer)
+        finally:
+            done()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def close(self) -> None:
+        """Wait until every container handed over is removed."""
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> ContainerRemovals:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _remove_timed(container: BuildContainer, timer: PhaseTimer) -> None:
+    with timer.phase("remove"):
+        try:
+            container.remove()  # logs what failed; the job's outcome stands
+        except Exception as exc:
+            log.warning("removing container %s failed: %s", container.spec.name, exc)
+
+
+def _record_phases(
+    record: Callable[[str, Mapping[str, float]], None], job_uuid: str, timer: PhaseTimer
+) -> None:
+    try:
+        record(job_uuid, timer.seconds())
+    except Exception as exc:  # a timing annotation: the job is recorded already
+        log.warning("recording the phases of job %s failed: %s", job_uuid, exc)
 
 
 # -- preparation (pure apart from reading files and git) ------------------------------------
@@ -556,6 +653,7 @@ def run_job(
     max_wait: float | None = None,
     cache: BuildCache | None = None,
     runtime: ContainerRuntime | None = None,
+    removals: ContainerRemovals | None = None,
 ) -> JobResult:
     """Build one package, or reuse an earlier build of the same key; return its result or
     raise ScriptFailed / InfrastructureError.
@@ -564,19 +662,66 @@ def run_job(
     build key whose artifacts are intact is reused: no slot, no container, state
     ``reused``, and the result's artifacts are the earlier ones (in the staging directory
     of ``result.reused_from.submit_uuid`` or a release store). ``on_container`` is told the
-    container once it exists and ``None`` once it is gone, so a caller can remove it from
-    another thread when the job is killed.
+    container once it exists and ``None`` once the job is done with it, so a caller can
+    remove it from another thread when the job is killed.
+
+    The container is removed after the job has been recorded and has left its slot (and
+    its build key): right away, or by ``removals`` in the background when given.
     """
     timer = PhaseTimer()
     runtime = runtime or DockerRuntime(run=request.submit_uuid)
-    job = _Job(request, recorder or NullRecorder(), runtime, on_line, _database_of(slots), timer)
+    rec = recorder or NullRecorder()
+    job = _Job(request, rec, runtime, on_line, _database_of(slots), timer)
+    candidates: list[Candidate] = []
+    try:
+        result = _run_job(job, slots, on_container, on_wait, max_wait, cache, candidates)
+    except ScriptFailed as exc:
+        _remove_container(job, candidates, removals)
+        exc.result = dataclasses.replace(exc.result, phase_seconds=timer.seconds())
+        raise
+    except BaseException:
+        _remove_container(job, candidates, removals)
+        raise
+    _remove_container(job, candidates, removals)
+    return dataclasses.replace(result, phase_seconds=timer.seconds())
+
+
+def _remove_container(
+    job: _Job, candidates: Sequence[Candidate], removals: ContainerRemovals | None
+) -> None:
+    """Remove the job's container (or hand it to ``removals``); close the endpoints' clients."""
+    container, api = job.container, job.container_api
+    kept = api if container is not None and removals is not None else None
+    for candidate in candidates:
+        if candidate.api is not kept:
+            candidate.api.close()
+    if container is None:
+        return
+    if removals is not None:
+        removals.submit(job.request.job_uuid, container, job.timer, api.close)
+        return
+    _remove_timed(container, job.timer)
+    _record_phases(job.recorder.job_phases, job.request.job_uuid, job.timer)
+
+
+def _run_job(
+    job: _Job,
+    slots: SlotLeaser,
+    on_container: Callable[[BuildContainer | None], None] | None,
+    on_wait: Callable[[float], None] | None,
+    max_wait: float | None,
+    cache: BuildCache | None,
+    candidates: list[Candidate],
+) -> JobResult:
+    request, timer = job.request, job.timer
     with timer.phase("prepare"):
         prepared = _prepare(request)
         remove_stale_parts(request.config.staging)  # left by extractions killed outright
     with timer.phase("endpoints"):
-        candidates, digest = job.runtime.endpoints(
+        found, digest = job.runtime.endpoints(
             request.config, prepared.image, request.endpoint_names
         )
+        candidates.extend(found)
     try:
         with timer.phase("prepare"):
             key = job_build_key(request, prepared.script, prepared.git_env, digest)
@@ -593,11 +738,8 @@ def run_job(
                     _remove_dead_containers(slots, chosen)
                 return job.build(prepared, key, chosen, on_container)
     except InfrastructureError:
-        runtime.forget()
+        job.runtime.forget()
         raise
-    finally:
-        for candidate in candidates:
-            candidate.api.close()
 
 
 def _database_of(slots: SlotLeaser) -> str | None:
@@ -649,6 +791,8 @@ class _Job:
     on_line: LineCallback | None
     database: str | None = None  # the build database holding the slots, a container label
     timer: PhaseTimer = field(default_factory=PhaseTimer)
+    container: BuildContainer | None = None  # once made; removed after the slot is left
+    container_api: Any = None  # the client of the container's endpoint
 
     def result(self, prepared: _Prepared, key: BuildKey, **values: Any) -> JobResult:
         package = self.request.package
@@ -724,35 +868,36 @@ class _Job:
             network_mode=chosen.endpoint.network_mode,
         )
         phase = self.timer.phase
-        with self.runtime.container(chosen, spec) as container:
-            try:
-                with phase("create"):
-                    container_id = container.create()
-                if on_container is not None:
-                    on_container(container)
-                with phase("copy_in"):
-                    container.put_files(prepared.inputs)
-                with phase("start"):
-                    container.start()
-                with phase("record"):
-                    self.recorder.job_started(
-                        JobStarted(
-                            request.job_uuid,
-                            request.submit_uuid,
-                            package.name,
-                            package.version,
-                            prepared.image,
-                            chosen.endpoint.name,
-                            container_id,
-                            prepared.script,
-                            prepared.stored_env,
-                            key,
-                        )
+        self.container_api = chosen.api
+        container = self.container = self.runtime.container(chosen, spec)
+        try:
+            with phase("create"):
+                container_id = container.create()
+            if on_container is not None:
+                on_container(container)
+            with phase("copy_in"):
+                container.put_files(prepared.inputs)
+            with phase("start"):
+                container.start()
+            with phase("record"):
+                self.recorder.job_started(
+                    JobStarted(
+                        request.job_uuid,
+                        request.submit_uuid,
+                        package.name,
+                        package.version,
+                        prepared.image,
+                        chosen.endpoint.name,
+                        container_id,
+                        prepared.script,
+                        prepared.stored_env,
+                        key,
                     )
-                return self.run(prepared, key, container, chosen.endpoint.name, container_id)
-            finally:
-                if on_container is not None:
-                    on_container(None)
+                )
+            return self.run(prepared, key, container, chosen.endpoint.name, container_id)
+        finally:
+            if on_container is not None:
+                on_container(None)
 
     def run(
         self,

@@ -91,7 +91,7 @@ def measure(size_mib: int, files: int, docker_url: str) -> dict[str, dict]:
     )
     per_file = size_mib // files
     script = (
-        "set -e; mkdir /outputs; "
+        "#!/bin/sh\nset -e; mkdir /outputs; "
         f"for i in $(seq 1 {files}); do "
         f"dd if=/dev/urandom of=/outputs/f$i.bin bs=1M count={per_file} status=none; done; "
         "cd /outputs && sha256sum *.bin"
@@ -100,7 +100,7 @@ def measure(size_mib: int, files: int, docker_url: str) -> dict[str, dict]:
     try:
         with BuildContainer(api, spec) as container:
             container.create()
-            container.put_files([InputFile("/script", data=script.encode())])
+            container.put_files([InputFile("/script", data=script.encode(), mode=0o755)])
             container.start()
             lines, exec_id = container.exec_stream()
             expected = {}

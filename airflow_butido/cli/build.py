@@ -17,14 +17,17 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from airflow_butido.cli.common import add_run_flags, database_url_for
 from airflow_butido.run_inputs import env_pairs
 from airflow_butido.stores import artifact_file
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 def register(subparsers: Any) -> None:
@@ -94,6 +97,7 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     _quiet_airflow(args.verbose)
     from airflow_butido import parse_cache
     from airflow_butido.dag_factory import create_dags
+    from airflow_butido.jobs import ContainerRemovals
     from airflow_butido.local_build import LocalRun, TaskEvent
     from airflow_butido.manifest import Manifest, is_manifest
     from airflow_butido.plan import PLAN_TASK_ID, REPORT_TASK_ID, Plan, RunRequest
@@ -116,10 +120,14 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
 
     url = database_url_for(args, config, use_airflow=False)
     log_file = _open_log(args.write_log) if args.write_log else None
+    phase_records = _PhaseRecords(url)
+    removals = ContainerRemovals(record=phase_records.record)
     for task in dag.tasks:
         task.database_url = url  # type: ignore[union-attr]
         if log_file is not None and hasattr(task, "line_sink"):
             task.line_sink = log_file.write_line
+        if hasattr(task, "container_removals"):
+            task.container_removals = removals
     slots = sum(e.maxjobs for e in config.docker.endpoints)
     parallel = args.parallel or max(1, slots)
 
@@ -149,6 +157,8 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         with _sigterm_interrupts():
             states = local.run()
     finally:
+        removals.close()  # every build container is gone before the command goes on
+        phase_records.close()
         if log_file is not None:
             log_file.close()
 
@@ -181,6 +191,32 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         for path in paths:
             print(path, file=stdout)
     return 0 if report.ok else 1
+
+
+class _PhaseRecords:
+    """The build containers of a run removed in the background, after their slots; the
+    time each removal took is added to its job's phases in the build database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    def record(self, job_uuid: str, phases: Mapping[str, float]) -> None:
+        from airflow_butido.db.engine import make_engine
+        from airflow_butido.db.records import record_phase_seconds
+
+        with self._lock:
+            if self._engine is None:
+                self._engine = make_engine(self.url)
+            engine = self._engine
+        record_phase_seconds(engine, job_uuid, phases)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
 
 
 class _BuildLog:

@@ -17,6 +17,7 @@ from airflow_butido.db.records import (
     record_inputs,
     record_job_finish,
     record_job_start,
+    record_phase_seconds,
     record_reused_job,
 )
 from airflow_butido.jobs import SUCCESS, BuildKey, JobReused, JobStarted
@@ -107,3 +108,6 @@ class DatabaseRecorder:
             ),
             phase_seconds=phases,
         )
+
+    def job_phases(self, job_uuid: str, phases: Mapping[str, float]) -> None:
+        record_phase_seconds(self.engine, job_uuid, phases)

@@ -269,6 +269,15 @@ def record_job_finish(
         )
 
 
+def record_phase_seconds(engine: Engine, uuid: str, phase_seconds: Mapping[str, float]) -> None:
+    """Replace the seconds of each phase of a recorded job (its container's removal comes
+    after the record); a job not recorded is left alone."""
+    values = _phases_value(phase_seconds)
+    if values:
+        with transaction(engine) as conn:
+            conn.execute(sa.update(s.jobs).where(s.jobs.c.uuid == uuid).values(**values))
+
+
 def _phases_value(
     phase_seconds: Mapping[str, float] | Callable[[], Mapping[str, float]] | None,
 ) -> dict[str, str]:

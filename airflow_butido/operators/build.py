@@ -45,7 +45,13 @@ if TYPE_CHECKING:
     from airflow_butido.build_key import Env
     from airflow_butido.container import BuildContainer
     from airflow_butido.endpoints import SlotLeaser
-    from airflow_butido.jobs import BuildCache, JobRecorder, JobRequest, JobResult
+    from airflow_butido.jobs import (
+        BuildCache,
+        ContainerRemovals,
+        JobRecorder,
+        JobRequest,
+        JobResult,
+    )
     from airflow_butido.recipes.config import Config
     from airflow_butido.recipes.package import Package
 
@@ -154,6 +160,9 @@ class PackageBuildOperator(DockerOperator):
         self._killed = False
         # also given every raw script line with its package (``butido build -L``)
         self.line_sink: Callable[[str, str], None] | None = None
+        # removes the build container in the background after the slot (``butido build``,
+        # which waits for it before it ends); None: the task removes it itself
+        self.container_removals: ContainerRemovals | None = None
 
     # -- execute, in small steps ----------------------------------------------------------
 
@@ -391,6 +400,7 @@ class PackageBuildOperator(DockerOperator):
             on_wait=self._waiting_for_slot,
             max_wait=self.max_slot_wait,
             cache=cache,
+            removals=self.container_removals,
         )
         if result.reused_from is not None:
             reused = result.reused_from

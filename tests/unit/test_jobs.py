@@ -22,6 +22,7 @@ from airflow_butido.jobs import (
     REUSED,
     SUCCESS,
     BuildKey,
+    ContainerRemovals,
     JobRequest,
     JobReused,
     JobStarted,
@@ -67,6 +68,7 @@ class FakeContainer:
     id: str | None = None
     copied: list[InputFile] = field(default_factory=list)
     removed: bool = False
+    on_remove: Any = None  # called when removed
 
     def __enter__(self) -> FakeContainer:
         return self
@@ -102,6 +104,8 @@ class FakeContainer:
         return None if self.outputs_data is None else iter([self.outputs_data])
 
     def remove(self) -> None:
+        if self.on_remove is not None:
+            self.on_remove()
         self.removed = True
 
 
@@ -130,6 +134,7 @@ class FakeRuntime:
 @dataclass
 class FakeRecorder:
     events: list[tuple[str, Any]] = field(default_factory=list)
+    phases: list[tuple[str, dict[str, float]]] = field(default_factory=list)
 
     def job_started(self, job: JobStarted) -> None:
         self.events.append(("started", job))
@@ -141,6 +146,9 @@ class FakeRecorder:
         log = values.get("log")
         values["log_text"] = log.read() if log is not None else None
         self.events.append(("finished", values))
+
+    def job_phases(self, job_uuid: str, phases: Any) -> None:
+        self.phases.append((job_uuid, dict(phases)))
 
     def finished(self) -> dict[str, Any]:
         (values,) = [v for kind, v in self.events if kind == "finished"]
@@ -351,10 +359,12 @@ def test_a_build_reports_every_phase_in_its_result_and_its_record(repo: Path):
         runtime=FakeRuntime(),
     )
     built = ("endpoints", "prepare", "reuse_check", "slot_wait", "create", "copy_in", "start")
-    assert list(result.phase_seconds) == [*built, "run", "outputs", "record"]
+    assert list(result.phase_seconds) == [*built, "run", "outputs", "record", "remove"]
     assert all(seconds >= 0 for seconds in result.phase_seconds.values())
-    recorded = recorder.finished()["phases"]()  # read while recording: record included
+    recorded = recorder.finished()["phases"]()  # read late: record included
     assert list(recorded) == list(result.phase_seconds)
+    ((job, again),) = recorder.phases  # once the container is gone
+    assert job == result.job_uuid and again == dict(result.phase_seconds)
 
 
 def test_a_failed_build_records_its_phases_too(repo: Path):
@@ -515,3 +525,62 @@ def test_a_missing_interpreter_is_a_script_failure_saying_what_to_do(repo: Path)
     assert info.value.failure_class == "script"
     assert "'/bin/bash'" in str(info.value) and "does not exist in the image" in str(info.value)
     assert recorder.finished()["failure_class"] == "script"
+
+
+def test_the_container_is_removed_after_the_record_and_outside_the_slot(repo: Path):
+    slots, recorder = LocalSlots(), FakeRecorder()
+    runtime = FakeRuntime()
+    seen: list[tuple[dict[str, int], list[str]]] = []
+
+    def container(candidate: Candidate, spec: ContainerSpec) -> FakeContainer:
+        made = FakeRuntime.container(runtime, candidate, spec)
+        made.on_remove = lambda: seen.append((slots.in_use(), [k for k, _ in recorder.events]))
+        return made
+
+    runtime.container = container  # type: ignore[method-assign]
+    result = run_job(request_for(repo), slots=slots, recorder=recorder, runtime=runtime)
+    assert seen == [({}, ["started", "finished"])]  # slot free, job recorded
+    assert result.phase_seconds["remove"] >= 0 and runtime.api.closed
+
+    with pytest.raises(ScriptFailed) as info:  # a failed build too
+        run_job(
+            request_for(repo),
+            slots=slots,
+            recorder=recorder,
+            runtime=FakeRuntime(lines=("#BUTIDO:STATE:ERR:no",)),
+        )
+    assert "remove" in info.value.result.phase_seconds
+
+
+def test_removals_take_the_container_in_the_background_and_close_waits_for_them(repo: Path):
+    import threading
+
+    release = threading.Event()
+    recorded: list[tuple[str, dict[str, float]]] = []
+    runtime, recorder = FakeRuntime(), FakeRecorder()
+    made = runtime.container
+
+    def container(candidate: Candidate, spec: ContainerSpec) -> FakeContainer:
+        found = made(candidate, spec)
+        found.on_remove = lambda: release.wait(10)
+        return found
+
+    runtime.container = container  # type: ignore[method-assign]
+    removals = ContainerRemovals(record=lambda job, phases: recorded.append((job, dict(phases))))
+    slots = LocalSlots()
+    result = run_job(
+        request_for(repo), slots=slots, recorder=recorder, runtime=runtime, removals=removals
+    )
+    (box,) = runtime.containers
+    assert result.state == SUCCESS and slots.in_use() == {}
+    assert not box.removed and not runtime.api.closed and removals.pending() == 1
+    assert recorder.phases == []  # the removals record the phases, not the job
+    release.set()
+    removals.close()
+    assert box.removed and runtime.api.closed and removals.pending() == 0
+    ((job, phases),) = recorded
+    assert job == result.job_uuid and phases["remove"] >= 0 and "record" in phases
+
+    late = FakeRuntime()  # a job outliving its run: removed at once
+    run_job(request_for(repo), slots=slots, runtime=late, removals=removals)
+    assert late.containers[0].removed
