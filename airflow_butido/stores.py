@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from airflow_butido.recipes.config import Config
 
 CHUNK_SIZE = 1 << 20
+# Member data is read, hashed and written this much at a time. A megabyte per read is a new
+# buffer above malloc's mmap threshold each time: mapped, faulted in page by page, unmapped;
+# that doubled the CPU time of an extraction (3.5-4 s per GiB against 1.8-1.9 s).
+PIECE_SIZE = 64 << 10
 OUTPUTS_DIR = "outputs"
 OWNERS_DIR = ".butido-owners"  # beside the stores: which package wrote which file
 PART_SUFFIX = ".part"
@@ -372,7 +376,7 @@ def _write_file(
     fd, tmp_name = tempfile.mkstemp(dir=root, prefix=part_prefix(), suffix=PART_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as out:
-            while chunk := source.read(CHUNK_SIZE):
+            while chunk := source.read(PIECE_SIZE):
                 digest.update(chunk)
                 size += len(chunk)
                 out.write(chunk)
@@ -491,9 +495,11 @@ def _safe_rel(rel_path: str) -> PurePosixPath | None:
 def hash_artifact(path: Path) -> str:
     """The sha256 (hex) of a file, read in chunks: artifacts can be large."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_SIZE):
-            digest.update(chunk)
+    buffer = bytearray(CHUNK_SIZE)  # one buffer, filled again and again: no allocation per read
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buffer):
+            digest.update(view[:n])
     return digest.hexdigest()
 
 
