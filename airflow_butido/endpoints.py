@@ -404,6 +404,16 @@ class LocalSlots:
             return counts
 
 
+# A slot released in this process wakes the jobs of this process waiting for one at once
+# (``butido build`` runs every job in one process); jobs elsewhere poll.
+_slot_released = threading.Condition()
+
+
+def _wait_for_a_release(seconds: float) -> None:
+    with _slot_released:
+        _slot_released.wait(timeout=seconds)
+
+
 @contextlib.contextmanager
 def lease_endpoint(
     slots: SlotLeaser,
@@ -412,13 +422,14 @@ def lease_endpoint(
     *,
     max_wait: float | None = None,
     on_wait: Callable[[float], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = _wait_for_a_release,
     every: float = HEARTBEAT_SECONDS,
 ) -> Iterator[Candidate]:
     """Hold a slot on the least-utilised candidate for the duration of the block.
 
-    Waits with jittered exponential backoff (0.25 s up to 10 s) while all are full;
-    InfrastructureError after ``max_wait`` seconds.
+    Waits with jittered exponential backoff (0.25 s up to 10 s) while all are full, woken
+    early when a job of this process releases its slot; InfrastructureError after
+    ``max_wait`` seconds.
     """
     by_name = {c.endpoint.name: c for c in candidates}
     offer = [(c.endpoint.name, c.endpoint.maxjobs) for c in candidates if c.endpoint.maxjobs > 0]
@@ -451,6 +462,8 @@ def lease_endpoint(
             yield by_name[name]
     finally:
         slots.release(job_uuid)
+        with _slot_released:
+            _slot_released.notify_all()
 
 
 def _report_wait(

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 
+PREPARING_AHEAD = 2  # package tasks beyond the endpoints' slots (see _build)
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "build",
@@ -47,7 +50,8 @@ def register(subparsers: Any) -> None:
         "--parallel",
         type=_positive_int,
         metavar="N",
-        help="package tasks at a time (default: the endpoints' maxjobs summed)",
+        help="package tasks at a time (default: the endpoints' maxjobs summed, plus up to "
+        f"{PREPARING_AHEAD} preparing while the others build)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="stream the build logs")
     p.add_argument("--no-verify", action="store_true", help="do not check the sources' hashes")
@@ -130,6 +134,9 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
             task.container_removals = removals
     slots = sum(e.maxjobs for e in config.docker.endpoints)
     parallel = args.parallel or max(1, slots)
+    # a task also loads, checks and looks up its build before it takes a slot: a few more
+    # tasks than slots keep every slot busy (a released slot wakes a waiting task at once)
+    tasks = args.parallel or parallel + min(parallel, PREPARING_AHEAD)
 
     def show(event: TaskEvent) -> None:
         bookkeeping = event.task_id in (PLAN_TASK_ID, REPORT_TASK_ID)
@@ -151,7 +158,7 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
 
     # progress goes to stderr when stdout is for a machine (--json / --csv)
     out = sys.stderr if (args.json or args.csv) else stdout
-    local = LocalRun(dag, request.to_conf(), max_parallel=parallel, on_event=show)
+    local = LocalRun(dag, request.to_conf(), max_parallel=tasks, on_event=show)
     print(f"building {spec} in {image} ({dag.dag_id}, up to {parallel} at a time)", file=out)
     try:
         with _sigterm_interrupts():

@@ -73,7 +73,21 @@ def test_build_a_builds_the_whole_graph_and_prints_the_artifacts(workspace):
         assert conn.execute(sa.text("select count(*) from submits")).scalar() == 1
         assert conn.execute(sa.text("select count(*) from jobs")).scalar() == 29
         spans = conn.execute(sa.text("select started_at, finished_at from jobs")).all()
+        phases = [json.loads(p) for (p,) in conn.execute(sa.text("select phase_seconds from jobs"))]
+        submit = conn.execute(sa.text("select uuid from submits")).scalar()
     engine.dispose()
+    # containers are removed after their jobs' slots, in the background, each removal
+    # added to its job's phases; the command waits for all of them before it reports
+    assert all("record" in p and p.get("remove", -1) >= 0 for p in phases)
+    import docker
+
+    client = docker.from_env()
+    try:
+        assert (
+            client.api.containers(all=True, filters={"label": f"io.butido.submit={submit}"}) == []
+        )
+    finally:
+        client.close()
     # packages build in parallel up to the endpoint's maxjobs (2), never more
     assert "up to 2 at a time" in done.stdout
     assert most_at_once(spans) == 2

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -141,6 +142,37 @@ def test_lease_endpoint_waits_with_backoff_then_gives_up() -> None:
         assert chosen is candidate
         assert slots.in_use() == {"only": 1}
     assert slots.in_use() == {}
+
+
+def test_a_slot_released_in_the_process_wakes_a_waiting_job_at_once() -> None:
+    import threading
+
+    from airflow_butido.endpoints import Candidate
+
+    slots = LocalSlots()
+    candidate = Candidate(local("only", 1), _FakeApi())
+    holding, released = threading.Event(), threading.Event()
+    got: list[float] = []
+
+    def first() -> None:
+        with lease_endpoint(slots, "a", [candidate]):
+            holding.set()
+            time.sleep(0.9)  # the waiter's backoff: tries at 0, ~0.25, ~0.75, ~1.75 s
+        released.set()
+
+    def second() -> None:
+        holding.wait(5)
+        with lease_endpoint(slots, "b", [candidate]):
+            got.append(time.monotonic())
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    released.wait(5)
+    freed = time.monotonic()
+    for thread in threads:
+        thread.join(10)
+    assert got and got[0] - freed < 0.3  # not at its next backoff try, about 0.85 s later
 
 
 def test_lease_endpoint_retries_until_a_slot_frees() -> None:

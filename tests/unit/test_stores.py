@@ -231,3 +231,24 @@ def test_extraction_from_small_uneven_chunks_keeps_every_byte(tmp_path: Path):
     (artifact,) = extract_outputs(iter(chunks), tmp_path / "s")
     assert (tmp_path / "s" / "x.pkg").read_bytes() == data
     assert artifact.size == len(data)
+
+
+def test_member_data_goes_through_in_small_pieces_whatever_the_chunks(tmp_path: Path) -> None:
+    """The engine sends chunks of about 16 KiB: data read a megabyte at a time meant a new
+    megabyte-sized buffer per piece (mapped and faulted in anew by malloc each time), which
+    doubled the CPU time of an extraction; pieces stay a small fixed size."""
+    import tracemalloc
+
+    from airflow_butido.stores import PIECE_SIZE
+
+    data = bytes(range(256)) * (16 * 1024)  # 4 MiB
+    archive = tar_bytes(reg("outputs/f.bin", data))
+    tracemalloc.start()
+    try:
+        [artifact] = extract_outputs(chunks(archive, 16 * 1024), tmp_path / "store")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert artifact.sha256 == hashlib.sha256(data).hexdigest()
+    assert PIECE_SIZE <= 64 * 1024
+    assert peak < 512 * 1024  # a megabyte per read peaked above 1 MiB
