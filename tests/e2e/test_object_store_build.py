@@ -6,7 +6,6 @@ bucket (the example packages check their inputs' contents), nothing lies on disk
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e._example import example_workspace
+from tests.e2e._example import butido_in_workspace, example_workspace
 from tests.s3_server import CONN_ENV, S3Server
 
 pytestmark = [pytest.mark.docker]
@@ -35,22 +34,7 @@ def with_stores(overlay: Path, stores: dict[str, str]) -> None:
 
 
 def butido(ws: dict[str, Path], env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    full = {
-        **os.environ,
-        **env,
-        "BUTIDO_CONFIG": str(ws["overlay"]),
-        "BUTIDO_SETTINGS": str(ws["base"] / "airflow-butido.toml"),
-        "BUTIDO_PARSE_CACHE": str(ws["base"] / "parse-cache"),
-        "XDG_CACHE_HOME": str(ws["base"] / "cache"),
-    }
-    full.pop("AIRFLOW_HOME", None)
-    return subprocess.run(
-        [str(VENV_BIN / "butido"), "--repo", str(ws["repo"]), *args],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return butido_in_workspace(ws, *args, env=env)
 
 
 def workspace(base: Path, butido_examples: Path, build_image: str) -> dict[str, Path]:
