@@ -40,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from _bytecode import compile_project  # noqa: E402
 from _gen import BUILD_SCRIPT, WORLD, generate_buildable, write_buildable  # noqa: E402
 
 from tests.e2e import deployment as harness  # noqa: E402
@@ -174,6 +175,33 @@ def local_breakdown(progress: str, seconds: float) -> str:
     return "; ".join(parts)
 
 
+def deployment_cpu(deploy: Any) -> float:
+    """CPU seconds used so far by the deployment's processes and everything they started
+    (task supervisors and task processes included, reaped ones through their parents'
+    children times). The Docker engine is not counted: other work on the machine uses it."""
+    import psutil
+
+    total = 0.0
+    for popen in deploy.processes.values():
+        try:
+            root = psutil.Process(popen.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in tree:
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue  # ended meanwhile: its time reaches its parent's children times
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def cpu_note(cpu: float, tasks: int) -> str:
+    per_task = f", {cpu / tasks:.2f} s per package task" if tasks else ""
+    return f"Airflow CPU {cpu:.1f} s{per_task}"
+
+
 def run_dag(
     client: Any, dag_id: str, conf: dict[str, Any], timeout: float
 ) -> tuple[str, float, str, float]:
@@ -267,16 +295,29 @@ class Bench:
     def butido_run(
         self, scenario: str, packages: list[str], expect: Callable[[str, float], Result]
     ) -> None:
+        cpu = deployment_cpu(self.deploy)
         run_id, seconds, state, triggered = run_dag(
             self.client,
             DAG_ID,
             {"packages": packages, "env": {}, "force_rebuild": False},
             self.timeout,
         )
+        cpu = deployment_cpu(self.deploy) - cpu
         result = expect(run_id, seconds)
         result.checks.insert(0, f"run {run_id}: {state}")
         result.where = breakdown(self.client, DAG_ID, run_id, triggered)
+        result.where += "; " + cpu_note(cpu, self.tasks_ran(DAG_ID, run_id))
         self.record(result)
+
+    def tasks_ran(self, dag_id: str, run_id: str) -> int:
+        tis = self.client.task_instances(dag_id, run_id)
+        return sum(
+            1
+            for ti in tis
+            if ti.get("start_date")
+            and ti.get("state") != "skipped"
+            and ti["task_id"] not in ("plan", "report")
+        )
 
     def everything(self) -> None:
         names = {n for n, _ in self.graph}
@@ -446,10 +487,13 @@ class Bench:
             self.record(result)
 
     def floor(self) -> None:
+        cpu = deployment_cpu(self.deploy)
         run_id, seconds, state, triggered = run_dag(self.client, FLOOR_DAG_ID, {}, self.timeout)
+        cpu = deployment_cpu(self.deploy) - cpu
         states = [str(ti.get("state")) for ti in self.client.task_instances(FLOOR_DAG_ID, run_id)]
         ok = state == "success" and states.count("success") == len(self.graph)
         where = breakdown(self.client, FLOOR_DAG_ID, run_id, triggered)
+        where += "; " + cpu_note(cpu, self.tasks_ran(FLOOR_DAG_ID, run_id))
         self.record(
             Result(
                 "Airflow floor: plain DockerOperator DAG, sh -c true",
@@ -564,6 +608,7 @@ def main() -> int:
         help="instead: N packages with no dependencies, maxjobs 1, with and without the pool",
     )
     args = parser.parse_args()
+    compile_project()
 
     import sqlalchemy as sa
 
