@@ -32,6 +32,7 @@ TARGET_RATIO = 0.8  # of docker cp's throughput
 
 EXTRACT = """
 import json, resource, sys, time
+from pathlib import Path
 import docker
 from airflow_butido.container import BuildContainer, ContainerSpec
 from airflow_butido.stores import extract_outputs
@@ -42,7 +43,7 @@ start = time.monotonic()
 before = resource.getrusage(resource.RUSAGE_SELF)
 cpu_before = before.ru_utime + before.ru_stime
 if sys.argv[3] == "extract":
-    artifacts = extract_outputs(container.outputs(), sys.argv[4])
+    artifacts = extract_outputs(container.outputs(), Path(sys.argv[4]))
     result = {a.path: a.sha256 for a in artifacts}
 else:
     result = {}
