@@ -17,14 +17,23 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from dataclasses import replace
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from airflow_butido.cli.common import add_run_flags, database_url_for
+from airflow_butido.errors import ButidoError
 from airflow_butido.run_inputs import env_pairs
 from airflow_butido.stores import artifact_file
+
+if TYPE_CHECKING:
+    from airflow_butido.local_build import LocalRun, TaskEvent
+    from airflow_butido.plan import Plan, RunRequest
+    from airflow_butido.run_steps import PlannedRun
+
+_log = logging.getLogger("airflow_butido.build")
 
 
 def register(subparsers: Any) -> None:
@@ -93,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     _quiet_airflow(args.verbose)
     from airflow_butido import parse_cache
-    from airflow_butido.dag_factory import create_dags
-    from airflow_butido.local_build import LocalRun, TaskEvent
+    from airflow_butido.local_build import SKIPPED, TaskEvent, new_run_id
     from airflow_butido.manifest import Manifest, is_manifest
-    from airflow_butido.plan import PLAN_TASK_ID, REPORT_TASK_ID, Plan, RunRequest
+    from airflow_butido.plan import PLAN_TASK_ID, REPORT_TASK_ID, RunRequest
     from airflow_butido.report import report_json, summarize
+    from airflow_butido.run_steps import dag_id_of
 
     repo_root = Path(args.repo).resolve()
     config = parse_cache.load(repo_root).repo.config
@@ -112,27 +121,21 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         shebang=args.shebang,
         staging_dir=str(Path(args.staging_dir).absolute()) if args.staging_dir else None,
     )
-    (dag,) = create_dags(repo_root, images=[image]).values()
-
     url = database_url_for(args, config, use_airflow=False)
-    log_file = _open_log(args.write_log) if args.write_log else None
-    for task in dag.tasks:
-        task.database_url = url  # type: ignore[union-attr]
-        if log_file is not None and hasattr(task, "line_sink"):
-            task.line_sink = log_file.write_line
     slots = sum(e.maxjobs for e in config.docker.endpoints)
     parallel = args.parallel or max(1, slots)
+    run = _Run(str(repo_root), image, url, dag_id_of(config, image), new_run_id())
+    planned_labels: dict[str, str] = {}
+    reused_up_front: set[str] = set()
 
     def show(event: TaskEvent) -> None:
         bookkeeping = event.task_id in (PLAN_TASK_ID, REPORT_TASK_ID)
-        if not bookkeeping:
-            plan = local.xcom.get(PLAN_TASK_ID, "return_value") or {}
-            if event.task_id not in (plan.get("labels") or {}):
-                return  # outside the requested closure, or no plan at all
+        if not bookkeeping and event.task_id not in planned_labels:
+            return  # outside the requested closure, or no plan at all
         text = event.state
         if not bookkeeping and event.state == "success" and is_manifest(event.value):
             text = Manifest.from_json(event.value).outcome
-        elif not bookkeeping and event.task_id in (plan.get("reused") or {}):
+        elif not bookkeeping and event.task_id in reused_up_front:
             text, event = "reused up front", replace(event, message="")
         if event.message and event.state != "success":
             first, *rest = event.message.splitlines()
@@ -141,25 +144,49 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
             )
         print(f"[{event.elapsed:7.1f}s] {event.task_id}: {text}", file=out, flush=True)
 
+    def emit(task_id: str, state: str, message: str = "") -> None:
+        show(TaskEvent(task_id, state, time.monotonic() - started, message))
+
     # progress goes to stderr when stdout is for a machine (--json / --csv)
     out = sys.stderr if (args.json or args.csv) else stdout
-    local = LocalRun(dag, request.to_conf(), max_parallel=parallel, on_event=show)
-    print(f"building {spec} in {image} ({dag.dag_id}, up to {parallel} at a time)", file=out)
+    print(f"building {spec} in {image} ({run.dag_id}, up to {parallel} at a time)", file=out)
+    log_file = _open_log(args.write_log) if args.write_log else None
+    states: dict[str, str | None]
     try:
-        with _sigterm_interrupts():
-            states = local.run()
+        started = time.monotonic()
+        emit(PLAN_TASK_ID, "running")
+        planned = _plan(run, request, config.airflow.default_packages)
+        if isinstance(planned, _PlanFailed):
+            emit(PLAN_TASK_ID, "failed", planned.message)
+            # what the report task does when the plan failed; no package task starts
+            emit(REPORT_TASK_ID, "running")
+            emit(REPORT_TASK_ID, "failed", run.plan_failed(planned))
+            return 1
+        plan = planned.plan
+        planned_labels.update(plan.labels)
+        reused_up_front.update(plan.reused)
+        emit(PLAN_TASK_ID, "success")
+        if planned.to_run:
+            # something builds: only now Airflow (the DAG and its operators) is needed
+            with _sigterm_interrupts():
+                local = _run_dag(args, run, request, planned, parallel, show, log_file, started)
+            states, xcom = dict(local.states), local.xcom.get
+        else:  # every package reused up front: the report is all that is left
+            states = {PLAN_TASK_ID: "success", **dict.fromkeys(planned.skipped, SKIPPED)}
+            for task_id in planned.skipped:
+                emit(task_id, SKIPPED, "skipped by the plan")
+            emit(REPORT_TASK_ID, "running")
+            problem = run.report(plan, states)
+            emit(REPORT_TASK_ID, "failed" if problem else "success", problem or "")
+            xcom = _no_xcom
     finally:
         if log_file is not None:
             log_file.close()
 
-    plan_json = local.xcom.get(PLAN_TASK_ID, "return_value")
-    if not plan_json:
-        return 1  # the plan's message has been printed
-    plan = Plan.from_json(plan_json)
-    values = {t: local.xcom.get(t, "return_value") for t in plan.packages}
+    values = {t: xcom(t, "return_value") for t in plan.packages}
     manifests = {t: Manifest.from_json(v) for t, v in values.items() if is_manifest(v)}
     manifests.update(plan.reused)
-    failures = {t: local.xcom.get(t, "failure") for t in plan.packages}
+    failures = {t: xcom(t, "failure") for t in plan.packages}
     report = summarize(plan, states, manifests, failures)
     paths = sorted(
         (str(artifact_file(config, a)) for m in manifests.values() for a in m.artifacts),
@@ -181,6 +208,120 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         for path in paths:
             print(path, file=stdout)
     return 0 if report.ok else 1
+
+
+def _no_xcom(task_id: str, key: str) -> Any:
+    return None
+
+
+@dataclass(frozen=True)
+class _PlanFailed:
+    message: str  # as the plan task fails with it
+    failure: str | None  # what it publishes for the report (for a ButidoError)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One ``butido build``: where it records, under which DAG and run id."""
+
+    repo_root: str
+    image: str
+    database_url: str
+    dag_id: str
+    run_id: str
+
+    def plan_failed(self, failed: _PlanFailed) -> str:
+        """The report of a run whose plan failed: jobs left running by an earlier try are
+        marked failed; returns the report task's failure message."""
+        self.record_end(keep=())
+        message = failed.failure or "see its log"
+        for line in f"the plan task failed, nothing was built:\n{message}".splitlines():
+            _log.error("%s", line)
+        return f"the plan task failed: {message.splitlines()[0]}"
+
+    def report(self, plan: Plan, states: Mapping[str, str | None]) -> str | None:
+        """The report task of a run in which no package task started: logs and records the
+        report; returns its failure message, if any."""
+        from airflow_butido.report import summarize
+        from airflow_butido.run_steps import failure_summary
+
+        report = summarize(plan, states, {}, {})
+        self.record_end(keep=(), plan=plan, report=report)
+        for line in report.format().splitlines():
+            _log.info("%s", line)
+        return None if report.ok else failure_summary(report)
+
+    def record_end(self, **kwargs: Any) -> None:
+        from airflow_butido.run_steps import record_run_end
+
+        try:
+            count = record_run_end(
+                self.repo_root, self.database_url, self.dag_id, self.run_id, **kwargs
+            )
+        except Exception as exc:  # the report must still be given
+            _log.warning("could not update the build record: %s", exc)
+            return
+        if count:
+            _log.warning("marked %d orphaned job(s) of this run as failed", count)
+
+
+def _plan(
+    run: _Run, request: RunRequest, default_packages: Sequence[str]
+) -> PlannedRun | _PlanFailed:
+    """The plan task's work, here in the command: Airflow is not imported for it."""
+    from airflow_butido.plan import parse_run_conf
+    from airflow_butido.run_steps import log_plan, plan_run
+
+    try:
+        planned = plan_run(
+            run.repo_root,
+            run.image,
+            parse_run_conf(request.to_conf()),
+            default_packages=default_packages,
+            database_url=run.database_url,
+            dag_id=run.dag_id,
+            run_id=run.run_id,
+        )
+    except ButidoError as exc:
+        return _PlanFailed(f"the run cannot start:\n{exc}", str(exc))
+    except Exception as exc:  # as the task runner reports an unexpected error
+        return _PlanFailed(f"{type(exc).__name__}: {exc}", None)
+    log_plan(_log, planned.plan)
+    return planned
+
+
+def _run_dag(
+    args: argparse.Namespace,
+    run: _Run,
+    request: RunRequest,
+    planned: PlannedRun,
+    parallel: int,
+    show: Callable[[TaskEvent], None],
+    log_file: _BuildLog | None,
+    started: float,
+) -> LocalRun:
+    """Run the image's DAG in this process, its plan task taken as done."""
+    from airflow_butido.dag_factory import create_dags
+    from airflow_butido.local_build import SUCCESS, LocalRun
+    from airflow_butido.plan import PLAN_TASK_ID
+
+    (dag,) = create_dags(run.repo_root, images=[run.image]).values()
+    for task in dag.tasks:
+        task.database_url = run.database_url  # type: ignore[union-attr]
+        if log_file is not None and hasattr(task, "line_sink"):
+            task.line_sink = log_file.write_line
+    local = LocalRun(
+        dag,
+        request.to_conf(),
+        max_parallel=parallel,
+        on_event=show,
+        run_id=run.run_id,
+        started=started,
+    )
+    plan_json = planned.plan.to_json()
+    local.finished(PLAN_TASK_ID, SUCCESS, xcom={"return_value": plan_json}, skips=planned.skipped)
+    local.run()
+    return local
 
 
 class _BuildLog:

@@ -7,19 +7,17 @@ columns, tables and indexes in place.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from airflow_butido.db.engine import infrastructure_errors, is_sqlite
@@ -27,7 +25,12 @@ from airflow_butido.db.schema import BUTIDO_05_TABLES
 from airflow_butido.errors import ButidoError
 
 if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
     from airflow_butido.recipes.config import Config
+
+# Alembic is imported only to migrate: a database already current is checked with one query
+# (importing Alembic takes longer than a no-change `butido build` plans).
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK_ID = 0x62757469646F  # "butido": a PostgreSQL advisory lock key
@@ -53,6 +56,8 @@ class UpgradeResult:
 
 
 def alembic_config() -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return cfg
@@ -60,9 +65,24 @@ def alembic_config() -> AlembicConfig:
 
 @functools.cache
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    """The newest migration's revision, read from the migration files' ``revision`` and
+    ``down_revision`` lines (a test holds it equal to Alembic's answer)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        found = dict(_REVISION_LINE.findall(text))
+        if "revision" not in found:
+            continue
+        revisions.add(ast.literal_eval(found["revision"]))
+        down = ast.literal_eval(found.get("down_revision", "None"))
+        parents.update((down,) if isinstance(down, str) else down or ())
+    heads = revisions - parents
+    assert len(heads) == 1, f"migrations with several heads: {sorted(heads)}"
+    return heads.pop()
+
+
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.M)
 
 
 @contextlib.contextmanager
@@ -85,6 +105,8 @@ def current_state(engine: Engine) -> str:
 
 
 def _state(conn: sa.Connection) -> str:
+    from alembic.runtime.migration import MigrationContext
+
     revision = MigrationContext.configure(conn).get_current_revision()
     if revision:
         return revision
@@ -94,6 +116,8 @@ def _state(conn: sa.Connection) -> str:
 
 
 def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
     return {r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
@@ -112,6 +136,8 @@ def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
     The state before is read under the migration lock, so of several processes setting up
     one database at once exactly one reports creating it; the others find it current.
     """
+    from alembic import command
+
     cfg = alembic_config()
     with _quiet_alembic(), infrastructure_errors(engine), engine.connect() as conn:
         # Two processes setting up one database (the first runs of two DAGs): the second
@@ -142,7 +168,14 @@ def _sqlite_pragma(conn: sa.Connection, pragma: str) -> None:
 
 
 def is_current(engine: Engine) -> bool:
-    return current_state(engine) == head_revision()
+    """Whether the schema is at the newest revision: one query of ``alembic_version`` (a
+    database without it, or at another revision, is not current)."""
+    with infrastructure_errors(engine), engine.connect() as conn:
+        try:
+            found = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+        except sa.exc.DBAPIError:  # no such table: empty, or made by butido 0.5
+            return False
+    return [row[0] for row in found] == [head_revision()]
 
 
 def open_database(config: Config, url: str | None = None, repo_root: Path | None = None) -> Engine:
