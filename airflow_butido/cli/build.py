@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 from airflow_butido.cli.common import add_run_flags, database_url_for
 from airflow_butido.errors import ButidoError
 from airflow_butido.run_inputs import env_pairs
-from airflow_butido.stores import artifact_file
 
 if TYPE_CHECKING:
     from airflow_butido.local_build import LocalRun, TaskEvent
@@ -107,10 +106,13 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     from airflow_butido.plan import PLAN_TASK_ID, REPORT_TASK_ID, RunRequest
     from airflow_butido.report import report_json, summarize
     from airflow_butido.run_steps import dag_id_of
+    from airflow_butido.stores import artifact_file
 
     repo_root = Path(args.repo).resolve()
-    config = parse_cache.load(repo_root).repo.config
+    loaded = parse_cache.load(repo_root)
+    config = loaded.repo.config
     image = config.resolve_image(args.image)
+    loaded.graphs.get(image)  # a repository that does not resolve stops here, as the DAG would
     spec = f"{args.name} {args.version}" if args.version else args.name
     request = RunRequest(
         (spec,),

@@ -23,7 +23,6 @@ from airflow_butido.cli.common import (
 )
 from airflow_butido.cli.db import cmd_releases
 from airflow_butido.cli.output import add_format_flags
-from airflow_butido.stores import release_dir
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -92,6 +91,7 @@ def announce_release(store: str, submit: str, released: Sequence[Any]) -> None:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     from airflow_butido.release import ReleaseError, check_store, release_rm
+    from airflow_butido.stores import release_dir
 
     ctx = open_db(args, need_config=True)
     cfg = ctx.repo_config

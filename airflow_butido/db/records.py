@@ -557,8 +557,12 @@ def _job_ids(conn: Connection, uuids: Sequence[str]) -> dict[str, int]:
     for start in range(0, len(wanted), JOB_BATCH):
         chunk = wanted[start : start + JOB_BATCH]
         query = sa.select(s.jobs.c.uuid, s.jobs.c.id).where(s.jobs.c.uuid.in_(chunk))
-        found.update((_canonical(row.uuid), int(row.id)) for row in conn.execute(query))
-    return {u: found[_canonical(u)] for u in wanted if _canonical(u) in found}
+        found.update((str(row.uuid), int(row.id)) for row in conn.execute(query))
+    ids = {u: found[u] for u in wanted if u in found}  # as the database writes them
+    for u in set(wanted) - set(ids):  # written another way (upper case, no dashes)
+        if _canonical(u) in found:
+            ids[u] = found[_canonical(u)]
+    return ids
 
 
 def _canonical(text: str) -> str:
