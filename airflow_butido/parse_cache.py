@@ -142,7 +142,9 @@ def write_deferred(*, detach: bool = False) -> None:
     pending, _deferred = _deferred or [], None
     if not pending:
         return
-    if detach and hasattr(os, "fork"):
+    # Not after Airflow was imported (a build that ran its DAG): its fork handlers are for
+    # its own workers; writing here after a long build costs nothing anyway.
+    if detach and hasattr(os, "fork") and "airflow" not in sys.modules:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
