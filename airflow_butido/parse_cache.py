@@ -92,6 +92,12 @@ def load(
         return recent[1]  # loaded by this process already, nothing changed since
     index_path = cache / f"{hashlib.sha256(str(root).encode()).hexdigest()[:24]}.index"
     content_hash = _read_index(index_path, stat_fp)
+    if content_hash is None and _deferred is not None and not _holds_pickles(cache):
+        # Nothing stored yet, so no pickle can match: load now, hash the files later.
+        loaded = _load_fresh(root, environ, "")
+        _deferred.append(lambda: _store_later(root, environ, index_path, stat_fp, loaded))
+        _recent[str(root)] = (stat_fp, loaded)
+        return loaded
     if content_hash is None:
         content_hash = _content_hash(root, inputs, settings)
         _write_atomic(index_path, json.dumps({"stat": stat_fp, "content": content_hash}).encode())
@@ -160,6 +166,28 @@ def write_deferred(*, detach: bool = False) -> None:
             os._exit(0)
     for write in pending:
         write()
+
+
+def _holds_pickles(cache: Path) -> bool:
+    with os.scandir(cache) as entries:
+        return any(entry.name.endswith(".pickle") for entry in entries)
+
+
+def _store_later(
+    root: Path, environ: Mapping[str, str], index_path: Path, stat_fp: str, loaded: LoadedRepository
+) -> None:
+    """Hash the files of a repository loaded before hashing, index and store it: only when
+    their stat fingerprint is still the one taken before the load (a file changed since
+    could give a pickle of the old content under the new content's hash)."""
+    inputs = list(_input_files(root, environ))
+    settings = _settings_key(environ)
+    if _stat_fingerprint(root, inputs, settings) != stat_fp:
+        return
+    content_hash = _content_hash(root, inputs, settings)
+    _write_pickle(
+        index_path.parent / f"{content_hash}.pickle", replace(loaded, content_hash=content_hash)
+    )
+    _write_atomic(index_path, json.dumps({"stat": stat_fp, "content": content_hash}).encode())
 
 
 def _write_pickle(path: Path, loaded: LoadedRepository) -> None:

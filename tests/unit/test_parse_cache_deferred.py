@@ -112,3 +112,37 @@ def test_a_changed_file_is_seen_by_the_next_load_in_the_same_process(
     assert parse_cache.load(repo, cache_dir=cache).repo.versions_of("a") == [
         "2" if same_size else "2.0"
     ]
+
+
+def test_a_first_load_is_stored_under_the_content_hash_once_the_answer_is_out(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deferred: None
+) -> None:
+    cache = tmp_path / "cache"
+    loaded = parse_cache.load(repo, cache_dir=cache)  # empty cache: hashed only later
+    assert not list(cache.iterdir())
+    parse_cache.write_deferred()
+    (stored,) = cache.glob("*.pickle")
+    assert len(list(cache.glob("*.index"))) == 1
+    parse_cache._recent.clear()  # as a new process
+
+    def no_fresh_load(*args: object) -> None:
+        raise AssertionError("loaded the repository although the cache holds it")
+
+    monkeypatch.setattr(parse_cache, "_load_fresh", no_fresh_load)
+    again = parse_cache.load(repo, cache_dir=cache)
+    assert stored.name == f"{again.content_hash}.pickle"
+    assert [p.key for p in again.repo] == [p.key for p in loaded.repo]
+
+
+def test_a_file_changed_before_the_late_write_is_not_stored(
+    repo: Path, tmp_path: Path, deferred: None
+) -> None:
+    cache = tmp_path / "cache"
+    parse_cache.load(repo, cache_dir=cache)
+    recipe = repo / "a" / "pkg.toml"
+    before = recipe.stat()
+    recipe.write_text(recipe.read_text().replace('version = "1"', 'version = "2"'))
+    os.utime(recipe, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    parse_cache.write_deferred()
+    assert not list(cache.iterdir())  # neither the old content nor an index naming it
+    assert parse_cache.load(repo, cache_dir=cache).repo.versions_of("a") == ["2"]
