@@ -110,7 +110,7 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         lint=not args.no_lint,
         verify=not args.no_verify,
         shebang=args.shebang,
-        staging_dir=str(Path(args.staging_dir).absolute()) if args.staging_dir else None,
+        staging_dir=_staging_dir_arg(args.staging_dir),
     )
     (dag,) = create_dags(repo_root, images=[image]).values()
 
@@ -242,3 +242,10 @@ def _quiet_airflow(verbose: bool) -> None:
         format="%(message)s",
         stream=sys.stderr,
     )
+
+
+def _staging_dir_arg(value: str | None) -> str | None:
+    """``--staging-dir``: a local directory made absolute, or a store URL as given."""
+    if value is None:
+        return None
+    return value if "://" in value else str(Path(value).absolute())
