@@ -77,15 +77,31 @@ def open_store(key: str, url: StoreUrl, conn_id: str | None) -> ObjectStoragePat
             from airflow.sdk import ObjectStoragePath
         except ImportError as exc:  # pragma: no cover - Airflow is a dependency
             raise StoreError(f"{where}: Airflow's object storage is not available: {exc}") from exc
+        _require_connection(where, conn)
         try:
             root = ObjectStoragePath(url.url, conn_id=conn)
             _probe(root)
-        except StoreError:
-            raise
+        except StoreError as exc:
+            raise StoreError(f"{where}: {exc}") from exc
         except Exception as exc:
             raise StoreError(f"{where}: the store cannot be reached: {describe(exc)}") from exc
         _OPENED[(url.url, conn)] = root
         return root
+
+
+def _require_connection(where: str, conn_id: str) -> None:
+    """A connection that does not exist would silently fall back to anonymous access."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        Connection.get(conn_id)
+    except AirflowNotFoundException:
+        raise StoreError(
+            f"{where}: the connection is not defined; set AIRFLOW_CONN_{conn_id.upper()} "
+            "(JSON or URI) or add it to Airflow, or name another in [stores] conn_id of "
+            "airflow-butido.toml"
+        ) from None
 
 
 def _probe(root: ObjectStoragePath) -> None:
