@@ -349,6 +349,10 @@ def test_readme_deployment_builds_greet_suite(deployment: Deployment):
         assert artifact["path"] == deb
         assert recorded[deb] == {"sha256": artifact["sha256"], "size": artifact["size"]}
     hosts = {t: ti["hostname"] for t, ti in ran.items()}
+    print(
+        "\ntasks: "
+        + ", ".join(f"{t} {ti['duration'] or 0:.1f} s on {ti['hostname']}" for t, ti in ran.items())
+    )
     if deployment.celery:
         check_no_shared_disk(deployment, plan["submit_uuid"], manifests, tasks, hosts)
         return
