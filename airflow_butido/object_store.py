@@ -115,6 +115,10 @@ def _probe(root: ObjectStoragePath) -> None:
         raise StoreError(
             f"{root.protocol}://{bucket}: no such bucket (or the connection may not see it)"
         ) from None
+    except PermissionError as exc:
+        raise StoreError(
+            f"access denied, check the connection's credentials ({describe(exc)})"
+        ) from None
     if info.get("type") not in ("directory", None):
         raise StoreError(f"{root.protocol}://{bucket}: not a bucket")
 

@@ -354,12 +354,7 @@ class _ObjectSink:
             if target.exists():
                 other = _marker_owner(marker)
                 if other != self.owner:
-                    writer = other if other is not None else "an unknown job"
-                    raise OutputsError(
-                        f"/outputs entry {rel!r} of {self.owner} refused: the staging store "
-                        f"already holds {rel!r}, already written by {writer} in this submit; "
-                        "artifacts of one submit never overwrite each other"
-                    )
+                    raise _overwrite_refused(rel, self.owner, other)
                 return  # our own earlier try of the same package
             marker.write_text(json.dumps(self.owner), encoding="utf-8")
             self.markers.append(marker)
@@ -494,16 +489,20 @@ def _place(tmp_name: str, target: Path, rel: str, owners: _Owners | None) -> Non
             time.sleep(0.05)
             other = owners.owner_of(rel)
         if other != owners.owner:
-            writer = other if other is not None else "an unknown job"
-            raise OutputsError(
-                f"/outputs entry {rel!r} of {owners.owner} refused: the staging store "
-                f"already holds {rel!r}, already written by {writer} in this submit; "
-                "artifacts of one submit never overwrite each other"
-            ) from None
+            raise _overwrite_refused(rel, owners.owner, other) from None
         os.replace(tmp_name, target)  # our own earlier try of the same package
     else:
         os.unlink(tmp_name)
         owners.claim(rel)
+
+
+def _overwrite_refused(rel: str, owner: str, other: str | None) -> OutputsError:
+    writer = other if other is not None else "an unknown job"
+    return OutputsError(
+        f"/outputs entry {rel!r} of {owner} refused: the staging store "
+        f"already holds {rel!r}, already written by {writer} in this submit; "
+        "artifacts of one submit never overwrite each other"
+    )
 
 
 def _remove(root: Path, written: dict[str, Artifact]) -> None:
@@ -552,16 +551,9 @@ def remove_stale_parts(
         except OSError:
             continue
         for entry in names:
-            match = _PART_RE.match(entry.name)
-            if match is None:
-                continue
-            pid, host = int(match.group(1)), match.group(2)
             try:
-                if host == _HOST:
-                    dead = not _pid_alive(pid)
-                else:
-                    dead = now - entry.stat(follow_symlinks=False).st_mtime > max_age_seconds
-                if dead:
+                mtime = entry.stat(follow_symlinks=False).st_mtime
+                if _stale(entry.name, mtime, now, max_age_seconds):
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))
             except OSError:

@@ -40,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from _bytecode import compile_project  # noqa: E402
 from _gen import BUILD_SCRIPT, WORLD, generate_buildable, write_buildable  # noqa: E402
 
 from tests.e2e import deployment as harness  # noqa: E402
@@ -48,6 +49,7 @@ IMAGE = "airflow-butido/debian:bookworm"
 SHORT_NAME = "bookworm"
 DAG_ID = harness.DAG_ID  # butido_ + the short name
 FLOOR_DAG_ID = "airflow_floor"
+WARMUP_DAG_ID = "bench_warm_up"
 POOL = "butido"
 FLOOR_POOL = "airflow_floor"
 MAXJOBS = 4
@@ -93,6 +95,23 @@ for name, needs in GRAPH:
     for dep in needs:
         tasks[dep].downstream_task_ids.add(tasks[name].task_id)
         tasks[name].upstream_task_ids.add(tasks[dep].task_id)
+'''
+
+
+WARMUP_DAG = '''\
+"""One DockerOperator task, run before anything is measured."""
+from airflow.providers.docker.operators.docker import DockerOperator
+from airflow.sdk import DAG
+
+with DAG({dag_id!r}, schedule=None, catchup=False):
+    DockerOperator(
+        task_id="warm-up",
+        image={image!r},
+        command=["sh", "-c", "true"],
+        docker_url="unix:///var/run/docker.sock",
+        auto_remove="success",
+        mount_tmp_dir=False,
+    )
 '''
 
 
@@ -172,6 +191,33 @@ def local_breakdown(progress: str, seconds: float) -> str:
         if start is not None and end is not None:
             parts.append(f"{task} {start:.1f}-{end:.1f} s")
     return "; ".join(parts)
+
+
+def deployment_cpu(deploy: Any) -> float:
+    """CPU seconds used so far by the deployment's processes and everything they started
+    (task supervisors and task processes included, reaped ones through their parents'
+    children times). The Docker engine is not counted: other work on the machine uses it."""
+    import psutil
+
+    total = 0.0
+    for popen in deploy.processes.values():
+        try:
+            root = psutil.Process(popen.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in tree:
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue  # ended meanwhile: its time reaches its parent's children times
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def cpu_note(cpu: float, tasks: int) -> str:
+    per_task = f", {cpu / tasks:.2f} s per package task" if tasks else ""
+    return f"Airflow CPU {cpu:.1f} s{per_task}"
 
 
 def run_dag(
@@ -267,16 +313,29 @@ class Bench:
     def butido_run(
         self, scenario: str, packages: list[str], expect: Callable[[str, float], Result]
     ) -> None:
+        cpu = deployment_cpu(self.deploy)
         run_id, seconds, state, triggered = run_dag(
             self.client,
             DAG_ID,
             {"packages": packages, "env": {}, "force_rebuild": False},
             self.timeout,
         )
+        cpu = deployment_cpu(self.deploy) - cpu
         result = expect(run_id, seconds)
         result.checks.insert(0, f"run {run_id}: {state}")
         result.where = breakdown(self.client, DAG_ID, run_id, triggered)
+        result.where += "; " + cpu_note(cpu, self.tasks_ran(DAG_ID, run_id))
         self.record(result)
+
+    def tasks_ran(self, dag_id: str, run_id: str) -> int:
+        tis = self.client.task_instances(dag_id, run_id)
+        return sum(
+            1
+            for ti in tis
+            if ti.get("start_date")
+            and ti.get("state") != "skipped"
+            and ti["task_id"] not in ("plan", "report")
+        )
 
     def everything(self) -> None:
         names = {n for n, _ in self.graph}
@@ -446,10 +505,13 @@ class Bench:
             self.record(result)
 
     def floor(self) -> None:
+        cpu = deployment_cpu(self.deploy)
         run_id, seconds, state, triggered = run_dag(self.client, FLOOR_DAG_ID, {}, self.timeout)
+        cpu = deployment_cpu(self.deploy) - cpu
         states = [str(ti.get("state")) for ti in self.client.task_instances(FLOOR_DAG_ID, run_id)]
         ok = state == "success" and states.count("success") == len(self.graph)
         where = breakdown(self.client, FLOOR_DAG_ID, run_id, triggered)
+        where += "; " + cpu_note(cpu, self.tasks_ran(FLOOR_DAG_ID, run_id))
         self.record(
             Result(
                 "Airflow floor: plain DockerOperator DAG, sh -c true",
@@ -461,30 +523,30 @@ class Bench:
         )
 
 
-def set_up_pools(deploy: Any, env: dict[str, str], repo: Path) -> str:
+def set_up(deploy: Any, env: dict[str, str], repo: Path) -> str:
+    """What a deployment's init does (the compose file's too): the build database's schema
+    and the package tasks' pool; and the floor's pool."""
     deploy.client().set_pool(FLOOR_POOL, MAXJOBS, "benchmark floor")
-    done = subprocess.run(
-        [
-            str(harness.VENV_BIN / "butido"),
-            "--repo",
-            str(repo),
-            "airflow",
-            "pool",
-            "--airflow",
-            deploy.url,
-            "--user",
-            "ci",
-            "--password",
-            harness.PASSWORD,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"butido airflow pool failed: {done.stdout}{done.stderr}")
-    return done.stdout.strip()
+    butido = [str(harness.VENV_BIN / "butido"), "--repo", str(repo)]
+    airflow = ["--airflow", deploy.url, "--user", "ci", "--password", harness.PASSWORD]
+    said = []
+    for command in (["db", "setup"], ["airflow", "pool", *airflow]):
+        done = subprocess.run(
+            butido + command, env=env, capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"butido {command[0]} {command[1]} failed: {done.stdout}{done.stderr}")
+        said.append(done.stdout.strip())
+    return "\n".join(said)
+
+
+def warm_up(client: Any, timeout: float) -> str:
+    """One run of a one-task DockerOperator DAG first, so that no measured run pays the
+    deployment's first task (worker start-up, first imports)."""
+    run_id, seconds, state, _ = run_dag(client, WARMUP_DAG_ID, {}, timeout)
+    if state != "success":
+        raise SystemExit(f"the warm-up run {run_id} ended {state}")
+    return f"warm-up run: {seconds:.1f} s"
 
 
 def pool_demo(deploy: Any, env: dict[str, str], repo: Path, waiting: int) -> None:
@@ -564,6 +626,7 @@ def main() -> int:
         help="instead: N packages with no dependencies, maxjobs 1, with and without the pool",
     )
     args = parser.parse_args()
+    compile_project()
 
     import sqlalchemy as sa
 
@@ -610,11 +673,17 @@ def main() -> int:
         workspace = {"base": base, "repo": base / "repo", "overlay": overlay}
         started = time.monotonic()
         with harness.running_deployment(
-            databases, workspace, {"airflow_floor.py": floor_dag}, env
+            databases,
+            workspace,
+            {
+                "airflow_floor.py": floor_dag,
+                "bench_warm_up.py": WARMUP_DAG.format(dag_id=WARMUP_DAG_ID, image=IMAGE),
+            },
+            env,
         ) as deploy:
             print(f"deployment up in {time.monotonic() - started:.0f} s", flush=True)
             cli_env = {**deploy.env, "BUTIDO_PARSE_CACHE": str(base / "cli-parse-cache")}
-            print(set_up_pools(deploy, cli_env, base / "repo"), flush=True)
+            print(set_up(deploy, cli_env, base / "repo"), flush=True)
             if args.pool_demo:
                 pool_demo(deploy, cli_env, base / "repo", args.packages - 1)
                 return 0
@@ -625,8 +694,15 @@ def main() -> int:
                 harness.START_TIMEOUT,
                 deploy,
             )
-            for dag_id in (DAG_ID, FLOOR_DAG_ID):
+            harness.wait_until(
+                "the warm-up DAG",
+                lambda: client.dag(WARMUP_DAG_ID)["dag_id"] == WARMUP_DAG_ID,
+                harness.START_TIMEOUT,
+                deploy,
+            )
+            for dag_id in (DAG_ID, FLOOR_DAG_ID, WARMUP_DAG_ID):
                 client.set_paused(dag_id, False)
+            print(warm_up(client, 600), flush=True)
             bench = Bench(args.packages, base, deploy, graph, cli_env)
             bench.json_path = args.json
             try:

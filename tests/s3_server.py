@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -88,26 +89,25 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+@contextlib.contextmanager
+def running_moto(log: Path, env: dict[str, str] | None = None) -> Iterator[S3Server]:
+    """moto's S3 server on a free loopback port (``env`` adds to its environment, e.g.
+    ``INITIAL_NO_AUTH_ACTION_COUNT`` to check credentials), stopped on exit."""
     from tests.conftest import unavailable
 
     try:
         import boto3  # noqa: F401
         import moto.server  # noqa: F401
     except ImportError as exc:
-        unavailable(
-            f"moto[server] is not installed (pip install -c constraints.txt -e .[dev]): {exc}"
-        )
+        unavailable(f"moto[server] is not installed (the dev extra): {exc}")
     port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
-    server = S3Server(f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -116,8 +116,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 unavailable(f"moto_server did not start: {log.read_text()[-2000:]}")
             time.sleep(0.2)
-        server.client().list_buckets()
-        yield server
+        yield S3Server(f"http://127.0.0.1:{port}")
     finally:
         proc.terminate()
         try:
@@ -125,6 +124,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with running_moto(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        server.client().list_buckets()
+        yield server
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from airflow_butido.cli.common import add_run_flags, database_url_for
+from airflow_butido.object_store import url_of
 from airflow_butido.run_inputs import env_pairs
 from airflow_butido.stores import artifact_file
 
@@ -162,7 +163,7 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     failures = {t: local.xcom.get(t, "failure") for t in plan.packages}
     report = summarize(plan, states, manifests, failures)
     paths = sorted(
-        (str(artifact_file(config, a)) for m in manifests.values() for a in m.artifacts),
+        (url_of(artifact_file(config, a)) for m in manifests.values() for a in m.artifacts),
         key=str.lower,
     )
     if args.json or args.csv:

@@ -210,12 +210,16 @@ def disposing(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 
 def check_schema(engine: Engine) -> None:
     from airflow_butido.db.migrate import (
+        HEAD_REVISION,
         current_state,
         head_revision,
         known_revisions,
+        recorded_revision,
         unknown_revision_error,
     )
 
+    if recorded_revision(engine) == HEAD_REVISION:
+        return
     state = current_state(engine)
     if state == head_revision():
         return

@@ -36,7 +36,7 @@ from airflow_butido.stores import (
     staging_dir,
 )
 from tests.integration.test_source_download import BODY, SHA256, server, src  # noqa: F401
-from tests.s3_server import S3Server
+from tests.s3_server import S3Server, running_moto
 from tests.support import Pkg, config_toml, run_butido, write_files
 
 SUBMIT = "0b9c1a52-3f0e-4d7e-9a55-000000000001"
@@ -237,6 +237,18 @@ def test_an_unreachable_endpoint_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     message = str(info.value)
     assert "source_cache = s3://bkt/c" in message and "'butido_unreachable'" in message
     assert "cannot be reached" in message
+
+
+def test_wrong_credentials_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a server that checks credentials once its first request (the bucket) is made
+    with running_moto(tmp_path / "moto.log", {"INITIAL_NO_AUTH_ACTION_COUNT": "1"}) as checking:
+        bucket = checking.new_bucket()
+        monkeypatch.setenv("AIRFLOW_CONN_BUTIDO_WRONG_KEYS", checking.connection)
+        with pytest.raises(StoreError) as info:
+            open_store("staging", StoreUrl(f"s3://{bucket}/s"), "butido_wrong_keys")
+    message = str(info.value)
+    assert f"staging = s3://{bucket}/s" in message and "'butido_wrong_keys'" in message
+    assert "access denied, check the connection's credentials" in message
 
 
 def test_the_cli_reports_a_bad_store_without_a_traceback(s3_bucket: str, tmp_path: Path) -> None:
