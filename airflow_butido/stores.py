@@ -331,8 +331,9 @@ class _LocalSink:
 
 
 class _ObjectSink:
-    """Artifacts into object storage: each streamed to a temporary key, read back and
-    checked, then copied into place (put_verified).
+    """Artifacts into object storage: each streamed to a temporary key at the top of the
+    staging store (where remove_stale_parts looks), read back and checked, then copied
+    into place (put_verified).
 
     Which package wrote a key is one small object per artifact path under
     ``<staging>/.butido-owners/<submit>/``: an artifact of another package is never
@@ -362,7 +363,7 @@ class _ObjectSink:
         chunks = iter(lambda: source.read(CHUNK_SIZE), b"")
         try:
             sha256, size = put_verified(
-                target, chunks, temporary_key(self.root, part_prefix()), before_place=claim
+                target, chunks, temporary_key(self.root.parent, part_prefix()), before_place=claim
             )
         except (OutputsError, OSError, tarfile.TarError):
             raise

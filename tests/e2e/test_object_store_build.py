@@ -60,6 +60,24 @@ def recorded_artifacts(db: Path) -> dict[str, tuple[str, str]]:
     return {r[0]: (str(uuid.UUID(str(r[1]))), r[2]) for r in rows}
 
 
+def inputs_of(db: Path, package: str) -> list[str]:
+    """The artifact paths the build database records as inputs of ``package``'s job."""
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "select a.path from job_inputs i join artifacts a on a.id = i.artifact_id "
+                    "join jobs j on j.id = i.job_id join packages p on p.id = j.package_id "
+                    "where p.name = :name"
+                ),
+                {"name": package},
+            ).all()
+    finally:
+        engine.dispose()
+    return [r[0] for r in rows]
+
+
 def test_build_release_and_reuse_with_every_store_in_s3(
     tmp_path: Path, butido_examples: Path, build_image: str, s3_server: S3Server
 ) -> None:
@@ -94,6 +112,9 @@ def test_build_release_and_reuse_with_every_store_in_s3(
     assert [k for k in keys if k.endswith(".part")] == []
 
     (submit,) = {s for s, _ in recorded.values()}
+    # c received every transitive dependency's artifact (from the bucket: nothing is on disk)
+    # and its depcheck phase checked their contents
+    assert sorted(inputs_of(ws["db"], "c")) == sorted(p for p in recorded if p != "c-3.pkg")
     released = butido(ws, env, "release", "new", submit, "--to", "default")
     assert released.returncode == 0, released.stdout + released.stderr
     keys = s3_server.objects(bucket)

@@ -38,6 +38,7 @@ from airflow_butido.stores import (
 from tests.integration.test_source_download import BODY, SHA256, server, src  # noqa: F401
 from tests.s3_server import S3Server, running_moto
 from tests.support import Pkg, config_toml, run_butido, write_files
+from tests.unit.test_web_app import record  # noqa: F401 (a fixture)
 
 SUBMIT = "0b9c1a52-3f0e-4d7e-9a55-000000000001"
 
@@ -322,3 +323,24 @@ def test_a_large_output_streams_through_with_bounded_memory(
     # 200 MiB went through; the process grew by a few upload parts at most (the
     # Airflow and S3 client imports before it are not the stream's)
     assert grown_mb < 64, figures
+
+
+def test_the_build_record_view_streams_an_artifact_from_the_bucket(
+    s3_bucket: str,
+    record,  # noqa: F811 (the fixture of tests/unit/test_web_app.py)
+) -> None:
+    from airflow_butido.web.app import BuildRecord
+    from tests.unit import test_web_app as web
+
+    staging = staging_of(s3_bucket)
+    data = b"hello 2.1\n"
+    put_verified(
+        staging / web.SUBMIT / "hello-2.1.deb", [data], temporary_key(staging, part_prefix())
+    )
+    in_s3 = BuildRecord(engine=record.engine, staging=staging, release_stores=())
+    client = web._client(in_s3)
+    download = client.get(f"/jobs/{web.BUILT}/artifacts/hello-2.1.deb")
+    assert download.status_code == 200 and download.content == data
+    assert "hello-2.1.deb" in download.headers["content-disposition"]
+    (staging / web.SUBMIT / "hello-2.1.deb").write_bytes(b"changed")
+    assert client.get(f"/jobs/{web.BUILT}/artifacts/hello-2.1.deb").status_code == 410
