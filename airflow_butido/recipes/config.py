@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -206,10 +207,11 @@ class AirflowSettings:
     queues: tuple[QueueRoute, ...] = ()
 
     def queue_of(self, package: str) -> str | None:
-        for route in self.queues:
-            if route.package == package:
-                return route.queue
-        return None
+        return self._queue_by_package.get(package)
+
+    @cached_property
+    def _queue_by_package(self) -> dict[str, str]:  # asked once per package task
+        return {route.package: route.queue for route in self.queues}
 
 
 @dataclass(frozen=True)
