@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -73,6 +75,7 @@ def open_store(key: str, url: StoreUrl, conn_id: str | None) -> ObjectStoragePat
         if found is not None:
             return found
         where = f"{key} = {url.url} (Airflow connection {conn!r})"
+        _quiet_client_logs()
         try:
             from airflow.sdk import ObjectStoragePath
         except ImportError as exc:  # pragma: no cover - Airflow is a dependency
@@ -87,6 +90,17 @@ def open_store(key: str, url: StoreUrl, conn_id: str | None) -> ObjectStoragePat
             raise StoreError(f"{where}: the store cannot be reached: {describe(exc)}") from exc
         _OPENED[(url.url, conn)] = root
         return root
+
+
+def _quiet_client_logs() -> None:
+    """The S3 filesystem logs at INFO how it found its credentials, and Airflow's logging
+    writes that on the standard output of a command (a `--json` listing would not parse).
+    Where Airflow's logging is not set up yet (a `butido` command), the amazon provider
+    logs warnings only; a task process keeps its deployment's settings."""
+    quiet = "airflow.providers.amazon=WARNING"
+    levels = os.environ.get("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "")
+    if "airflow.providers.amazon" not in levels and "airflow.sdk" not in sys.modules:
+        os.environ["AIRFLOW__LOGGING__NAMESPACE_LEVELS"] = f"{levels} {quiet}".strip()
 
 
 def _require_connection(where: str, conn_id: str) -> None:

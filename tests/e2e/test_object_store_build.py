@@ -6,6 +6,7 @@ bucket (the example packages check their inputs' contents), nothing lies on disk
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -122,6 +123,12 @@ def test_build_release_and_reuse_with_every_store_in_s3(
         data = s3_server.read(bucket, f"releases/default/{path}")
         assert hashlib.sha256(data).hexdigest() == sha256
     assert [k for k in keys if k.endswith(".part")] == []
+    listed = butido(ws, env, "release", "list", "--to", "default", "-p", "c", "--json")
+    (row,) = json.loads(listed.stdout)  # nothing else on the standard output
+    assert row["Path"] == f"s3://{bucket}/releases/default/c-3.pkg", row
+    removed = butido(ws, env, "release", "rm", "--from", "default", "h", "8", "--non-interactive")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert "releases/default/h-8.pkg" not in s3_server.objects(bucket)
 
     again = butido(ws, env, "build", "c", "-I", "bookworm")
     assert again.returncode == 0, again.stdout + again.stderr
