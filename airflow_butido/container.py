@@ -25,10 +25,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import IO, Any
 
 from airflow_butido.errors import BuildError, ButidoError, InfrastructureError
+from airflow_butido.object_store import StorePath, file_size, is_local, reading
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class InputFile:
     """A file to place in the container: from the host (``source``) or small ``data``."""
 
     container_path: str  # absolute, e.g. /inputs/src.source
-    source: Path | None = None
+    source: StorePath | None = None  # a local file or an object of a store
     data: bytes | None = None
     mode: int = 0o644
 
@@ -134,8 +135,8 @@ def tar_stream(files: Sequence[InputFile]) -> Iterator[bytes]:
             yield item.data
         else:
             assert item.source is not None
-            with open(item.source, "rb") as fh:
-                info.size = _file_size(fh)
+            with reading(item.source) as fh:
+                info.size = _file_size(fh) if is_local(item.source) else file_size(item.source)
                 yield info.tobuf(format=tarfile.PAX_FORMAT)
                 remaining = info.size
                 while remaining:

@@ -47,6 +47,7 @@ from airflow_butido.container import (
 )
 from airflow_butido.endpoints import Candidate, SlotLeaser, base_url, lease_endpoint
 from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
+from airflow_butido.object_store import StorePath, store_root, url_of
 from airflow_butido.recipes.config import Config
 from airflow_butido.recipes.package import Package
 from airflow_butido.recipes.paths import confine
@@ -138,7 +139,7 @@ class JobRequest:
     submit_uuid: str
     job_uuid: str
     env: Env = ()  # the submit's -E variables, in order
-    dependency_artifacts: tuple[Path, ...] = ()  # files in a store, all transitive deps
+    dependency_artifacts: tuple[StorePath, ...] = ()  # files in a store, all transitive deps
     script: str | None = None
     shebang: str | None = None
     git_env: Env | None = None
@@ -187,7 +188,7 @@ class JobResult:
     state: str  # "success" | "failed" | "reused"
     exit_code: int | None
     artifacts: tuple[Artifact, ...]
-    staging_dir: Path
+    staging_dir: StorePath
     failure_message: str | None
     failed_phase: str | None
     log_tail: tuple[str, ...]
@@ -377,7 +378,7 @@ def job_inputs(
     package: Package,
     config: Config,
     repo_root: Path,
-    dependency_artifacts: Sequence[Path],
+    dependency_artifacts: Sequence[StorePath],
     script: str,
     *,
     verify: bool = True,
@@ -386,7 +387,7 @@ def job_inputs(
     patches, and the script, executable: it runs through its own shebang line."""
     files: list[InputFile] = []
     for source in package.sources:
-        path = source_path(config.source_cache, package, source)
+        path = source_path(store_root(config, "source_cache"), package, source)
         try:
             if verify:
                 verify_source(path, source)
@@ -395,15 +396,16 @@ def job_inputs(
         except SourceError as exc:
             raise BuildError(f"{package.label}: source {source.name}: {exc}") from exc
         files.append(InputFile(f"/inputs/{path.name}", source=path))
-    by_name: dict[str, Path] = {}
+    by_name: dict[str, StorePath] = {}
     for artifact in dependency_artifacts:
-        artifact = Path(artifact)
         if not artifact.is_file():
-            raise BuildError(f"{package.label}: dependency artifact {artifact} does not exist")
+            raise BuildError(
+                f"{package.label}: dependency artifact {url_of(artifact)} does not exist"
+            )
         if artifact.name in by_name and by_name[artifact.name] != artifact:
             raise BuildError(
-                f"{package.label}: dependency artifacts {by_name[artifact.name]} and "
-                f"{artifact} would both be /inputs/{artifact.name}"
+                f"{package.label}: dependency artifacts {url_of(by_name[artifact.name])} and "
+                f"{url_of(artifact)} would both be /inputs/{artifact.name}"
             )
         by_name[artifact.name] = artifact
     files.extend(InputFile(f"/inputs/{name}", source=path) for name, path in by_name.items())
@@ -480,7 +482,7 @@ def dependency_hashes(request: JobRequest) -> tuple[str, ...]:
         if len(given) != len(request.dependency_artifacts):
             raise ValueError("dependency_sha256 must name one hash per dependency artifact")
         return tuple(given)
-    return tuple(hash_artifact(Path(path)) for path in request.dependency_artifacts)
+    return tuple(hash_artifact(path) for path in request.dependency_artifacts)
 
 
 def job_build_key(request: JobRequest, script: str, git_env: Env, image_digest: str) -> BuildKey:
@@ -506,7 +508,7 @@ class _Prepared:
     git_env: Env
     script: str
     inputs: list[InputFile]
-    dest: Path
+    dest: StorePath
     stored_env: Env  # env with the values of secret variables masked: what records keep
     command: tuple[str, ...]  # the script's shebang interpreter, its argument, /script
 
@@ -537,7 +539,7 @@ def _prepare(request: JobRequest) -> _Prepared:
         script,
         verify=request.verify_sources,
     )
-    dest = staging_dir(config.staging, request.submit_uuid)
+    dest = staging_dir(store_root(config, "staging"), request.submit_uuid)
     stored_env = masked_env(env, config.secret_env)
     return _Prepared(image, env, git_env, script, inputs, dest, stored_env, command)
 
@@ -572,7 +574,8 @@ def run_job(
     job = _Job(request, recorder or NullRecorder(), runtime, on_line, _database_of(slots), timer)
     with timer.phase("prepare"):
         prepared = _prepare(request)
-        remove_stale_parts(request.config.staging)  # left by extractions killed outright
+        # left by extractions killed outright
+        remove_stale_parts(store_root(request.config, "staging"))
     with timer.phase("endpoints"):
         candidates, digest = job.runtime.endpoints(
             request.config, prepared.image, request.endpoint_names
@@ -697,7 +700,7 @@ class _Job:
             key,
             state=REUSED,
             artifacts=reused.artifacts,
-            staging_dir=staging_dir(request.config.staging, reused.submit_uuid),
+            staging_dir=staging_dir(store_root(request.config, "staging"), reused.submit_uuid),
             reused_from=reused,
         )
 

@@ -398,9 +398,18 @@ def resolve_plan(
 def staging_dir_submit(config: Config, directory: str) -> str:
     """The submit UUID of an existing staging directory ``<staging>/<submit uuid>``
     (``--staging-dir``: the run continues that submit, its artifacts land next to the old)."""
-    path = Path(directory)
-    root = Path(config.staging)
     where = f"staging directory {directory}"
+    if not isinstance(config.staging, Path):  # an object store: the URL of the submit
+        base, _, name = directory.rstrip("/").rpartition("/")
+        try:
+            submit = str(uuid.UUID(name))
+        except ValueError:
+            raise PlanError([f"{where}: its name must be a submit UUID"]) from None
+        if base != config.staging.url or name != submit:
+            raise PlanError([f"{where}: must be {config.staging}/<submit uuid>"])
+        return submit
+    path = Path(directory)
+    root = config.staging
     if not path.is_absolute():
         raise PlanError([f"{where}: must be an absolute path"])
     if not path.is_dir():
@@ -456,9 +465,10 @@ def _package_env_problems(config: Config, package: Package) -> list[str]:
 
 def source_failures(repo: Repository, plan: Plan) -> dict[str, str]:
     """Packages of the plan whose sources are missing from the cache or fail their hash."""
+    from airflow_butido.object_store import store_root
     from airflow_butido.sources import SourceError, source_path, verify_source
 
-    cache = Path(repo.config.source_cache)
+    cache = store_root(repo.config, "source_cache")
     failures: dict[str, list[str]] = {}
     for task_id, label in plan.labels.items():
         package = repo.packages[label_key(label)]

@@ -23,6 +23,7 @@ from airflow_butido.db.adopted import adopt_butido_jobs, has_butido_jobs
 from airflow_butido.db.records import ReusedJob, record_reused_jobs
 from airflow_butido.errors import ButidoError
 from airflow_butido.manifest import REUSED, ArtifactRef, Manifest, ReusedFrom
+from airflow_butido.object_store import store_root
 from airflow_butido.plan import Key, Plan, label_key
 from airflow_butido.recipes.repository import Repository
 from airflow_butido.scripts.render import render_script
@@ -68,12 +69,13 @@ def reuse_up_front(
         scripts[key] = inputs.script
         return inputs
 
-    stores = release_dirs(config.releases_root, config.release_stores)
-    exists = reuse.store_checker(config.staging, stores, verify=False)
+    staging = store_root(config, "staging")
+    stores = release_dirs(store_root(config, "releases_root"), config.release_stores)
+    exists = reuse.store_checker(staging, stores, verify=False)
     order = [keys[t] for t in plan.packages]
 
     def adopt(wanted: Mapping[Key, BuildKeyInputs]) -> Mapping[Key, reuse.ReuseCandidate]:
-        return adopt_butido_jobs(engine, plan.image, wanted, config.staging, stores)
+        return adopt_butido_jobs(engine, plan.image, wanted, staging, stores)
 
     adopting = adopt if has_butido_jobs(engine) else None
     decisions = reuse.decide_reuse(engine, order, dependencies, inputs_of, exists, adopt=adopting)
@@ -96,7 +98,7 @@ def reuse_up_front(
                 a.size or 0,
                 found.submit_uuid,
                 found.job_uuid,
-                release_store_holding(config.staging, stores, found.submit_uuid, a.path),
+                release_store_holding(staging, stores, found.submit_uuid, a.path),
             )  # fmt: skip
             for a in found.artifacts
         )

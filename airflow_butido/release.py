@@ -13,7 +13,6 @@ import os
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -23,7 +22,17 @@ from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
 from airflow_butido.db.queries import ReleaseRow, list_releases
 from airflow_butido.errors import ButidoError
-from airflow_butido.stores import hash_artifact, release_dir, staging_dir
+from airflow_butido.object_store import (
+    StorePath,
+    chunks_of,
+    describe,
+    is_local,
+    put_verified,
+    reading,
+    temporary_key,
+    url_of,
+)
+from airflow_butido.stores import hash_artifact, part_prefix, release_dir, staging_dir
 
 COPY_CHUNK = 1024 * 1024
 
@@ -36,7 +45,7 @@ class ReleaseError(ButidoError):
 class Released:
     package: str
     version: str
-    path: Path
+    path: StorePath
     replaced: bool
 
 
@@ -51,13 +60,13 @@ def release_new(
     *,
     submit_uuid: str,
     store: str,
-    staging_root: Path,
-    releases_root: Path,
+    staging_root: StorePath,
+    releases_root: StorePath,
     stores: Sequence[str],
     name: str | None = None,
     version: str | None = None,
     update: bool = False,
-    confirm_update: Callable[[Path], bool] | None = None,
+    confirm_update: Callable[[StorePath], bool] | None = None,
 ) -> list[Released]:
     """Release the artifacts built in ``submit_uuid`` (optionally of one package
     NAME, VERSION matched exactly). Problems are collected; after every artifact
@@ -90,20 +99,23 @@ def release_new(
     for art in selected:
         source = staging_dir(staging_root, submit_uuid) / art.path
         dest = store_dir / art.path
-        if not source.is_file():
-            errors.append(f"{source}: artifact file is missing in the staging store")
-            continue
-        existed = dest.exists()
-        if existed and not update:
-            errors.append(f"{dest}: already released (use --update to replace it)")
-            continue
-        if existed and confirm_update is not None and not confirm_update(dest):
-            errors.append(f"{dest}: not updated (declined)")
-            continue
         try:
+            if not source.is_file():
+                errors.append(f"{url_of(source)}: artifact file is missing in the staging store")
+                continue
+            existed = dest.exists()
+            if existed and not update:
+                errors.append(f"{url_of(dest)}: already released (use --update to replace it)")
+                continue
+            if existed and confirm_update is not None and not confirm_update(dest):
+                errors.append(f"{url_of(dest)}: not updated (declined)")
+                continue
             _copy_verified(source, dest, art.sha256)
-        except (OSError, ReleaseError) as exc:
+        except (OSError, ButidoError) as exc:
             errors.append(str(exc))
+            continue
+        except Exception as exc:  # the object store's client errors
+            errors.append(f"{url_of(dest)}: copying from {url_of(source)} failed: {describe(exc)}")
             continue
         with transaction(engine, immediate=True) as conn:
             conn.execute(
@@ -115,7 +127,7 @@ def release_new(
             )
         released.append(Released(art.name, art.version, dest, existed))
     if errors:
-        done = "".join(f"\nreleased: {r.path}" for r in released)
+        done = "".join(f"\nreleased: {url_of(r.path)}" for r in released)
         raise ReleaseError("release failed:\n" + "\n".join(errors) + done)
     return released
 
@@ -127,12 +139,26 @@ def _check_uuid(value: str) -> None:
         raise ReleaseError(f"{value!r} is not a submit UUID") from None
 
 
-def _copy_verified(source: Path, dest: Path, recorded_sha256: str | None) -> None:
+def _copy_verified(source: StorePath, dest: StorePath, recorded_sha256: str | None) -> None:
+    """Copy ``source`` to ``dest`` under a temporary name, check it, then put it in place
+    (a rename on a disk; on object storage a copy of the checked temporary key)."""
+    if not is_local(dest):
+
+        def check(sha256: str, _size: int) -> None:
+            if recorded_sha256 and recorded_sha256 != sha256:
+                raise ReleaseError(
+                    f"{url_of(source)}: sha256 {sha256} differs from the recorded {recorded_sha256}"
+                )
+
+        put_verified(
+            dest, chunks_of(source), temporary_key(dest.parent, part_prefix()), before_place=check
+        )
+        return
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.{uuidlib.uuid4().hex[:8]}.tmp"
     try:
         source_hash = hashlib.sha256()
-        with open(source, "rb") as src, open(tmp, "wb") as out:
+        with reading(source) as src, open(tmp, "wb") as out:
             while chunk := src.read(COPY_CHUNK):
                 source_hash.update(chunk)
                 out.write(chunk)
@@ -141,7 +167,7 @@ def _copy_verified(source: Path, dest: Path, recorded_sha256: str | None) -> Non
         expected = source_hash.hexdigest()
         if recorded_sha256 and recorded_sha256 != expected:
             raise ReleaseError(
-                f"{source}: sha256 {expected} differs from the recorded {recorded_sha256}"
+                f"{url_of(source)}: sha256 {expected} differs from the recorded {recorded_sha256}"
             )
         copied = hash_artifact(tmp)
         if copied != expected:
@@ -157,7 +183,7 @@ def release_rm(
     store: str,
     name: str,
     version: str,
-    releases_root: Path,
+    releases_root: StorePath,
     stores: Sequence[str],
 ) -> ReleaseRow:
     """Remove the newest release of NAME VERSION (exact) from ``store``: the file and

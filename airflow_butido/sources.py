@@ -23,6 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_butido import __version__
 from airflow_butido.errors import ButidoError
+from airflow_butido.object_store import (
+    StorePath,
+    describe,
+    is_local,
+    put_verified,
+    reading,
+    temporary_key,
+    url_of,
+)
 from airflow_butido.recipes.paths import OutsideRoot, confine
 from airflow_butido.stores import PART_SUFFIX, part_prefix, remove_stale_parts
 
@@ -45,7 +54,7 @@ class SourceError(ButidoError):
 class DownloadResult:
     label: str  # "NAME VERSION"
     source_name: str
-    path: Path
+    path: StorePath
     ok: bool
     message: str  # "" when ok and nothing worth saying
 
@@ -60,11 +69,16 @@ class DownloadEvent:
     message: str = ""
 
 
-def source_path(cache_root: Path, package: Package, source: Source) -> Path:
+def source_path(cache_root: StorePath, package: Package, source: Source) -> StorePath:
     """The cache file of ``source``; raises SourceError if it would lie outside the cache."""
     rel = f"{package.name}-{package.version}/{source.name}.source"
+    what = f"source {source.name} of {package.name} {package.version}"
+    if not is_local(cache_root):
+        if any(part in ("", ".", "..") for part in rel.split("/")):
+            raise SourceError(f"{what}: {rel!r} is not a name below {url_of(cache_root)}")
+        return cache_root / rel
     try:
-        confine(cache_root, rel, what=f"source {source.name} of {package.name} {package.version}")
+        confine(cache_root, rel, what=what)
     except OutsideRoot as exc:
         raise SourceError(str(exc)) from None
     return Path(cache_root) / rel
@@ -78,30 +92,34 @@ def _hasher(hash_type: str) -> Any:
     return hashlib.new(hash_type)
 
 
-def hash_file(path: Path, hash_type: str) -> str:
+def hash_file(path: StorePath, hash_type: str) -> str:
     """Hex digest of a file, read in chunks so any size works in constant memory."""
     digest = _hasher(hash_type)
-    with open(path, "rb") as fh:
+    with reading(path) as fh:
         while chunk := fh.read(CHUNK_SIZE):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def verify_source(path: Path, source: Source) -> None:
+def verify_source(path: StorePath, source: Source) -> None:
     """Raise SourceError naming ``path`` if the file is missing or its hash differs."""
-    path = Path(path)
-    if not path.is_file():
-        raise SourceError(f"{path}: source file missing")
+    shown = url_of(path)
     try:
+        if not path.is_file():
+            raise SourceError(f"{shown}: source file missing")
         actual = hash_file(path, source.hash_type)
     except OSError as exc:
-        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise SourceError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+    except (SourceError, ButidoError):
+        raise
+    except Exception as exc:  # the object store's client errors
+        raise SourceError(f"{shown}: cannot read: {describe(exc)}") from None
     if actual != source.hash:
-        raise SourceError(f"{path}: Hash mismatch, expected '{source.hash}', got '{actual}'")
+        raise SourceError(f"{shown}: Hash mismatch, expected '{source.hash}', got '{actual}'")
 
 
 def download_sources(
-    cache_root: Path,
+    cache_root: StorePath,
     items: Sequence[tuple[Package, Source]],
     *,
     force: bool = False,
@@ -125,7 +143,7 @@ def download_sources(
     if not items:
         return []
     emit = on_event or (lambda _event: None)
-    remove_stale_parts(Path(cache_root))
+    remove_stale_parts(cache_root)
     stop = _Stop()
     limits = _Limits(timeout, deadline_seconds, max_bytes)
 
@@ -214,7 +232,7 @@ def _response_socket(response: Any) -> socket.socket | None:
 
 
 def _download_one(
-    cache_root: Path,
+    cache_root: StorePath,
     package: Package,
     source: Source,
     *,
@@ -231,33 +249,38 @@ def _download_one(
         return DownloadResult(label, source.name, path, False, message)
 
     if stop.stopped.is_set():
-        return fail(f"{path}: cancelled")
+        return fail(f"{url_of(path)}: cancelled")
     if source.download_manually:
-        return fail(f"{path}: source {source.name!r} must be downloaded manually")
+        return fail(f"{url_of(path)}: source {source.name!r} must be downloaded manually")
     if path.exists() and not force:
-        return fail(f"{path}: already exists (use --force to download it again)")
+        return fail(f"{url_of(path)}: already exists (use --force to download it again)")
     if source.hash_type not in HASH_TYPES:
-        return fail(f"{path}: unsupported hash type {source.hash_type!r}")
+        return fail(f"{url_of(path)}: unsupported hash type {source.hash_type!r}")
 
     emit(DownloadEvent("start", label, source.name, source.url))
     try:
-        warning = _fetch_verified(source, path, limits=limits, stop=stop)
+        warning = _fetch_verified(source, path, limits=limits, stop=stop, cache_root=cache_root)
     except SourceError as exc:
         return fail(str(exc))
     if warning:
         emit(DownloadEvent("warning", label, source.name, warning))
-    emit(DownloadEvent("done", label, source.name, str(path)))
+    emit(DownloadEvent("done", label, source.name, url_of(path)))
     return DownloadResult(label, source.name, path, True, warning)
 
 
-def _fetch_verified(source: Source, path: Path, *, limits: _Limits, stop: _Stop) -> str:
+def _fetch_verified(
+    source: Source, path: StorePath, *, limits: _Limits, stop: _Stop, cache_root: StorePath
+) -> str:
     """Fetch ``source.url`` into ``path`` atomically; return a warning text or ""."""
     import requests
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     warning = ""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=part_prefix(), suffix=PART_SUFFIX)
-    tmp = Path(tmp_name)
+    fd = -1
+    tmp: Path | None = None
+    if is_local(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=part_prefix(), suffix=PART_SUFFIX)
+        tmp = Path(tmp_name)
     expired = threading.Event()
     sock: socket.socket | None = None
     timer: threading.Timer | None = None
@@ -293,41 +316,68 @@ def _fetch_verified(source: Source, path: Path, *, limits: _Limits, stop: _Stop)
                 elif content_type.split(";")[0].strip().lower() == "text/html":
                     warning = f"{source.url}: Content-Type is text/html, probably not a source"
                 digest = _hasher(source.hash_type)
-                size = 0
+
+                def body() -> Iterator[bytes]:
+                    size = 0
+                    while chunk := response.raw.read1(CHUNK_SIZE):
+                        _check_stopped(source, stop, expired, limits)
+                        size += len(chunk)
+                        if size > cap:
+                            raise SourceError(
+                                f"{source.url}: the response exceeds {cap} bytes; refused"
+                            )
+                        digest.update(chunk)
+                        yield chunk
+
+                def check_hash(_sha256: str = "", _size: int = 0) -> None:
+                    actual = digest.hexdigest()
+                    if actual != source.hash:
+                        raise SourceError(
+                            f"{source.url}: Hash mismatch, expected '{source.hash}', got '{actual}'"
+                        )
+
                 try:
-                    with os.fdopen(fd, "wb") as out:
-                        fd = -1
-                        while chunk := response.raw.read1(CHUNK_SIZE):
-                            _check_stopped(source, stop, expired, limits)
-                            size += len(chunk)
-                            if size > cap:
-                                raise SourceError(
-                                    f"{source.url}: the response exceeds {cap} bytes; refused"
-                                )
-                            digest.update(chunk)
-                            out.write(chunk)
+                    if tmp is not None:
+                        with os.fdopen(fd, "wb") as out:
+                            fd = -1
+                            for chunk in body():
+                                out.write(chunk)
+                    else:
+                        assert not is_local(path) and not is_local(cache_root)
+                        put_verified(
+                            path,
+                            body(),
+                            temporary_key(cache_root, part_prefix()),
+                            before_place=check_hash,
+                        )
+                except SourceError:
+                    raise
+                except ButidoError as exc:
+                    raise SourceError(f"{url_of(path)}: {exc}") from exc
                 except (requests.RequestException, OSError) as exc:
                     _check_stopped(source, stop, expired, limits)
                     raise SourceError(f"{source.url}: download interrupted: {exc}") from exc
                 except Exception as exc:  # urllib3's protocol errors
                     _check_stopped(source, stop, expired, limits)
-                    if not type(exc).__module__.startswith("urllib3"):
+                    if tmp is not None and not type(exc).__module__.startswith("urllib3"):
                         raise
+                    if tmp is None:  # the object store's client errors
+                        raise SourceError(
+                            f"{source.url}: storing it as {url_of(path)} failed: {describe(exc)}"
+                        ) from exc
                     raise SourceError(f"{source.url}: download interrupted: {exc}") from exc
                 _check_stopped(source, stop, expired, limits)
-        actual = digest.hexdigest()
-        if actual != source.hash:
-            raise SourceError(
-                f"{source.url}: Hash mismatch, expected '{source.hash}', got '{actual}'"
-            )
-        os.replace(tmp, path)
+        if tmp is not None and is_local(path):
+            check_hash()
+            os.replace(tmp, path)
     finally:
         if timer is not None:
             timer.cancel()
         stop.forget(sock)
         if fd >= 0:
             os.close(fd)
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     return warning
 
 

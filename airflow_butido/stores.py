@@ -26,9 +26,23 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
 
 from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
+from airflow_butido.object_store import (
+    StoreError,
+    StorePath,
+    describe,
+    is_local,
+    put_verified,
+    remove,
+    sha256_of,
+    store_root,
+    temporary_key,
+    url_of,
+)
 from airflow_butido.recipes.paths import confine
 
 if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
     from airflow_butido.manifest import ArtifactRef
     from airflow_butido.recipes.config import Config
 
@@ -54,40 +68,47 @@ class Artifact:
         return {"path": self.path, "sha256": self.sha256, "size": self.size}
 
 
-def staging_dir(staging_root: Path, submit_uuid: str) -> Path:
+def staging_dir(staging_root: StorePath, submit_uuid: str) -> StorePath:
     """``<staging>/<submit uuid>``: one staging store per submit, never outside ``staging``."""
-    confine(staging_root, str(submit_uuid), what=f"staging directory of submit {submit_uuid}")
-    return Path(staging_root) / str(submit_uuid)
+    what = f"staging directory of submit {submit_uuid}"
+    if is_local(staging_root):
+        confine(staging_root, str(submit_uuid), what=what)
+        return Path(staging_root) / str(submit_uuid)
+    if str(submit_uuid) in ("", ".", "..") or "/" in str(submit_uuid):
+        raise ConfigError(f"{what}: must be one name below {url_of(staging_root)}")
+    return staging_root / str(submit_uuid)
 
 
-def release_dir(releases_root: Path, store: str) -> Path:
+def release_dir(releases_root: StorePath, store: str) -> StorePath:
     """``<releases_root>/<store>``: one directory below the root (it may be a link to
     another disk, the store name may not climb out)."""
     if store in ("", ".", "..") or "/" in store or "\0" in store:
-        raise ConfigError(f"release store {store!r} must be a directory name below {releases_root}")
-    return Path(releases_root) / store
+        raise ConfigError(
+            f"release store {store!r} must be a directory name below {url_of(releases_root)}"
+        )
+    return releases_root / store
 
 
-def release_dirs(releases_root: Path, stores: Iterable[str]) -> list[Path]:
+def release_dirs(releases_root: StorePath, stores: Iterable[str]) -> list[StorePath]:
     return [release_dir(releases_root, store) for store in stores]
 
 
 def release_store_holding(
-    staging_root: Path, release_store_dirs: Sequence[Path], submit_uuid: str, path: str
+    staging_root: StorePath, release_store_dirs: Sequence[StorePath], submit_uuid: str, path: str
 ) -> str | None:
     """The release store (by name) holding ``path`` when its staged copy in the staging
     directory of ``submit_uuid`` is gone; None while the staged copy is there."""
     if (staging_dir(staging_root, submit_uuid) / path).is_file():
         return None
-    return next((Path(d).name for d in release_store_dirs if (Path(d) / path).is_file()), None)
+    return next((d.name for d in release_store_dirs if (d / path).is_file()), None)
 
 
-def artifact_file(config: Config, ref: ArtifactRef) -> Path:
+def artifact_file(config: Config, ref: ArtifactRef) -> StorePath:
     """Where a manifest's artifact lies: its release store, or the staging directory of the
     submit that built it."""
     if ref.store:
-        return release_dir(config.releases_root, ref.store) / ref.path
-    return staging_dir(config.staging, ref.submit_uuid or "") / ref.path
+        return release_dir(store_root(config, "releases_root"), ref.store) / ref.path
+    return staging_dir(store_root(config, "staging"), ref.submit_uuid or "") / ref.path
 
 
 class _ChunkReader(io.RawIOBase):
@@ -193,7 +214,7 @@ def _member_kind(member: tarfile.TarInfo) -> str | None:
 
 
 def extract_outputs(
-    tar_chunks: Iterable[bytes], dest: Path, *, owner: str | None = None
+    tar_chunks: Iterable[bytes], dest: StorePath, *, owner: str | None = None
 ) -> list[Artifact]:
     """Extract the regular files of a ``/outputs`` tar stream into ``dest``.
 
@@ -205,15 +226,11 @@ def extract_outputs(
     ``owner`` (e.g. ``"name version"``) names the package writing: a file another owner
     wrote into ``dest`` is never overwritten, the extraction is refused naming both.
     """
-    dest = Path(dest)
     written: dict[str, Artifact] = {}
     sources: dict[str, str] = {}  # artifact path -> member name, to name collisions
-    root: Path | None = None
-    owners: _Owners | None = None
+    sink: _LocalSink | _ObjectSink | None = None
     try:
-        dest.mkdir(parents=True, exist_ok=True)
-        root = dest.resolve()
-        owners = _Owners(root, owner) if owner is not None else None
+        sink = _LocalSink(dest, owner) if is_local(dest) else _ObjectSink(dest, owner)
         with tarfile.open(fileobj=_ChunkReader(tar_chunks), mode="r|", bufsize=CHUNK_SIZE) as tar:
             while (member := _next_member(tar)) is not None:
                 reason = _member_kind(member)
@@ -232,22 +249,21 @@ def extract_outputs(
                     )
                 sources[rel] = member.name
                 source = _MemberData(tar, member)
-                written[rel] = _write_file(root, rel, source, owners)
+                written[rel] = sink.write(rel, source)
             _require_end_marker(tar)
     except tarfile.TarError as exc:
-        _abort(tar_chunks, root, written, owners)
+        _abort(tar_chunks, sink, written)
         raise OutputsError(f"reading /outputs failed: {exc}") from exc
     except OSError as exc:
-        _abort(tar_chunks, root, written, owners)
+        _abort(tar_chunks, sink, written)
         if exc.errno == errno.ENAMETOOLONG:
             raise OutputsError(f"/outputs entry refused: file name too long: {exc}") from exc
-        raise InfrastructureError(f"writing artifacts into {dest} failed: {exc}") from exc
+        raise InfrastructureError(f"writing artifacts into {url_of(dest)} failed: {exc}") from exc
     except BaseException:
-        _abort(tar_chunks, root, written, owners)
+        _abort(tar_chunks, sink, written)
         raise
     _close(tar_chunks)
-    if owners is not None:
-        owners.close()
+    sink.close()
     return sorted(written.values(), key=lambda a: a.path)
 
 
@@ -283,19 +299,94 @@ def _close(chunks: Iterable[bytes]) -> None:
 
 
 def _abort(
-    chunks: Iterable[bytes],
-    root: Path | None,
-    written: dict[str, Artifact],
-    owners: _Owners | None,
+    chunks: Iterable[bytes], sink: _LocalSink | _ObjectSink | None, written: dict[str, Artifact]
 ) -> None:
     """Close the stream first (the sender may be blocked writing it), then remove."""
     try:
         _close(chunks)
     finally:
-        if root is not None:
-            _remove(root, written)
-        if owners is not None:
-            owners.discard()
+        if sink is not None:
+            sink.abort(written)
+
+
+class _LocalSink:
+    """Artifacts into a local directory: temporary file, hard link or rename into place."""
+
+    def __init__(self, dest: Path, owner: str | None) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        self.root = dest.resolve()
+        self.owners = _Owners(self.root, owner) if owner is not None else None
+
+    def write(self, rel: str, source: _MemberData) -> Artifact:
+        return _write_file(self.root, rel, source, self.owners)
+
+    def abort(self, written: dict[str, Artifact]) -> None:
+        _remove(self.root, written)
+        if self.owners is not None:
+            self.owners.discard()
+
+    def close(self) -> None:
+        if self.owners is not None:
+            self.owners.close()
+
+
+class _ObjectSink:
+    """Artifacts into object storage: each streamed to a temporary key at the top of the
+    staging store (where remove_stale_parts looks), read back and checked, then copied
+    into place (put_verified).
+
+    Which package wrote a key is one small object per artifact path under
+    ``<staging>/.butido-owners/<submit>/``: an artifact of another package is never
+    overwritten, the extraction is refused naming both (as for a local store)."""
+
+    def __init__(self, dest: ObjectStoragePath, owner: str | None) -> None:
+        self.root = dest
+        self.owner = owner
+        self.owners_dir = dest.parent / OWNERS_DIR / dest.name
+        self.markers: list[ObjectStoragePath] = []
+
+    def write(self, rel: str, source: _MemberData) -> Artifact:
+        target = self.root / rel
+        marker = self.owners_dir / hashlib.sha256(rel.encode("utf-8")).hexdigest()[:40]
+
+        def claim(_sha256: str, _size: int) -> None:
+            if self.owner is None:
+                return
+            if target.exists():
+                other = _marker_owner(marker)
+                if other != self.owner:
+                    raise _overwrite_refused(rel, self.owner, other)
+                return  # our own earlier try of the same package
+            marker.write_text(json.dumps(self.owner), encoding="utf-8")
+            self.markers.append(marker)
+
+        chunks = iter(lambda: source.read(CHUNK_SIZE), b"")
+        try:
+            sha256, size = put_verified(
+                target, chunks, temporary_key(self.root.parent, part_prefix()), before_place=claim
+            )
+        except (OutputsError, OSError, tarfile.TarError):
+            raise
+        except StoreError as exc:
+            raise InfrastructureError(f"writing {url_of(target)} failed: {exc}") from exc
+        except Exception as exc:  # the object store's client errors
+            raise InfrastructureError(f"writing {url_of(target)} failed: {describe(exc)}") from exc
+        return Artifact(rel, sha256, size)
+
+    def abort(self, written: dict[str, Artifact]) -> None:
+        for path in [*(self.root / rel for rel in written), *self.markers]:
+            with contextlib.suppress(Exception):
+                remove(path)
+
+    def close(self) -> None:
+        pass
+
+
+def _marker_owner(marker: ObjectStoragePath) -> str | None:
+    try:
+        return str(json.loads(marker.read_text(encoding="utf-8")))
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 class _Owners:
@@ -399,16 +490,20 @@ def _place(tmp_name: str, target: Path, rel: str, owners: _Owners | None) -> Non
             time.sleep(0.05)
             other = owners.owner_of(rel)
         if other != owners.owner:
-            writer = other if other is not None else "an unknown job"
-            raise OutputsError(
-                f"/outputs entry {rel!r} of {owners.owner} refused: the staging store "
-                f"already holds {rel!r}, already written by {writer} in this submit; "
-                "artifacts of one submit never overwrite each other"
-            ) from None
+            raise _overwrite_refused(rel, owners.owner, other) from None
         os.replace(tmp_name, target)  # our own earlier try of the same package
     else:
         os.unlink(tmp_name)
         owners.claim(rel)
+
+
+def _overwrite_refused(rel: str, owner: str, other: str | None) -> OutputsError:
+    writer = other if other is not None else "an unknown job"
+    return OutputsError(
+        f"/outputs entry {rel!r} of {owner} refused: the staging store "
+        f"already holds {rel!r}, already written by {writer} in this submit; "
+        "artifacts of one submit never overwrite each other"
+    )
 
 
 def _remove(root: Path, written: dict[str, Artifact]) -> None:
@@ -416,13 +511,12 @@ def _remove(root: Path, written: dict[str, Artifact]) -> None:
         (root / rel).unlink(missing_ok=True)
 
 
-def discard_artifacts(dest: Path, artifacts: Iterable[Artifact]) -> None:
+def discard_artifacts(dest: StorePath, artifacts: Iterable[Artifact]) -> None:
     """Remove extracted files whose job could not be recorded: unrecorded files in a
     staging store would be orphans nothing refers to."""
-    root = Path(dest)
     for artifact in artifacts:
-        with contextlib.suppress(OSError):
-            (root / artifact.path).unlink()
+        with contextlib.suppress(Exception):
+            remove(dest / artifact.path)
 
 
 # -- temporary files of dead writers ----------------------------------------------------------
@@ -436,13 +530,17 @@ def part_prefix() -> str:
     return f".butido-{os.getpid()}@{_HOST}."
 
 
-def remove_stale_parts(root: Path, *, max_age_seconds: float = STALE_PART_SECONDS) -> list[Path]:
+def remove_stale_parts(
+    root: StorePath, *, max_age_seconds: float = STALE_PART_SECONDS
+) -> list[StorePath]:
     """Delete the temporary files of dead writers in ``root`` and its subdirectories
     one level down (the staging stores of the submits, the source cache's package dirs).
 
     A file of a process on this host that no longer exists is dead at once; one of
     another host is dead when it has not grown for ``max_age_seconds``."""
-    removed: list[Path] = []
+    if not is_local(root):
+        return _remove_stale_keys(root, max_age_seconds)
+    removed: list[StorePath] = []
     try:
         dirs = [root, *(d for d in Path(root).iterdir() if d.is_dir() and not d.is_symlink())]
     except OSError:
@@ -454,20 +552,39 @@ def remove_stale_parts(root: Path, *, max_age_seconds: float = STALE_PART_SECOND
         except OSError:
             continue
         for entry in names:
-            match = _PART_RE.match(entry.name)
-            if match is None:
-                continue
-            pid, host = int(match.group(1)), match.group(2)
             try:
-                if host == _HOST:
-                    dead = not _pid_alive(pid)
-                else:
-                    dead = now - entry.stat(follow_symlinks=False).st_mtime > max_age_seconds
-                if dead:
+                mtime = entry.stat(follow_symlinks=False).st_mtime
+                if _stale(entry.name, mtime, now, max_age_seconds):
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))
             except OSError:
                 continue
+    return removed
+
+
+def _stale(name: str, mtime: float, now: float, max_age_seconds: float) -> bool:
+    match = _PART_RE.match(name)
+    if match is None:
+        return False
+    if match.group(2) == _HOST:
+        return not _pid_alive(int(match.group(1)))
+    return now - mtime > max_age_seconds
+
+
+def _remove_stale_keys(root: ObjectStoragePath, max_age_seconds: float) -> list[StorePath]:
+    """The temporary keys of dead writers at the top of an object store (where
+    put_verified puts them)."""
+    removed: list[StorePath] = []
+    now = time.time()
+    try:
+        entries = [e for e in root.iterdir() if e.name.endswith(PART_SUFFIX)]
+    except Exception:  # housekeeping: the job itself goes on
+        return removed
+    for entry in entries:
+        with contextlib.suppress(Exception):
+            if _stale(entry.name, entry.stat().st_mtime, now, max_age_seconds):
+                remove(entry)
+                removed.append(entry)
     return removed
 
 
@@ -488,21 +605,17 @@ def _safe_rel(rel_path: str) -> PurePosixPath | None:
     return path
 
 
-def hash_artifact(path: Path) -> str:
+def hash_artifact(path: StorePath) -> str:
     """The sha256 (hex) of a file, read in chunks: artifacts can be large."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
 def find_artifact(
     rel_path: str,
     sha256: str | None,
-    staging_dirs: Sequence[Path],
-    release_dirs: Sequence[Path],
-) -> Path | None:
+    staging_dirs: Sequence[StorePath],
+    release_dirs: Sequence[StorePath],
+) -> StorePath | None:
     """The first regular file ``rel_path`` in the staging stores, then the release stores.
 
     With ``sha256`` given, a file with other contents does not count (it was rebuilt or
@@ -512,7 +625,7 @@ def find_artifact(
     if rel is None:
         return None
     for store in [*staging_dirs, *release_dirs]:
-        candidate = Path(store) / rel
+        candidate = store / str(rel)
         if (
             candidate.is_file()
             and not candidate.is_symlink()

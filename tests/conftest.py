@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.tls_engine"]  # the second Docker engine (over TLS)
+pytest_plugins = ["tests.tls_engine", "tests.s3_server"]  # a second Docker engine; S3
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

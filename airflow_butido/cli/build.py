@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from airflow_butido.cli.common import add_run_flags, database_url_for
 from airflow_butido.errors import ButidoError
+from airflow_butido.object_store import url_of
 from airflow_butido.run_inputs import env_pairs
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         lint=not args.no_lint,
         verify=not args.no_verify,
         shebang=args.shebang,
-        staging_dir=str(Path(args.staging_dir).absolute()) if args.staging_dir else None,
+        staging_dir=_staging_dir_arg(args.staging_dir),
     )
     url = database_url_for(args, config, use_airflow=False)
     slots = sum(e.maxjobs for e in config.docker.endpoints)
@@ -191,7 +192,7 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     failures = {t: xcom(t, "failure") for t in plan.packages}
     report = summarize(plan, states, manifests, failures)
     paths = sorted(
-        (str(artifact_file(config, a)) for m in manifests.values() for a in m.artifacts),
+        (url_of(artifact_file(config, a)) for m in manifests.values() for a in m.artifacts),
         key=str.lower,
     )
     if args.json or args.csv:
@@ -385,3 +386,10 @@ def _quiet_airflow(verbose: bool) -> None:
         format="%(message)s",
         stream=sys.stderr,
     )
+
+
+def _staging_dir_arg(value: str | None) -> str | None:
+    """``--staging-dir``: a local directory made absolute, or a store URL as given."""
+    if value is None:
+        return None
+    return value if "://" in value else str(Path(value).absolute())

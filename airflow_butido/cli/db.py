@@ -255,13 +255,19 @@ def cmd_releases(args: argparse.Namespace) -> int:
         newer_than=newer_than,
         limit=limit_of(args, ctx),
     )
-    root = getattr(ctx.config, "releases_root", None)
+    from airflow_butido.object_store import store_root, url_of
+
+    root = store_root(ctx.config, "releases_root") if ctx.config is not None else None
     cells = []
     for x in found:
         where = x.path
         if root is not None:
-            full = release_dir(root, x.store) / x.path
-            where = str(full) if full.is_file() else f"{full} (is not available locally)"
+            full = url_of(release_dir(root, x.store) / x.path)
+            where = (
+                full
+                if (release_dir(root, x.store) / x.path).is_file()
+                else (f"{full} (is not available locally)")
+            )
         cells.append((x.package, x.version, fmt_time(x.date), x.store, where))
     _out(args, ("Package", "Version", "Date", "Store", "Path"), cells)
     return 0

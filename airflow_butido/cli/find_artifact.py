@@ -30,6 +30,7 @@ def cmd_find_artifact(args: argparse.Namespace) -> int:
     from airflow_butido.db import reuse
     from airflow_butido.db.queries import build_keys_but_script, list_releases
     from airflow_butido.graph import resolve
+    from airflow_butido.object_store import StorePath, store_root, url_of
     from airflow_butido.recipes.repository import load_repository
     from airflow_butido.stores import release_dirs as store_dirs
 
@@ -44,8 +45,10 @@ def cmd_find_artifact(args: argparse.Namespace) -> int:
     if not targets:
         raise ButidoError(f"no package matches {args.name!r} {args.version or ''}".rstrip())
     digest = args.image_digest or local_image_digest(image)
-    staging = Path(args.staging_dir) if args.staging_dir else Path(config.staging)
-    release_dirs = store_dirs(config.releases_root, config.release_stores)
+    staging: StorePath = (
+        Path(args.staging_dir) if args.staging_dir else store_root(config, "staging")
+    )
+    release_dirs = store_dirs(store_root(config, "releases_root"), config.release_stores)
     exists = reuse.store_checker(staging, release_dirs)
     run_env = tuple(sorted(env.items()))
     git_env = git_environment(config, repo_root)
@@ -82,7 +85,7 @@ def cmd_find_artifact(args: argparse.Namespace) -> int:
                 if not place.is_file():
                     place = next((d / art.path for d in release_dirs if (d / art.path).is_file()),
                                  place)  # fmt: skip
-                print(f"[{when}] {place}")
+                print(f"[{when}] {url_of(place)}")
             continue
         status = 1
         print(f"{target.label} would be rebuilt:")

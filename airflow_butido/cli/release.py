@@ -9,7 +9,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from airflow_butido.cli.common import (
@@ -26,20 +25,21 @@ from airflow_butido.cli.output import add_format_flags
 
 
 def cmd_new(args: argparse.Namespace) -> int:
+    from airflow_butido.object_store import StorePath, store_root, url_of
     from airflow_butido.release import release_new
 
     ctx = open_db(args, need_config=True)
     cfg = ctx.repo_config
 
-    def confirm_update(dest: Path) -> bool:
-        return confirm(f"Going to update {dest}", non_interactive=args.non_interactive)
+    def confirm_update(dest: StorePath) -> bool:
+        return confirm(f"Going to update {url_of(dest)}", non_interactive=args.non_interactive)
 
     released = release_new(
         ctx.engine,
         submit_uuid=args.submit,
         store=args.to,
-        staging_root=Path(cfg.staging),
-        releases_root=Path(cfg.releases_root),
+        staging_root=store_root(cfg, "staging"),
+        releases_root=store_root(cfg, "releases_root"),
         stores=tuple(cfg.release_stores),
         name=args.name,
         version=args.version,
@@ -48,7 +48,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         for item in released:
-            print(f"{item.path}{' (updated)' if item.replaced else ''}")
+            print(f"{url_of(item.path)}{' (updated)' if item.replaced else ''}")
     announce_release(args.to, args.submit, released)
     return 0
 
@@ -57,6 +57,8 @@ def announce_release(store: str, submit: str, released: Sequence[Any]) -> None:
     """An event on the asset ``butido://release/<store>`` through Airflow's REST API, when
     ``BUTIDO_AIRFLOW_URL`` names a deployment (credentials as for `butido trigger`);
     without it, nothing: Airflow learns of a release only from this event."""
+    from airflow_butido.object_store import url_of
+
     url = os.environ.get("BUTIDO_AIRFLOW_URL")
     if not url or not released:
         return
@@ -81,7 +83,7 @@ def announce_release(store: str, submit: str, released: Sequence[Any]) -> None:
             "store": store,
             "submit_uuid": submit,
             "released": [
-                {"package": r.package, "version": r.version, "path": str(r.path),
+                {"package": r.package, "version": r.version, "path": url_of(r.path),
                  "replaced": r.replaced}
                 for r in released
             ],
@@ -90,12 +92,14 @@ def announce_release(store: str, submit: str, released: Sequence[Any]) -> None:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    from airflow_butido.object_store import store_root, url_of
     from airflow_butido.release import ReleaseError, check_store, release_rm
     from airflow_butido.stores import release_dir
 
     ctx = open_db(args, need_config=True)
     cfg = ctx.repo_config
     check_store(args.from_store, cfg.release_stores)
+    releases_root = store_root(cfg, "releases_root")
     question = f"Remove the newest release of {args.name} {args.version} from {args.from_store}?"
     if not confirm(question, non_interactive=args.non_interactive):
         raise ReleaseError(f"{args.name} {args.version}: not removed (declined)")
@@ -104,10 +108,10 @@ def cmd_rm(args: argparse.Namespace) -> int:
         store=args.from_store,
         name=args.name,
         version=args.version,
-        releases_root=Path(cfg.releases_root),
+        releases_root=releases_root,
         stores=tuple(cfg.release_stores),
     )
-    print(f"removed {release_dir(cfg.releases_root, removed.store) / removed.path}")
+    print(f"removed {url_of(release_dir(releases_root, removed.store) / removed.path)}")
     return 0
 
 

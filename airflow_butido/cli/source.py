@@ -14,10 +14,9 @@ from airflow_butido.cli.common import (
 )
 from airflow_butido.cli.output import add_format_flags, print_table
 from airflow_butido.errors import ButidoError
+from airflow_butido.object_store import StorePath, store_root, url_of
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from airflow_butido.recipes.package import Package, Source
     from airflow_butido.recipes.repository import Repository
 
@@ -43,23 +42,27 @@ def cmd_url(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cached(args: argparse.Namespace) -> list[tuple[Package, Source, Path]]:
+def _cached(args: argparse.Namespace) -> list[tuple[Package, Source, StorePath]]:
     """The selected sources with their places in the repository's source cache."""
     from airflow_butido.sources import source_path
 
     repo = load_repo(args)
-    cache = repo.config.source_cache
+    cache = store_root(repo.config, "source_cache")
     return [(p, s, source_path(cache, p, s)) for p, s in _items(args, repo)]
 
 
 def cmd_of(args: argparse.Namespace) -> int:
-    rows = [(p.name, p.version, s.name, path) for p, s, path in _cached(args)]
+    rows = [(p.name, p.version, s.name, url_of(path)) for p, s, path in _cached(args)]
     _table(args, ("package", "version", "source", "path"), rows)
     return 0
 
 
 def cmd_list_missing(args: argparse.Namespace) -> int:
-    rows = [(p.name, p.version, s.name, path) for p, s, path in _cached(args) if not path.is_file()]
+    rows = [
+        (p.name, p.version, s.name, url_of(path))
+        for p, s, path in _cached(args)
+        if not path.is_file()
+    ]
     _table(args, ("package", "version", "source", "path"), rows)
     return 0
 
@@ -96,7 +99,7 @@ def cmd_download(args: argparse.Namespace) -> int:
             )
 
     results = download_sources(
-        repo.config.source_cache,
+        store_root(repo.config, "source_cache"),
         items,
         force=args.force,
         timeout=args.timeout,
@@ -105,7 +108,8 @@ def cmd_download(args: argparse.Namespace) -> int:
         on_event=on_event,
     )
     rows = [
-        (r.label, r.source_name, "ok" if r.ok else "FAILED", r.path, r.message) for r in results
+        (r.label, r.source_name, "ok" if r.ok else "FAILED", url_of(r.path), r.message)
+        for r in results
     ]
     _table(args, ("package", "source", "result", "path", "message"), rows)
     failed = sum(1 for r in results if not r.ok)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +28,7 @@ from airflow_butido.db.engine import transaction
 from airflow_butido.db.queries import _log_tail as log_tail
 from airflow_butido.db.reuse import CANDIDATES_CHECKED, ReusableArtifact, ReuseCandidate
 from airflow_butido.db.reuse import artifact_places as places_of
+from airflow_butido.object_store import StorePath
 from airflow_butido.scripts.logproto import posthoc_state
 from airflow_butido.stores import hash_artifact
 
@@ -49,8 +49,8 @@ def adopt_butido_jobs(
     engine: Engine,
     image: str,
     wanted: Mapping[Key, BuildKeyInputs],
-    staging_root: Path,
-    release_store_dirs: Sequence[Path] = (),
+    staging_root: StorePath,
+    release_store_dirs: Sequence[StorePath] = (),
 ) -> dict[Key, ReuseCandidate]:
     """The butido job each package of ``wanted`` (inputs as built now) can reuse, recorded
     with its build key; packages without such a job are left out. A few queries per

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
@@ -21,6 +20,7 @@ from airflow_butido.db.records import HEARTBEAT_TTL_SECONDS, repair_abandoned
 from airflow_butido.errors import BuildError
 from airflow_butido.heartbeat import heartbeat
 from airflow_butido.jobs import BuildKey, ReusedBuild
+from airflow_butido.object_store import StorePath
 from airflow_butido.stores import Artifact, release_store_holding
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,8 @@ class DatabaseBuildCache:
     def __init__(
         self,
         engine: Engine,
-        staging_root: Path,
-        release_store_dirs: Sequence[Path] = (),
+        staging_root: StorePath,
+        release_store_dirs: Sequence[StorePath] = (),
         *,
         poll_seconds: float = 2.0,
         timeout_seconds: float | None = None,
@@ -46,8 +46,8 @@ class DatabaseBuildCache:
     ) -> None:
         self.engine = engine
         self.cancelled = cancelled  # polled while waiting for another job's claim
-        self.staging_root = Path(staging_root)
-        self.release_store_dirs = tuple(Path(d) for d in release_store_dirs)
+        self.staging_root = staging_root
+        self.release_store_dirs = tuple(release_store_dirs)
         self.poll_seconds = poll_seconds
         self.timeout_seconds = timeout_seconds
         self.claim_ttl_seconds = claim_ttl_seconds

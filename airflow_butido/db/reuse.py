@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +20,7 @@ from airflow_butido.db import rows
 from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
 from airflow_butido.errors import InfrastructureError
+from airflow_butido.object_store import StorePath
 from airflow_butido.stores import hash_artifact
 
 CANDIDATES_CHECKED = 20
@@ -120,18 +120,21 @@ def _chunks(items: Sequence[int], size: int) -> list[Sequence[int]]:
 
 
 def artifact_places(
-    staging_root: Path, release_store_dirs: Sequence[Path], artifact: ReusableArtifact
-) -> list[Path]:
+    staging_root: StorePath, release_store_dirs: Sequence[StorePath], artifact: ReusableArtifact
+) -> list[StorePath]:
     """Where an artifact may be, in lookup order: its submit's staging directory, then each
     release store."""
     return [
-        Path(staging_root) / artifact.staging_path,
-        *(Path(d) / artifact.path for d in release_store_dirs),
+        staging_root / artifact.staging_path,
+        *(d / artifact.path for d in release_store_dirs),
     ]
 
 
 def store_checker(
-    staging_root: Path, release_store_dirs: Sequence[Path] = (), *, verify: bool = True
+    staging_root: StorePath,
+    release_store_dirs: Sequence[StorePath] = (),
+    *,
+    verify: bool = True,
 ) -> ArtifactExists:
     """An ``artifact_exists`` for find_reusable: the file is looked up in the staging store
     (``<staging>/<submit-uuid>/<path>``), then in each release store (``<store>/<path>``).

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from airflow_butido.container import BuildContainer
     from airflow_butido.endpoints import SlotLeaser
     from airflow_butido.jobs import BuildCache, JobRecorder, JobRequest, JobResult
+    from airflow_butido.object_store import StorePath
     from airflow_butido.recipes.config import Config
     from airflow_butido.recipes.package import Package
 
@@ -96,7 +97,7 @@ class LocatedInput:
     """A dependency artifact and the file that holds it."""
 
     ref: ArtifactRef
-    path: Path
+    path: StorePath
 
 
 class PackageBuildOperator(DockerOperator):
@@ -276,13 +277,15 @@ class PackageBuildOperator(DockerOperator):
 
     def locate_inputs(self, config: Config, refs: Sequence[ArtifactRef]) -> list[LocatedInput]:
         """The file of every artifact, found in the stores; one in no store fails the build."""
+        from airflow_butido.object_store import store_root
         from airflow_butido.stores import find_artifact, release_dirs, staging_dir
 
-        releases = release_dirs(config.releases_root, config.release_stores)
+        staging, releases_root = store_root(config, "staging"), store_root(config, "releases_root")
+        releases = release_dirs(releases_root, config.release_stores)
         located = []
         for ref in refs:
-            stagings = [staging_dir(config.staging, ref.submit_uuid)] if ref.submit_uuid else []
-            stores = release_dirs(config.releases_root, [ref.store]) if ref.store else releases
+            stagings = [staging_dir(staging, ref.submit_uuid)] if ref.submit_uuid else []
+            stores = release_dirs(releases_root, [ref.store]) if ref.store else releases
             path = find_artifact(ref.path, ref.sha256, stagings, stores)
             if path is None:
                 raise BuildError(
@@ -327,12 +330,13 @@ class PackageBuildOperator(DockerOperator):
     def build_cache(self, engine: Engine, config: Config) -> BuildCache:
         """Where earlier builds are looked up: the build database and the stores."""
         from airflow_butido.db.build_cache import DatabaseBuildCache
+        from airflow_butido.object_store import store_root
         from airflow_butido.stores import release_dirs
 
         return DatabaseBuildCache(
             engine,
-            config.staging,
-            release_dirs(config.releases_root, config.release_stores),
+            store_root(config, "staging"),
+            release_dirs(store_root(config, "releases_root"), config.release_stores),
             cancelled=lambda: self._killed,
         )
 

@@ -14,8 +14,10 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from airflow_butido.errors import ConfigError
 from airflow_butido.recipes.errors import STRICT_KEYS_HINT, InvalidValue, RecipeError
@@ -111,6 +113,32 @@ CONFIG_FILE = "config.toml"
 SETTINGS_FILE = "airflow-butido.toml"
 
 
+# Object-storage URL schemes a store key accepts (``file://`` becomes a local path).
+STORE_SCHEMES = ("s3", "gs", "gcs")
+STORE_KEYS = ("staging", "releases_root", "source_cache")
+DEFAULT_STORES_CONN_ID = "butido_stores"
+
+
+@dataclass(frozen=True)
+class StoreUrl:
+    """A store on object storage: ``scheme://bucket/prefix`` (no trailing slash).
+
+    Only the location: the client, its credentials and every access live outside the
+    pure core (``airflow_butido.object_store``)."""
+
+    url: str
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split("://", 1)[0]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+Store = Path | StoreUrl  # where staging, releases_root or source_cache lies
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     name: str
@@ -153,6 +181,17 @@ class ContainerConfig:
 
 
 @dataclass(frozen=True)
+class QueueRoute:
+    """``[airflow.queues]``: the Celery queue of one package's tasks, and where it was set
+    (so that a name the repository does not have can be reported against that file)."""
+
+    package: str
+    queue: str
+    file: str  # as shown in messages
+    line: int | None
+
+
+@dataclass(frozen=True)
 class AirflowSettings:
     dag_id_prefix: str = "butido_"
     schedule: str | None = None
@@ -164,6 +203,15 @@ class AirflowSettings:
     # Airflow pool of the package tasks, sized to the endpoints' total maxjobs
     # (`butido airflow pool`); None: the default pool
     pool: str | None = None
+    # package name -> Celery queue of its tasks; others: the executor's default queue
+    queues: tuple[QueueRoute, ...] = ()
+
+    def queue_of(self, package: str) -> str | None:
+        return self._queue_by_package.get(package)
+
+    @cached_property
+    def _queue_by_package(self) -> dict[str, str]:  # asked once per package task
+        return {route.package: route.queue for route in self.queues}
 
 
 @dataclass(frozen=True)
@@ -184,10 +232,10 @@ class Config:
     script_highlight_theme: str | None = None
     script_linter: Path | None = None
     shebang: str = "#!/bin/bash"
-    releases_root: Path = Path("releases")
+    releases_root: Store = Path("releases")
     release_stores: tuple[str, ...] = ("default",)
-    staging: Path = Path("staging")
-    source_cache: Path = Path("sources")
+    staging: Store = Path("staging")
+    source_cache: Store = Path("sources")
     database_host: str | None = None
     database_port: int | None = None
     database_user: str | None = None
@@ -206,6 +254,9 @@ class Config:
     source_download_max_mb: int = 4096  # the largest body without a Content-Length
     secret_env: tuple[str, ...] = ()  # variable names whose values are never stored
     airflow: AirflowSettings = field(default_factory=AirflowSettings)
+    # The Airflow connection of the object-storage stores ([stores] conn_id); None: the
+    # default (DEFAULT_STORES_CONN_ID) where a store URL needs one
+    stores_conn_id: str | None = None
     files: tuple[Path, ...] = ()  # the files read, in load order
     warnings: tuple[RecipeError, ...] = ()  # unknown keys accepted with strict_keys = false
 
@@ -271,7 +322,8 @@ def _typed(kind: str) -> Callable[[Any], Any]:
     return check
 
 
-# Top-level keys of config.toml: type, required. "path" is a string made absolute.
+# Top-level keys of config.toml: type, required. "path" is a string made absolute, "store"
+# a path or an object-storage URL (see _store).
 _TOP_LEVEL: dict[str, tuple[str, bool]] = {
     "compatibility": ("int", True),
     "log_dir": ("path", True),
@@ -282,10 +334,10 @@ _TOP_LEVEL: dict[str, tuple[str, bool]] = {
     "script_highlight_theme": ("str", False),
     "script_linter": ("path", False),
     "shebang": ("str", False),
-    "releases_root": ("path", True),
+    "releases_root": ("store", True),
     "release_stores": ("str_list", True),
-    "staging": ("path", True),
-    "source_cache": ("path", True),
+    "staging": ("store", True),
+    "source_cache": ("store", True),
     "database_host": ("str", False),
     "database_port": ("int", False),
     "database_user": ("str", False),
@@ -309,6 +361,7 @@ _SETTINGS_KEYS = (
     "source_download_max_mb",
     "endpoints",
     "airflow",
+    "stores",
 )
 _AIRFLOW_KEYS = (
     "dag_id_prefix",
@@ -319,9 +372,13 @@ _AIRFLOW_KEYS = (
     "retries",
     "retry_delay",
     "pool",
+    "queues",
 )
 # What Airflow's pool names may be (up to 256 characters).
 _POOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+# A Celery queue name a worker can list in `--queues a,b` (Airflow stores up to 256).
+_QUEUE_NAME = re.compile(r"[^\s,]{1,256}")
+_CONN_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
 _TLS_KEYS = ("ca_cert", "client_cert", "client_key", "verify")
 
 
@@ -382,15 +439,17 @@ class _Loader:
 
     def error(self, key: str, message: str) -> None:
         """Record an error against the deepest layer that set ``key`` (or its parent)."""
+        label, line = self.origin(key)
+        self.errors.append(RecipeError(label, key, line, message))
+
+    def origin(self, key: str) -> tuple[str, int | None]:
+        """The file (as shown in messages) and line of the deepest layer that set ``key``."""
         parts = tuple(_INDEX_RE.sub("", key).split("."))
         for depth in (len(parts), len(parts) - 1):
             for layer in reversed(self.layers):
                 if depth > 0 and has_key_path(layer.data, parts[:depth]):
-                    line = find_key_line(layer.text, key) if layer.text else None
-                    self.errors.append(RecipeError(layer.label, key, line, message))
-                    return
-        first = self.layers[0].label if self.layers else CONFIG_FILE
-        self.errors.append(RecipeError(first, key, None, message))
+                    return layer.label, find_key_line(layer.text, key) if layer.text else None
+        return (self.layers[0].label if self.layers else CONFIG_FILE), None
 
     def merged(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -404,7 +463,7 @@ class _Loader:
 
 
 def _env_override(raw: str, kind: str) -> Any:
-    if kind in ("str", "path"):
+    if kind in ("str", "path", "store"):
         return raw
     if kind == "int":
         try:
@@ -497,6 +556,37 @@ def _path(root: Path, value: str | None) -> Path | None:
         return None
     p = Path(value)
     return p if p.is_absolute() else root / p
+
+
+def _store(loader: _Loader, key: str, value: str) -> Store | None:
+    """A store key's value: a path (relative to the repository), ``file:///abs/path`` (a
+    local path too) or ``s3://bucket/prefix`` / ``gs://bucket/prefix``."""
+    if "://" not in value:
+        return _path(loader.root, value)
+    parts = urlsplit(value)
+    scheme = parts.scheme.lower()
+    expected = "a path, file:///abs/path, s3://bucket/prefix or gs://bucket/prefix"
+    if parts.query or parts.fragment:
+        loader.error(key, f"{value!r}: a store URL takes no query or fragment")
+        return None
+    if scheme == "file":
+        path = unquote(parts.path)
+        if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+            loader.error(key, f"{value!r}: a file URL is file:///absolute/path")
+            return None
+        return Path(path)
+    if scheme not in STORE_SCHEMES:
+        loader.error(key, f"{value!r}: unsupported URL scheme {scheme!r}; expected {expected}")
+        return None
+    bucket = parts.netloc
+    segments = [p for p in parts.path.split("/") if p]
+    if not bucket or "@" in bucket or ":" in bucket:
+        loader.error(key, f"{value!r}: expected {scheme}://bucket/prefix (a bucket name)")
+        return None
+    if any(p in (".", "..") for p in segments):
+        loader.error(key, f"{value!r}: '.' and '..' are not allowed in a store URL")
+        return None
+    return StoreUrl("/".join([f"{scheme}://{bucket}", *segments]))
 
 
 def _parse_images(loader: _Loader, value: Any) -> tuple[ImageSpec, ...]:
@@ -613,11 +703,15 @@ def _build_config(loader: _Loader, data: Mapping[str, Any]) -> dict[str, Any]:
         if required and key not in data:
             loader.error(key, "missing required key")
             continue
-        value = _get(loader, data, key, "str" if kind == "path" else kind)
+        value = _get(loader, data, key, "str" if kind in ("path", "store") else kind)
         if value is None:
             continue
         if kind == "path":
             value = _path(loader.root, value)
+        elif kind == "store":
+            value = _store(loader, key, value)
+            if value is None:
+                continue
         values[key] = value
     _in_repository(loader, "script_linter", data.get("script_linter"))
     for i, store in enumerate(values.get("release_stores", ())):
@@ -691,6 +785,8 @@ def _apply_settings(loader: _Loader, data: Mapping[str, Any], values: dict[str, 
                     f"{kw['pool']!r} is not a pool name (letters, digits, '_', '-', '.')",
                 )
                 del kw["pool"]
+            if "queues" in table:
+                kw["queues"] = _parse_queues(loader, table["queues"])
             for i, spec in enumerate(kw.get("default_packages", ())):
                 if len(spec.split()) not in (1, 2):
                     loader.error(
@@ -700,6 +796,40 @@ def _apply_settings(loader: _Loader, data: Mapping[str, Any], values: dict[str, 
             values["airflow"] = AirflowSettings(**kw)
     if "endpoints" in data:
         _apply_tls(loader, data["endpoints"], values)
+    if "stores" in data:
+        table = data["stores"]
+        if not isinstance(table, dict):
+            loader.error("stores", "expected a table")
+        else:
+            _unknown(loader, table, ("conn_id",), "stores.")
+            conn_id = _get(loader, table, "conn_id", "str", "stores.")
+            if conn_id is not None:
+                if not _CONN_ID.fullmatch(conn_id):
+                    loader.error(
+                        "stores.conn_id",
+                        f"{conn_id!r} is not an Airflow connection id "
+                        "(letters, digits, '_', '-', '.')",
+                    )
+                else:
+                    values["stores_conn_id"] = conn_id
+
+
+def _parse_queues(loader: _Loader, table: Any) -> tuple[QueueRoute, ...]:
+    """``[airflow.queues]``: package name = queue name. Whether the repository has each
+    package is checked once it is loaded (``Repository`` reports the file and line)."""
+    if not isinstance(table, dict):
+        loader.error("airflow.queues", "expected a table of package name = queue name")
+        return ()
+    routes = []
+    for name, queue in table.items():
+        key = f"airflow.queues.{name}"
+        if not isinstance(queue, str):
+            loader.error(key, f"expected a queue name (a string), got {type(queue).__name__}")
+        elif not _QUEUE_NAME.fullmatch(queue):
+            loader.error(key, f"{queue!r} is not a queue name (no spaces or commas)")
+        else:
+            routes.append(QueueRoute(name, queue, *loader.origin(key)))
+    return tuple(routes)
 
 
 def _apply_tls(loader: _Loader, table: Any, values: dict[str, Any]) -> None:

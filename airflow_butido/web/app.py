@@ -21,8 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 
+from airflow_butido.object_store import StorePath
 from airflow_butido.web import pages, urls
 
 if TYPE_CHECKING:
@@ -37,14 +45,15 @@ class BuildRecord:
     """Where the view reads from: the build database and the artifact stores."""
 
     engine: Engine
-    staging: Path
-    release_stores: tuple[Path, ...]
+    staging: StorePath
+    release_stores: tuple[StorePath, ...]
 
 
 def record_from_environment() -> BuildRecord:
     """The build record of the repository in ``$BUTIDO_REPO`` (as the DAG file reads it),
     its schema created or upgraded as the first plan task would."""
     from airflow_butido.db.migrate import open_database
+    from airflow_butido.object_store import store_root
     from airflow_butido.recipes.config import load_config
     from airflow_butido.stores import release_dirs
 
@@ -58,8 +67,10 @@ def record_from_environment() -> BuildRecord:
     config = load_config(root)
     return BuildRecord(
         engine=open_database(config, repo_root=root),
-        staging=Path(config.staging),
-        release_stores=tuple(release_dirs(config.releases_root, config.release_stores)),
+        staging=store_root(config, "staging"),
+        release_stores=tuple(
+            release_dirs(store_root(config, "releases_root"), config.release_stores)
+        ),
     )
 
 
@@ -149,7 +160,8 @@ def create_app(
         return RedirectResponse(urls.airflow_task(detail.dag_id, detail.run_id, task_id))
 
     @app.get("/jobs/{job_uuid}/artifacts/{path:path}")
-    def artifact(job_uuid: str, path: str, user: Any = logged_in) -> FileResponse:
+    def artifact(job_uuid: str, path: str, user: Any = logged_in) -> Response:
+        from airflow_butido.object_store import chunks_of, is_local
         from airflow_butido.stores import find_artifact, staging_dir
 
         rec = get_record()
@@ -167,7 +179,14 @@ def create_app(
             raise HTTPException(
                 status.HTTP_410_GONE, f"{path} is in no store any more (or was changed since)"
             )
-        return FileResponse(found, filename=Path(path).name, media_type="application/octet-stream")
+        name = Path(path).name
+        if not is_local(found):  # streamed from object storage, never whole in memory
+            return StreamingResponse(
+                chunks_of(found),
+                media_type="application/octet-stream",
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            )
+        return FileResponse(found, filename=name, media_type="application/octet-stream")
 
     @app.get("/tasks/{dag_id}/{run_id}/{task_id}")
     def task_record(

@@ -9,7 +9,11 @@ sleeps ten minutes first (a build to kill).
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.support import make_dirs, overlay_toml
@@ -61,3 +65,26 @@ def example_workspace(base: Path, butido_examples: Path, build_image: str) -> di
         )
     )
     return {"base": base, "repo": repo, "stores": stores, "overlay": overlay}
+
+
+def butido_in_workspace(
+    ws: dict[str, Path], *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``butido --repo <copy> ARGS`` with the workspace's overlay and settings (its
+    ``airflow-butido.toml`` beside the stores), outside any Airflow home."""
+    full = {
+        **os.environ,
+        **(env or {}),
+        "BUTIDO_CONFIG": str(ws["overlay"]),
+        "BUTIDO_SETTINGS": str(ws["base"] / "airflow-butido.toml"),
+        "BUTIDO_PARSE_CACHE": str(ws["base"] / "parse-cache"),
+        "XDG_CACHE_HOME": str(ws["base"] / "cache"),
+    }
+    full.pop("AIRFLOW_HOME", None)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "butido"), "--repo", str(ws["repo"]), *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )

@@ -235,11 +235,13 @@ def running_deployment(
 
 def remove_leftover_containers() -> None:
     import docker
+    import docker.errors
 
     client = docker.from_env()
     try:
         for container in client.containers.list(all=True, filters={"label": "io.butido.dag_run"}):
             if str(container.labels.get("io.butido.dag_run", "")).startswith(f"{DAG_ID}/"):
-                container.remove(force=True)
+                with contextlib.suppress(docker.errors.NotFound):  # gone since it was listed
+                    container.remove(force=True)
     finally:
         client.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e._example import example_workspace
+from tests.e2e._example import butido_in_workspace, example_workspace
 
 pytestmark = [pytest.mark.docker]
 
@@ -31,21 +31,7 @@ def workspace(tmp_path_factory, butido_examples: Path, build_image: str) -> dict
 
 
 def butido_build(ws: dict[str, Path], *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "BUTIDO_CONFIG": str(ws["overlay"]),
-        "BUTIDO_SETTINGS": str(ws["base"] / "airflow-butido.toml"),
-        "BUTIDO_PARSE_CACHE": str(ws["base"] / "parse-cache"),
-        "XDG_CACHE_HOME": str(ws["base"] / "cache"),
-    }
-    env.pop("AIRFLOW_HOME", None)
-    return subprocess.run(
-        [str(VENV_BIN / "butido"), "--repo", str(ws["repo"]), "build", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return butido_in_workspace(ws, "build", *args)
 
 
 def most_at_once(spans) -> int:
