@@ -1,10 +1,13 @@
 """`butido build NAME [VERSION] -I IMAGE`: build a package and its dependencies right here.
 
-The DAG of the image is run in this process (airflow_butido.local_build): the same plan,
-package and report tasks an Airflow deployment runs, scheduled by a small in-process loop
-instead of Airflow's scheduler, packages in parallel up to the endpoints' ``maxjobs``. No
-Airflow service or metadata database is needed; the build database is the configured one
-(an embedded SQLite file by default).
+The plan is made first, as the plan task makes it (airflow_butido.run_steps). When it leaves
+no package task to run (everything reused up front), the command reports and records the
+run itself, without importing Airflow. Otherwise the DAG of the image is run in this process
+(airflow_butido.local_build), its plan task taken as done: the same package and report tasks
+an Airflow deployment runs, scheduled by a small in-process loop instead of Airflow's
+scheduler, packages in parallel up to the endpoints' ``maxjobs``. No Airflow service or
+metadata database is needed; the build database is the configured one (an embedded SQLite
+file by default).
 """
 
 from __future__ import annotations
@@ -172,7 +175,7 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         if planned.to_run:
             # something builds: only now Airflow (the DAG and its operators) is needed
             with _sigterm_interrupts():
-                local = _run_dag(args, run, request, planned, parallel, show, log_file, started)
+                local = _run_dag(run, request, planned, parallel, show, log_file, started)
             states, xcom = dict(local.states), local.xcom.get
         else:  # every package reused up front: the report is all that is left
             states = {PLAN_TASK_ID: "success", **dict.fromkeys(planned.skipped, SKIPPED)}
@@ -294,7 +297,6 @@ def _plan(
 
 
 def _run_dag(
-    args: argparse.Namespace,
     run: _Run,
     request: RunRequest,
     planned: PlannedRun,
