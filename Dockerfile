@@ -21,7 +21,7 @@ USER airflow
 WORKDIR /opt/airflow-butido
 COPY --chown=airflow:0 pyproject.toml constraints.txt README* ./
 COPY --chown=airflow:0 airflow_butido ./airflow_butido
-RUN pip install --no-cache-dir -c constraints.txt .
+RUN pip install --no-cache-dir -c constraints.txt ".[s3]"
 
 COPY --chown=airflow:0 dags/butido_build.py /opt/airflow/dags/butido_build.py
 WORKDIR /opt/airflow

@@ -195,6 +195,8 @@ def _build_dag(
     for key, task_id in task_ids.items():
         if only_task is not None and task_id != only_task:
             continue
+        # [airflow.queues]: the Celery queue of the package's workers (else the default one)
+        queue: dict[str, Any] = {"queue": q} if (q := settings.queue_of(key[0])) else {}
         tasks[task_id] = PlannedBuildOperator(
             task_id=task_id,
             task_display_name=f"{key[0]} {key[1]}",
@@ -206,6 +208,7 @@ def _build_dag(
             retries=settings.retries,
             retry_delay=retry_delay,
             **pool,
+            **queue,
             **common,
         )
     dag.params = ParamsDict(_params(repo, empty))

@@ -18,7 +18,7 @@ import contextvars
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
@@ -73,6 +73,11 @@ class _XComStore:
             return self._values.get((task_id, key))
 
 
+def new_run_id() -> str:
+    """A run id like Airflow's, unique to this build."""
+    return f"local__{time.strftime('%Y-%m-%dT%H:%M:%S')}_{uuid.uuid4().hex[:8]}"
+
+
 class LocalTaskInstance:
     """The slice of Airflow's runtime task instance that butido's operators use."""
 
@@ -115,17 +120,31 @@ class LocalRun:
         *,
         max_parallel: int,
         on_event: Callable[[TaskEvent], None] | None = None,
+        run_id: str | None = None,
+        started: float | None = None,
     ) -> None:
         self.dag = dag
         self.conf = dict(conf)
-        self.run_id = f"local__{time.strftime('%Y-%m-%dT%H:%M:%S')}_{uuid.uuid4().hex[:8]}"
+        self.run_id = run_id or new_run_id()
         self.max_parallel = max(1, max_parallel)
         self.on_event = on_event or (lambda _event: None)
         self.xcom = _XComStore()
         self.states: dict[str, str | None] = {t: None for t in dag.task_ids}
         self._skip_requests: list[str] = []  # tasks a finished task skipped (SkipMixin)
         self._lock = threading.Lock()
-        self._started = time.monotonic()
+        self._started = time.monotonic() if started is None else started
+
+    def finished(
+        self, task_id: str, state: str, *, xcom: Mapping[str, Any] | None = None,
+        skips: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        """Take ``task_id`` as already run (``butido build`` runs the plan before the DAG
+        exists): its state, its XComs and the tasks it skipped; no event is sent."""
+        self.states[task_id] = state
+        for key, value in (xcom or {}).items():
+            self.xcom.push(task_id, key, value)
+        with self._lock:
+            self._skip_requests.extend(skips)
 
     # -- one task ----------------------------------------------------------------------------
 
@@ -197,6 +216,7 @@ class LocalRun:
 
     def run(self) -> dict[str, str | None]:
         running: dict[Future[tuple[str, str, Any]], str] = {}
+        self._apply_skips()  # of tasks taken as already run
         pending = list(self.dag.tasks)
         with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="build") as pool:
             while True:

@@ -80,6 +80,7 @@ def open_store(key: str, url: StoreUrl, conn_id: str | None) -> ObjectStoragePat
             from airflow.sdk import ObjectStoragePath
         except ImportError as exc:  # pragma: no cover - Airflow is a dependency
             raise StoreError(f"{where}: Airflow's object storage is not available: {exc}") from exc
+        _require_filesystem(where, url)
         _require_connection(where, conn)
         try:
             root = ObjectStoragePath(url.url, conn_id=conn)
@@ -101,6 +102,37 @@ def _quiet_client_logs() -> None:
     levels = os.environ.get("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "")
     if "airflow.providers.amazon" not in levels and "airflow.sdk" not in sys.modules:
         os.environ["AIRFLOW__LOGGING__NAMESPACE_LEVELS"] = f"{levels} {quiet}".strip()
+
+
+# What each scheme needs installed: the Airflow provider that attaches its filesystem
+# (credentials from the connection) and the fsspec implementation, and how to get them.
+FILESYSTEM_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "s3": (("airflow.providers.amazon", "s3fs"), "pip install 'airflow-butido[s3]'"),
+    "gs": (
+        ("airflow.providers.google", "gcsfs"),
+        "pip install apache-airflow-providers-google gcsfs",
+    ),
+}
+FILESYSTEM_PACKAGES["gcs"] = FILESYSTEM_PACKAGES["gs"]
+
+
+def _require_filesystem(where: str, url: StoreUrl) -> None:
+    modules, install = FILESYSTEM_PACKAGES.get(url.scheme, ((), ""))
+    missing = [m for m in modules if not _installed(m)]
+    if missing:
+        raise StoreError(
+            f"{where}: {url.scheme}:// stores need {' and '.join(missing)} (not installed "
+            f"here): {install}"
+        )
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def _require_connection(where: str, conn_id: str) -> None:

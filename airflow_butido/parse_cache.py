@@ -21,14 +21,16 @@ from the configuration files at every load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import pickle
 import stat
+import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,8 +86,18 @@ def load(
     inputs = list(_input_files(root, environ))
     settings = _settings_key(environ)
     stat_fp = _stat_fingerprint(root, inputs, settings)
+    recent = _recent.get(str(root))
+    if recent is not None and recent[0] == stat_fp:
+        _log_warnings(recent[1])
+        return recent[1]  # loaded by this process already, nothing changed since
     index_path = cache / f"{hashlib.sha256(str(root).encode()).hexdigest()[:24]}.index"
     content_hash = _read_index(index_path, stat_fp)
+    if content_hash is None and _deferred is not None and not _holds_pickles(cache):
+        # Nothing stored yet, so no pickle can match: load now, hash the files later.
+        loaded = _load_fresh(root, environ, "")
+        _deferred.append(lambda: _store_later(root, environ, index_path, stat_fp, loaded))
+        _recent[str(root)] = (stat_fp, loaded)
+        return loaded
     if content_hash is None:
         content_hash = _content_hash(root, inputs, settings)
         _write_atomic(index_path, json.dumps({"stat": stat_fp, "content": content_hash}).encode())
@@ -93,18 +105,104 @@ def load(
     pickle_path = cache / f"{content_hash}.pickle"
     cached = _read_pickle(pickle_path)
     if cached is not None:
-        # as a fresh load would: the accepted problems (unknown keys, links) are logged
-        for warning in cached.repo.warnings:
-            logging.getLogger("airflow_butido.recipes.repository").warning("%s", warning)
-        return _with_secrets(cached, root, environ)
-    loaded = _load_fresh(root, environ, content_hash)
+        _log_warnings(cached)
+        loaded = _with_secrets(cached, root, environ)
+    else:
+        loaded = _load_fresh(root, environ, content_hash)
+        if _deferred is None:
+            dict(loaded.graphs)  # a repository that does not resolve raises here, uncached
+            _write_pickle(pickle_path, loaded)
+        else:
+            _deferred.append(lambda: _write_pickle(pickle_path, loaded))
+    _recent[str(root)] = (stat_fp, loaded)
+    return loaded
+
+
+def _log_warnings(loaded: LoadedRepository) -> None:
+    """As a fresh load would: the accepted problems (unknown keys, links) are logged."""
+    for warning in loaded.repo.warnings:
+        logging.getLogger("airflow_butido.recipes.repository").warning("%s", warning)
+
+
+# The last load of each repository in this process, by its stat fingerprint: a command or
+# task loads the repository several times (plan, report, DAG), the files once.
+_recent: dict[str, tuple[str, LoadedRepository]] = {}
+
+# Pickles to write once the command's output is out (see defer_writes), or None: at once.
+_deferred: list[Callable[[], None]] | None = None
+
+
+def defer_writes() -> None:
+    """From now on, a fresh load leaves writing its pickle to :func:`write_deferred`: a
+    command prints its answer first (and the graphs nobody asked for are resolved then)."""
+    global _deferred
+    if _deferred is None:
+        _deferred = []
+
+
+def write_deferred(*, detach: bool = False) -> None:
+    """Write the pickles left by :func:`defer_writes`. With ``detach`` (the ``butido``
+    command, once its output is flushed), a forked child writes them and this process
+    returns at once; the child holds none of the caller's pipes open."""
+    global _deferred
+    pending, _deferred = _deferred or [], None
+    if not pending:
+        return
+    # Not after Airflow was imported (a build that ran its DAG): its fork handlers are for
+    # its own workers; writing here after a long build costs nothing anyway.
+    if detach and hasattr(os, "fork") and "airflow" not in sys.modules:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        if os.fork() != 0:
+            return
+        try:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            for write in pending:
+                write()
+        finally:
+            os._exit(0)
+    for write in pending:
+        write()
+
+
+def _holds_pickles(cache: Path) -> bool:
+    with os.scandir(cache) as entries:
+        return any(entry.name.endswith(".pickle") for entry in entries)
+
+
+def _store_later(
+    root: Path, environ: Mapping[str, str], index_path: Path, stat_fp: str, loaded: LoadedRepository
+) -> None:
+    """Hash the files of a repository loaded before hashing, index and store it: only when
+    their stat fingerprint is still the one taken before the load (a file changed since
+    could give a pickle of the old content under the new content's hash)."""
+    inputs = list(_input_files(root, environ))
+    settings = _settings_key(environ)
+    if _stat_fingerprint(root, inputs, settings) != stat_fp:
+        return
+    content_hash = _content_hash(root, inputs, settings)
+    _write_pickle(
+        index_path.parent / f"{content_hash}.pickle", replace(loaded, content_hash=content_hash)
+    )
+    _write_atomic(index_path, json.dumps({"stat": stat_fp, "content": content_hash}).encode())
+
+
+def _write_pickle(path: Path, loaded: LoadedRepository) -> None:
+    """Store ``loaded`` (every image's graph resolved, no credentials) under its content
+    hash; a repository whose graphs do not resolve is not stored."""
+    from airflow_butido.errors import ResolveError
+
     try:
         stored = _without_secrets(loaded)
         data = pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL)
-        _write_atomic(pickle_path, data)
+        _write_atomic(path, data)
+    except ResolveError:
+        return
     except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
-        log.warning("could not write the parse cache %s: %s", pickle_path, exc)
-    return loaded
+        log.warning("could not write the parse cache %s: %s", path, exc)
 
 
 def _private_directory(path: Path) -> str | None:
@@ -154,17 +252,42 @@ def _with_secrets(
 
 
 def _load_fresh(root: Path, environ: Mapping[str, str], content_hash: str) -> LoadedRepository:
-    from airflow_butido.graph import resolve
-    from airflow_butido.recipes.repository import _gc_paused, load_repository
+    from airflow_butido.recipes.repository import load_repository
 
     repo = load_repository(root, environ=environ)
-    packages = list(repo)
-    with _gc_paused():
-        graphs = {
-            image.name: resolve(repo, packages, image=image.name, env=None)
-            for image in repo.config.docker.images
-        }
-    return LoadedRepository(repo, graphs, content_hash)
+    images = [image.name for image in repo.config.docker.images]
+    return LoadedRepository(repo, _Graphs(repo, images), content_hash)
+
+
+class _Graphs(Mapping[str, "PackageGraph"]):
+    """Per build image, the graph of the whole repository, resolved when first asked for
+    (a command about one package needs none of them). Pickled as a plain dict with every
+    graph resolved, which raises the ResolveError of a repository that does not resolve."""
+
+    def __init__(self, repo: Repository, images: list[str]) -> None:
+        self._repo = repo
+        self._images = images
+        self._resolved: dict[str, PackageGraph] = {}
+
+    def __getitem__(self, image: str) -> PackageGraph:
+        if image not in self._images:
+            raise KeyError(image)
+        if image not in self._resolved:
+            from airflow_butido.graph import resolve
+            from airflow_butido.recipes.repository import _gc_paused
+
+            with _gc_paused():
+                self._resolved[image] = resolve(self._repo, list(self._repo), image=image, env=None)
+        return self._resolved[image]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._images)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __reduce__(self) -> tuple[type[dict[str, PackageGraph]], tuple[dict[str, PackageGraph]]]:
+        return dict, (dict(self.items()),)
 
 
 def _input_files(root: Path, environ: Mapping[str, str]) -> Iterator[str]:
@@ -236,13 +359,25 @@ def _content_hash(root: Path, files: list[str], settings: str) -> str:
     digest.update(str(root).encode())
     for path in sorted(files):
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            data = _read_bytes(path)
         except OSError:
             continue
         digest.update(f"\0{path}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
+
+
+def _read_bytes(path: str) -> bytes:
+    """A file's content through the bare system calls: for thousands of small recipes, half
+    the time of ``open().read()``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def _read_index(path: Path, stat_fp: str) -> str | None:

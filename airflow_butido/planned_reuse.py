@@ -49,11 +49,9 @@ def reuse_up_front(
     git_env = git_environment(config, root)
     scripts: dict[Key, str] = {}
 
-    transitive: dict[Key, list[Key]] = {}
+    transitive = {keys[t]: [keys[d] for d in found] for t, found in plan.all_dependencies().items()}
 
     def dependencies(key: Key) -> Collection[Key]:
-        if key not in transitive:  # asked once per level pass and once per manifest
-            transitive[key] = [keys[t] for t in plan.dependencies_of(tasks[key])]
         return transitive[key]
 
     def inputs_of(key: Key, hashes: list[str]) -> BuildKeyInputs | None:

@@ -1,10 +1,13 @@
 """`butido build NAME [VERSION] -I IMAGE`: build a package and its dependencies right here.
 
-The DAG of the image is run in this process (airflow_butido.local_build): the same plan,
-package and report tasks an Airflow deployment runs, scheduled by a small in-process loop
-instead of Airflow's scheduler, packages in parallel up to the endpoints' ``maxjobs``. No
-Airflow service or metadata database is needed; the build database is the configured one
-(an embedded SQLite file by default).
+The plan is made first, as the plan task makes it (airflow_butido.run_steps). When it leaves
+no package task to run (everything reused up front), the command reports and records the
+run itself, without importing Airflow. Otherwise the DAG of the image is run in this process
+(airflow_butido.local_build), its plan task taken as done: the same package and report tasks
+an Airflow deployment runs, scheduled by a small in-process loop instead of Airflow's
+scheduler, packages in parallel up to the endpoints' ``maxjobs``. No Airflow service or
+metadata database is needed; the build database is the configured one (an embedded SQLite
+file by default).
 """
 
 from __future__ import annotations
@@ -17,18 +20,25 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Mapping
-from dataclasses import replace
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from airflow_butido.cli.common import add_run_flags, database_url_for
+from airflow_butido.errors import ButidoError
 from airflow_butido.object_store import url_of
 from airflow_butido.run_inputs import env_pairs
-from airflow_butido.stores import artifact_file
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+
+    from airflow_butido.local_build import LocalRun, TaskEvent
+    from airflow_butido.plan import Plan, RunRequest
+    from airflow_butido.run_steps import PlannedRun
+
+_log = logging.getLogger("airflow_butido.build")
 
 
 PREPARING_AHEAD = 2  # package tasks beyond the endpoints' slots (see _build)
@@ -101,16 +111,18 @@ def run(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace, stdout: TextIO) -> int:
     _quiet_airflow(args.verbose)
     from airflow_butido import parse_cache
-    from airflow_butido.dag_factory import create_dags
-    from airflow_butido.jobs import ContainerRemovals
-    from airflow_butido.local_build import LocalRun, TaskEvent
+    from airflow_butido.local_build import SKIPPED, TaskEvent, new_run_id
     from airflow_butido.manifest import Manifest, is_manifest
-    from airflow_butido.plan import PLAN_TASK_ID, REPORT_TASK_ID, Plan, RunRequest
+    from airflow_butido.plan import PLAN_TASK_ID, REPORT_TASK_ID, RunRequest
     from airflow_butido.report import report_json, summarize
+    from airflow_butido.run_steps import dag_id_of
+    from airflow_butido.stores import artifact_file
 
     repo_root = Path(args.repo).resolve()
-    config = parse_cache.load(repo_root).repo.config
+    loaded = parse_cache.load(repo_root)
+    config = loaded.repo.config
     image = config.resolve_image(args.image)
+    loaded.graphs.get(image)  # a repository that does not resolve stops here, as the DAG would
     spec = f"{args.name} {args.version}" if args.version else args.name
     request = RunRequest(
         (spec,),
@@ -121,34 +133,24 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         shebang=args.shebang,
         staging_dir=_staging_dir_arg(args.staging_dir),
     )
-    (dag,) = create_dags(repo_root, images=[image]).values()
-
     url = database_url_for(args, config, use_airflow=False)
-    log_file = _open_log(args.write_log) if args.write_log else None
-    phase_records = _PhaseRecords(url)
-    removals = ContainerRemovals(record=phase_records.record)
-    for task in dag.tasks:
-        task.database_url = url  # type: ignore[union-attr]
-        if log_file is not None and hasattr(task, "line_sink"):
-            task.line_sink = log_file.write_line
-        if hasattr(task, "container_removals"):
-            task.container_removals = removals
     slots = sum(e.maxjobs for e in config.docker.endpoints)
     parallel = args.parallel or max(1, slots)
     # a task also loads, checks and looks up its build before it takes a slot: a few more
     # tasks than slots keep every slot busy (a released slot wakes a waiting task at once)
     tasks = args.parallel or parallel + min(parallel, PREPARING_AHEAD)
+    run = _Run(str(repo_root), image, url, dag_id_of(config, image), new_run_id())
+    planned_labels: dict[str, str] = {}
+    reused_up_front: set[str] = set()
 
     def show(event: TaskEvent) -> None:
         bookkeeping = event.task_id in (PLAN_TASK_ID, REPORT_TASK_ID)
-        if not bookkeeping:
-            plan = local.xcom.get(PLAN_TASK_ID, "return_value") or {}
-            if event.task_id not in (plan.get("labels") or {}):
-                return  # outside the requested closure, or no plan at all
+        if not bookkeeping and event.task_id not in planned_labels:
+            return  # outside the requested closure, or no plan at all
         text = event.state
         if not bookkeeping and event.state == "success" and is_manifest(event.value):
             text = Manifest.from_json(event.value).outcome
-        elif not bookkeeping and event.task_id in (plan.get("reused") or {}):
+        elif not bookkeeping and event.task_id in reused_up_front:
             text, event = "reused up front", replace(event, message="")
         if event.message and event.state != "success":
             first, *rest = event.message.splitlines()
@@ -157,27 +159,49 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
             )
         print(f"[{event.elapsed:7.1f}s] {event.task_id}: {text}", file=out, flush=True)
 
+    def emit(task_id: str, state: str, message: str = "") -> None:
+        show(TaskEvent(task_id, state, time.monotonic() - started, message))
+
     # progress goes to stderr when stdout is for a machine (--json / --csv)
     out = sys.stderr if (args.json or args.csv) else stdout
-    local = LocalRun(dag, request.to_conf(), max_parallel=tasks, on_event=show)
-    print(f"building {spec} in {image} ({dag.dag_id}, up to {parallel} at a time)", file=out)
+    print(f"building {spec} in {image} ({run.dag_id}, up to {parallel} at a time)", file=out)
+    log_file = _open_log(args.write_log) if args.write_log else None
+    states: dict[str, str | None]
     try:
-        with _sigterm_interrupts():
-            states = local.run()
+        started = time.monotonic()
+        emit(PLAN_TASK_ID, "running")
+        planned = _plan(run, request, config.airflow.default_packages)
+        if isinstance(planned, _PlanFailed):
+            emit(PLAN_TASK_ID, "failed", planned.message)
+            # what the report task does when the plan failed; no package task starts
+            emit(REPORT_TASK_ID, "running")
+            emit(REPORT_TASK_ID, "failed", run.plan_failed(planned))
+            return 1
+        plan = planned.plan
+        planned_labels.update(plan.labels)
+        reused_up_front.update(plan.reused)
+        emit(PLAN_TASK_ID, "success")
+        if planned.to_run:
+            # something builds: only now Airflow (the DAG and its operators) is needed
+            with _sigterm_interrupts():
+                local = _run_dag(run, request, planned, tasks, show, log_file, started)
+            states, xcom = dict(local.states), local.xcom.get
+        else:  # every package reused up front: the report is all that is left
+            states = {PLAN_TASK_ID: "success", **dict.fromkeys(planned.skipped, SKIPPED)}
+            for task_id in planned.skipped:
+                emit(task_id, SKIPPED, "skipped by the plan")
+            emit(REPORT_TASK_ID, "running")
+            problem = run.report(plan, states)
+            emit(REPORT_TASK_ID, "failed" if problem else "success", problem or "")
+            xcom = _no_xcom
     finally:
-        removals.close()  # every build container is gone before the command goes on
-        phase_records.close()
         if log_file is not None:
             log_file.close()
 
-    plan_json = local.xcom.get(PLAN_TASK_ID, "return_value")
-    if not plan_json:
-        return 1  # the plan's message has been printed
-    plan = Plan.from_json(plan_json)
-    values = {t: local.xcom.get(t, "return_value") for t in plan.packages}
+    values = {t: xcom(t, "return_value") for t in plan.packages}
     manifests = {t: Manifest.from_json(v) for t, v in values.items() if is_manifest(v)}
     manifests.update(plan.reused)
-    failures = {t: local.xcom.get(t, "failure") for t in plan.packages}
+    failures = {t: xcom(t, "failure") for t in plan.packages}
     report = summarize(plan, states, manifests, failures)
     paths = sorted(
         (url_of(artifact_file(config, a)) for m in manifests.values() for a in m.artifacts),
@@ -199,6 +223,128 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         for path in paths:
             print(path, file=stdout)
     return 0 if report.ok else 1
+
+
+def _no_xcom(task_id: str, key: str) -> Any:
+    return None
+
+
+@dataclass(frozen=True)
+class _PlanFailed:
+    message: str  # as the plan task fails with it
+    failure: str | None  # what it publishes for the report (for a ButidoError)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One ``butido build``: where it records, under which DAG and run id."""
+
+    repo_root: str
+    image: str
+    database_url: str
+    dag_id: str
+    run_id: str
+
+    def plan_failed(self, failed: _PlanFailed) -> str:
+        """The report of a run whose plan failed: jobs left running by an earlier try are
+        marked failed; returns the report task's failure message."""
+        self.record_end(keep=())
+        message = failed.failure or "see its log"
+        for line in f"the plan task failed, nothing was built:\n{message}".splitlines():
+            _log.error("%s", line)
+        return f"the plan task failed: {message.splitlines()[0]}"
+
+    def report(self, plan: Plan, states: Mapping[str, str | None]) -> str | None:
+        """The report task of a run in which no package task started: logs and records the
+        report; returns its failure message, if any."""
+        from airflow_butido.report import summarize
+        from airflow_butido.run_steps import failure_summary
+
+        report = summarize(plan, states, {}, {})
+        self.record_end(keep=(), plan=plan, report=report)
+        for line in report.format().splitlines():
+            _log.info("%s", line)
+        return None if report.ok else failure_summary(report)
+
+    def record_end(self, **kwargs: Any) -> None:
+        from airflow_butido.run_steps import record_run_end
+
+        try:
+            count = record_run_end(
+                self.repo_root, self.database_url, self.dag_id, self.run_id, **kwargs
+            )
+        except Exception as exc:  # the report must still be given
+            _log.warning("could not update the build record: %s", exc)
+            return
+        if count:
+            _log.warning("marked %d orphaned job(s) of this run as failed", count)
+
+
+def _plan(
+    run: _Run, request: RunRequest, default_packages: Sequence[str]
+) -> PlannedRun | _PlanFailed:
+    """The plan task's work, here in the command: Airflow is not imported for it."""
+    from airflow_butido.plan import parse_run_conf
+    from airflow_butido.run_steps import log_plan, plan_run
+
+    try:
+        planned = plan_run(
+            run.repo_root,
+            run.image,
+            parse_run_conf(request.to_conf()),
+            default_packages=default_packages,
+            database_url=run.database_url,
+            dag_id=run.dag_id,
+            run_id=run.run_id,
+        )
+    except ButidoError as exc:
+        return _PlanFailed(f"the run cannot start:\n{exc}", str(exc))
+    except Exception as exc:  # as the task runner reports an unexpected error
+        return _PlanFailed(f"{type(exc).__name__}: {exc}", None)
+    log_plan(_log, planned.plan)
+    return planned
+
+
+def _run_dag(
+    run: _Run,
+    request: RunRequest,
+    planned: PlannedRun,
+    parallel: int,
+    show: Callable[[TaskEvent], None],
+    log_file: _BuildLog | None,
+    started: float,
+) -> LocalRun:
+    """Run the image's DAG in this process, its plan task taken as done."""
+    from airflow_butido.dag_factory import create_dags
+    from airflow_butido.jobs import ContainerRemovals
+    from airflow_butido.local_build import SUCCESS, LocalRun
+    from airflow_butido.plan import PLAN_TASK_ID
+
+    (dag,) = create_dags(run.repo_root, images=[run.image]).values()
+    phase_records = _PhaseRecords(run.database_url)
+    removals = ContainerRemovals(record=phase_records.record)
+    for task in dag.tasks:
+        task.database_url = run.database_url  # type: ignore[union-attr]
+        if log_file is not None and hasattr(task, "line_sink"):
+            task.line_sink = log_file.write_line
+        if hasattr(task, "container_removals"):
+            task.container_removals = removals
+    local = LocalRun(
+        dag,
+        request.to_conf(),
+        max_parallel=parallel,
+        on_event=show,
+        run_id=run.run_id,
+        started=started,
+    )
+    plan_json = planned.plan.to_json()
+    local.finished(PLAN_TASK_ID, SUCCESS, xcom={"return_value": plan_json}, skips=planned.skipped)
+    try:
+        local.run()
+    finally:
+        removals.close()  # every build container is gone before the command goes on
+        phase_records.close()
+    return local
 
 
 class _PhaseRecords:

@@ -31,7 +31,6 @@ from airflow_butido.cli.common import (
 from airflow_butido.cli.output import add_format_flags, print_table
 from airflow_butido.errors import ButidoError
 from airflow_butido.run_inputs import parse_env_assignments
-from airflow_butido.stores import release_dir
 
 
 def _out(args: argparse.Namespace, headers: Sequence[str], rows: Any) -> None:
@@ -244,6 +243,7 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
 
 def cmd_releases(args: argparse.Namespace) -> int:
     from airflow_butido.db.queries import list_releases
+    from airflow_butido.stores import release_dir
 
     ctx = open_db(args)
     older_than, newer_than = time_filters(args)

@@ -85,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    from airflow_butido import parse_cache
+
+    # A repository loaded afresh is cached after the answer is out; run as the `butido`
+    # command, by a child process, so that the command exits as soon as it has answered.
+    parse_cache.defer_writes()
     try:
         return int(args.func(args) or 0)
     except ButidoError as exc:
@@ -98,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    finally:
+        parse_cache.write_deferred(detach=argv is None)
 
 
 if __name__ == "__main__":

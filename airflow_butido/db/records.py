@@ -489,18 +489,34 @@ class ReusedJob:
 
 
 def record_reused_jobs(engine: Engine, jobs: Iterable[ReusedJob]) -> list[int]:
-    """Many reused jobs in one transaction (a plan reusing a whole repository up front)."""
+    """Many reused jobs in one transaction (a plan reusing a whole repository up front),
+    with a few statements per few hundred jobs rather than several per job."""
+    jobs = list(jobs)
+    if not jobs:
+        return []
     now = rows.utcnow()
-    ids = []
     with transaction(engine, immediate=True) as conn:
         endpoint = rows.endpoint_id(conn, s.REUSED_ENDPOINT)
+        submits = {u: _submit_id(conn, u) for u in sorted({j.submit_uuid for j in jobs})}
+        images = {name: rows.image_id(conn, name) for name in sorted({j.image for j in jobs})}
+        packages = rows.package_ids(conn, [(j.package_name, j.package_version) for j in jobs])
+        reused_ids = _job_ids(conn, [j.reused_job_uuid for j in jobs])
+        missing = next(
+            (j.reused_job_uuid for j in jobs if j.reused_job_uuid not in reused_ids), None
+        )
+        if missing is not None:
+            raise RecordError(f"reused job {missing} is not recorded in the database")
+        env_ids: dict[tuple[str, str], int] = {}
+        values: dict[str, dict[str, Any]] = {}
         for job in jobs:
-            reused_id = _job_id(conn, job.reused_job_uuid)
-            if reused_id is None:
-                raise RecordError(
-                    f"reused job {job.reused_job_uuid} is not recorded in the database"
-                )
-            values = {
+            for pair in (job.env or {}).items():
+                if pair not in env_ids:
+                    env_ids[pair] = rows.envvar_ids(conn, dict([pair]))[0]
+            values[job.uuid] = {
+                "uuid": job.uuid,
+                "submit_id": submits[job.submit_uuid],
+                "package_id": packages[(job.package_name, job.package_version)],
+                "image_id": images[job.image],
                 "container_hash": "",
                 "script_text": job.script,
                 "log_text": "",
@@ -516,23 +532,53 @@ def record_reused_jobs(engine: Engine, jobs: Iterable[ReusedJob]) -> list[int]:
                 "build_key": job.build_key,
                 "build_key_inputs": _inputs_json(job.build_key_inputs),
                 "reuse_reason": job.reason,
-                "reused_from_job_id": reused_id,
+                "reused_from_job_id": reused_ids[job.reused_job_uuid],
                 "endpoint_id": endpoint,
-                **_phases_value(job.phase_seconds),
+                "phase_seconds": _phases_value(job.phase_seconds).get("phase_seconds"),
             }
-            ids.append(
-                _upsert_job(
-                    conn,
-                    job.uuid,
-                    job.submit_uuid,
-                    job.package_name,
-                    job.package_version,
-                    job.image,
-                    job.env,
-                    values,
-                )  # fmt: skip
-            )
+        existing = _job_ids(conn, list(values))
+        fresh = [v for u, v in values.items() if u not in existing]
+        for start in range(0, len(fresh), JOB_BATCH):
+            rows.insert_ignore(conn, s.jobs, fresh[start : start + JOB_BATCH])
+        for job_uuid in existing:  # recorded again (a retried plan): the row is reset
+            update = dict(values[job_uuid])
+            if update["phase_seconds"] is None:
+                del update["phase_seconds"]  # keeps an earlier value
+            conn.execute(sa.update(s.jobs).where(s.jobs.c.uuid == job_uuid).values(**update))
+        ids = _job_ids(conn, list(values))
+        links = [
+            {"job_id": ids[job.uuid], "env_id": env_ids[pair]}
+            for job in jobs
+            for pair in sorted((job.env or {}).items())
+        ]
+        for start in range(0, len(links), JOB_BATCH):
+            rows.insert_ignore(conn, s.job_envs, links[start : start + JOB_BATCH])
+    return [ids[job.uuid] for job in jobs]
+
+
+JOB_BATCH = 500  # rows per statement: well below SQLite's and PostgreSQL's parameter limits
+
+
+def _job_ids(conn: Connection, uuids: Sequence[str]) -> dict[str, int]:
+    """The ids of the recorded jobs among ``uuids``, by the uuids as given."""
+    found: dict[str, int] = {}
+    wanted = sorted(set(uuids))
+    for start in range(0, len(wanted), JOB_BATCH):
+        chunk = wanted[start : start + JOB_BATCH]
+        query = sa.select(s.jobs.c.uuid, s.jobs.c.id).where(s.jobs.c.uuid.in_(chunk))
+        found.update((str(row.uuid), int(row.id)) for row in conn.execute(query))
+    ids = {u: found[u] for u in wanted if u in found}  # as the database writes them
+    for u in set(wanted) - set(ids):  # written another way (upper case, no dashes)
+        if _canonical(u) in found:
+            ids[u] = found[_canonical(u)]
     return ids
+
+
+def _canonical(text: str) -> str:
+    try:
+        return str(uuid_module.UUID(str(text)))
+    except ValueError:
+        return str(text)
 
 
 def mark_orphaned_jobs(

@@ -26,10 +26,10 @@ from airflow_butido.plan import (
     PLAN_TASK_ID,
     RUN_CONF_KEYS,
     Plan,
-    PlanError,
     RunRequest,
     parse_run_conf,
 )
+from airflow_butido.run_steps import image_digest
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -81,90 +81,33 @@ class PlanOperator(BaseOperator):
         self.database_url = database_url
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_butido import parse_cache
-        from airflow_butido.plan import prepare_plan, task_ids_for
+        from airflow_butido.run_steps import log_plan, plan_run
 
         ti = context["ti"]
         try:
-            repo = parse_cache.load(self.repo_path).repo
-            plan = prepare_plan(
-                repo,
+            planned = plan_run(
+                self.repo_path,
                 self.image,
                 run_request(context),
                 default_packages=self.default_packages,
+                database_url=self.database_url,
+                dag_id=ti.dag_id,
+                run_id=context["run_id"],
+                digest_of=image_digest,
             )
-            digest = image_digest(repo.config, plan.image)
-            plan = self._record(repo, plan, digest, context)
         except ButidoError as exc:
             # also an XCom, so that `butido trigger` can show CI why the run did not start
             ti.xcom_push(key=FAILURE_XCOM_KEY, value={"message": str(exc)})
             raise AirflowFailException(f"the run cannot start:\n{exc}") from None
-        self._log_plan(plan)
-        value = plan.to_json()
+        log_plan(self.log, planned.plan)
+        value = planned.plan.to_json()
         # Skipping ends execute() (the Task SDK's DownstreamTasksSkipped), so the plan is
         # pushed first; the skipped tasks never start a task process.
         ti.xcom_push(key="return_value", value=value)
-        skipped = [
-            t
-            for t in task_ids_for(repo.packages).values()
-            if t not in plan.labels or t in plan.reused
-        ]
-        if skipped:
-            ti.xcom_push(key=XCOM_SKIPMIXIN_KEY, value={XCOM_SKIPMIXIN_SKIPPED: skipped})
-            raise DownstreamTasksSkipped(tasks=skipped)
+        if planned.skipped:
+            ti.xcom_push(key=XCOM_SKIPMIXIN_KEY, value={XCOM_SKIPMIXIN_SKIPPED: planned.skipped})
+            raise DownstreamTasksSkipped(tasks=planned.skipped)
         return value
-
-    def _log_plan(self, plan: Plan) -> None:
-        runs = [t for t in plan.packages if t not in plan.reused and t not in plan.failures]
-        self.log.info(
-            "submit %s on %s: %d package(s) in the run: %d to build, %d reused up front, "
-            "%d failing",
-            plan.submit_uuid,
-            plan.image,
-            len(plan.packages),
-            len(runs),
-            len(plan.reused),
-            len(plan.failures),
-        )
-        for task_id in plan.packages:
-            label = plan.labels[task_id]
-            if task_id in plan.failures:
-                self.log.error("  failing %s: %s", label, plan.failures[task_id])
-            elif task_id in plan.reused:
-                reused = plan.reused[task_id].reused_from
-                self.log.info("  reused  %s: %s", label, reused.reason if reused else "")
-            else:
-                self.log.info("  build   %s", label)
-
-    def _record(self, repo: Repository, plan: Plan, digest: str, context: Context) -> Plan:
-        """Record the submit, decide reuse up front and record the reused jobs."""
-        from airflow_butido.db.migrate import open_database
-        from airflow_butido.plan import record_submit
-        from airflow_butido.planned_reuse import reuse_up_front
-
-        dag_id, run_id = context["ti"].dag_id, context["run_id"]
-        engine = open_database(repo.config, url=self.database_url)
-        try:
-            record_submit(engine, repo, plan, dag_id=dag_id, run_id=run_id)
-            return reuse_up_front(
-                engine, repo, plan, image_digest=digest, dag_id=dag_id, run_id=run_id
-            )
-        finally:
-            engine.dispose()
-
-
-def image_digest(config: Config, image: str) -> str:
-    """The ID of ``image`` on the endpoints that can run it; PlanError when none can."""
-    from airflow_butido.errors import ConfigError, InfrastructureError
-    from airflow_butido.jobs import DockerRuntime
-
-    try:
-        candidates, digest = DockerRuntime().endpoints(config, image, None)
-    except (ConfigError, InfrastructureError) as exc:
-        raise PlanError([str(exc)]) from None
-    for candidate in candidates:
-        candidate.api.close()
-    return digest
 
 
 class PlannedBuildOperator(PackageBuildOperator):

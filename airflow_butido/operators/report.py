@@ -8,7 +8,7 @@ succeeds would otherwise make a run with failed packages look successful.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -17,12 +17,12 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_butido.manifest import Manifest, is_manifest
 from airflow_butido.operators.plan import FAILURE_XCOM_KEY, pull_plan
 from airflow_butido.plan import PLAN_TASK_ID, Plan, label_key
-from airflow_butido.report import REUSED, RunReport, report_json, summarize
+from airflow_butido.report import RunReport, report_json, summarize
+from airflow_butido.run_steps import failure_summary, record_run_end
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_butido.db.records import PackageOutcomeRecord
 
 # Task states after which a package task records nothing more.
 FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -61,7 +61,7 @@ class ReportOperator(BaseOperator):
         }
         # all_done on the last tasks only: another branch may still be building
         in_progress = [t for t in plan.packages if states.get(t) not in FINISHED_STATES]
-        keep = [tuple(plan.labels[t].rsplit(" ", 1)) for t in in_progress]
+        keep = [label_key(plan.labels[t]) for t in in_progress]
         manifests = {
             task_id: Manifest.from_json(value)
             for task_id, value in _pull(
@@ -79,34 +79,29 @@ class ReportOperator(BaseOperator):
         if not report.ok:
             # published before failing the run: `butido trigger` prints the same report
             ti.xcom_push(key="return_value", value=value)
-            raise AirflowFailException(_failure_summary(report))
+            raise AirflowFailException(failure_summary(report))
         return value
 
     def _record(
         self,
         dag_id: str,
         run_id: str,
-        keep: Sequence[Any],
+        keep: Sequence[tuple[str, str]],
         plan: Plan | None = None,
         report: RunReport | None = None,
     ) -> None:
-        """Mark jobs of this run that died without finishing as failed (``keep``: packages
-        whose tasks are still in progress), and record how every package ended."""
-        from airflow_butido import parse_cache
-        from airflow_butido.db.migrate import open_database
-        from airflow_butido.db.records import mark_orphaned_jobs, record_outcomes
-
+        """Mark jobs of this run that died without finishing as failed, and record how every
+        package ended (the report is given even when the database cannot be updated)."""
         try:
-            repo = parse_cache.load(self.repo_path).repo
-            engine = open_database(repo.config, url=self.database_url)
-            try:
-                count = mark_orphaned_jobs(engine, dag_id, run_id, keep=keep)
-                if plan is not None and report is not None:
-                    record_outcomes(
-                        engine, plan.submit_uuid, submit_outcomes(plan, report, repo.packages)
-                    )
-            finally:
-                engine.dispose()
+            count = record_run_end(
+                self.repo_path,
+                self.database_url,
+                dag_id,
+                run_id,
+                keep=keep,
+                plan=plan,
+                report=report,
+            )
         except Exception as exc:  # the report must still be given
             self.log.warning("could not update the build record: %s", exc)
             return
@@ -114,36 +109,8 @@ class ReportOperator(BaseOperator):
             self.log.warning("marked %d orphaned job(s) of this run as failed", count)
 
 
-def submit_outcomes(
-    plan: Plan, report: RunReport, packages: Iterable[tuple[str, str]]
-) -> list[PackageOutcomeRecord]:
-    """How every package of the repository ended in this submit."""
-    from airflow_butido.db.records import PackageOutcomeRecord
-
-    recorded = []
-    for o in report.outcomes:
-        name, version = label_key(o.label)
-        outcome = o.outcome
-        if outcome == REUSED:
-            outcome = "reused up front" if o.task_id in plan.reused else "reused at run time"
-        recorded.append(PackageOutcomeRecord(name, version, outcome, o.message or None))
-    in_run = {label_key(label) for label in plan.labels.values()}
-    recorded += [
-        PackageOutcomeRecord(name, version, "not requested")
-        for name, version in packages
-        if (name, version) not in in_run
-    ]
-    return recorded
-
-
 def _pull(ti: Any, task_ids: list[str], key: str = "return_value") -> dict[str, Any]:
     """One ``xcom_pull`` for the XComs of ``task_ids`` (none when the list is empty)."""
     if not task_ids:
         return {}
     return dict(zip(task_ids, ti.xcom_pull(task_ids=task_ids, key=key), strict=False))
-
-
-def _failure_summary(report: RunReport) -> str:
-    failed = ", ".join(o.label for o in report.of("failed")) or "none"
-    not_built = len(report.of("not built"))
-    return f"package(s) failed: {failed}; {not_built} not built"

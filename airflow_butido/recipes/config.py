@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -180,6 +181,17 @@ class ContainerConfig:
 
 
 @dataclass(frozen=True)
+class QueueRoute:
+    """``[airflow.queues]``: the Celery queue of one package's tasks, and where it was set
+    (so that a name the repository does not have can be reported against that file)."""
+
+    package: str
+    queue: str
+    file: str  # as shown in messages
+    line: int | None
+
+
+@dataclass(frozen=True)
 class AirflowSettings:
     dag_id_prefix: str = "butido_"
     schedule: str | None = None
@@ -191,6 +203,15 @@ class AirflowSettings:
     # Airflow pool of the package tasks, sized to the endpoints' total maxjobs
     # (`butido airflow pool`); None: the default pool
     pool: str | None = None
+    # package name -> Celery queue of its tasks; others: the executor's default queue
+    queues: tuple[QueueRoute, ...] = ()
+
+    def queue_of(self, package: str) -> str | None:
+        return self._queue_by_package.get(package)
+
+    @cached_property
+    def _queue_by_package(self) -> dict[str, str]:  # asked once per package task
+        return {route.package: route.queue for route in self.queues}
 
 
 @dataclass(frozen=True)
@@ -351,9 +372,12 @@ _AIRFLOW_KEYS = (
     "retries",
     "retry_delay",
     "pool",
+    "queues",
 )
 # What Airflow's pool names may be (up to 256 characters).
 _POOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+# A Celery queue name a worker can list in `--queues a,b` (Airflow stores up to 256).
+_QUEUE_NAME = re.compile(r"[^\s,]{1,256}")
 _CONN_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
 _TLS_KEYS = ("ca_cert", "client_cert", "client_key", "verify")
 
@@ -415,15 +439,17 @@ class _Loader:
 
     def error(self, key: str, message: str) -> None:
         """Record an error against the deepest layer that set ``key`` (or its parent)."""
+        label, line = self.origin(key)
+        self.errors.append(RecipeError(label, key, line, message))
+
+    def origin(self, key: str) -> tuple[str, int | None]:
+        """The file (as shown in messages) and line of the deepest layer that set ``key``."""
         parts = tuple(_INDEX_RE.sub("", key).split("."))
         for depth in (len(parts), len(parts) - 1):
             for layer in reversed(self.layers):
                 if depth > 0 and has_key_path(layer.data, parts[:depth]):
-                    line = find_key_line(layer.text, key) if layer.text else None
-                    self.errors.append(RecipeError(layer.label, key, line, message))
-                    return
-        first = self.layers[0].label if self.layers else CONFIG_FILE
-        self.errors.append(RecipeError(first, key, None, message))
+                    return layer.label, find_key_line(layer.text, key) if layer.text else None
+        return (self.layers[0].label if self.layers else CONFIG_FILE), None
 
     def merged(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -759,6 +785,8 @@ def _apply_settings(loader: _Loader, data: Mapping[str, Any], values: dict[str, 
                     f"{kw['pool']!r} is not a pool name (letters, digits, '_', '-', '.')",
                 )
                 del kw["pool"]
+            if "queues" in table:
+                kw["queues"] = _parse_queues(loader, table["queues"])
             for i, spec in enumerate(kw.get("default_packages", ())):
                 if len(spec.split()) not in (1, 2):
                     loader.error(
@@ -784,6 +812,24 @@ def _apply_settings(loader: _Loader, data: Mapping[str, Any], values: dict[str, 
                     )
                 else:
                     values["stores_conn_id"] = conn_id
+
+
+def _parse_queues(loader: _Loader, table: Any) -> tuple[QueueRoute, ...]:
+    """``[airflow.queues]``: package name = queue name. Whether the repository has each
+    package is checked once it is loaded (``Repository`` reports the file and line)."""
+    if not isinstance(table, dict):
+        loader.error("airflow.queues", "expected a table of package name = queue name")
+        return ()
+    routes = []
+    for name, queue in table.items():
+        key = f"airflow.queues.{name}"
+        if not isinstance(queue, str):
+            loader.error(key, f"expected a queue name (a string), got {type(queue).__name__}")
+        elif not _QUEUE_NAME.fullmatch(queue):
+            loader.error(key, f"{queue!r} is not a queue name (no spaces or commas)")
+        else:
+            routes.append(QueueRoute(name, queue, *loader.origin(key)))
+    return tuple(routes)
 
 
 def _apply_tls(loader: _Loader, table: Any, values: dict[str, Any]) -> None:

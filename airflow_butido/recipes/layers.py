@@ -48,9 +48,16 @@ def read_toml(path: Path) -> dict[str, Any]:
         else:
             line = None
         raise InvalidValue(f"TOML syntax error: {message}", line=line) from None
-    if _depth(data) > MAX_DEPTH:
+    if _could_nest_deeply(text) and _depth(data) > MAX_DEPTH:
         raise InvalidValue(f"TOML nested too deeply (more than {MAX_DEPTH} levels)")
     return data
+
+
+def _could_nest_deeply(text: str) -> bool:
+    """Whether ``text`` has enough ``[``, ``{`` and ``.`` for more than MAX_DEPTH levels:
+    every level below the top needs one of them (a table header, an array, an inline table
+    or a dotted key), so a recipe with fewer is not walked."""
+    return text.count("[") + text.count("{") + text.count(".") >= MAX_DEPTH
 
 
 def _depth(value: Any) -> int:

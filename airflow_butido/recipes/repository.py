@@ -213,6 +213,8 @@ def _load_repository(
             continue
         packages[package.key] = package
     errors.extend(_with_leaves(error, leaves) for error, leaves in missing.items())
+    if config is not None and not errors:  # a broken pkg.toml would show up here, too
+        errors.extend(_unknown_queue_packages(config, {name for name, _ in packages}))
     if config_error is not None:
         if errors:
             raise ConfigError(f"{config_error}\ninvalid packages:\n{RecipeErrors(errors)}")
@@ -225,6 +227,21 @@ def _load_repository(
         log.warning("%s", warning)
     ordered = {key: packages[key] for key in sorted(packages)}
     return Repository(root, config, ordered, tuple(files), found)
+
+
+def _unknown_queue_packages(config: Config, names: set[str]) -> list[RecipeError]:
+    """``[airflow.queues]`` names packages of this repository: a typo would otherwise
+    leave the package on the default queue without a word."""
+    return [
+        RecipeError(
+            route.file,
+            f"airflow.queues.{route.package}",
+            route.line,
+            f"no package named {route.package!r} in the repository",
+        )
+        for route in config.airflow.queues
+        if route.package not in names
+    ]
 
 
 def _merged(

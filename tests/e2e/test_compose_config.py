@@ -107,3 +107,37 @@ def test_images_come_from_variables():
     assert {images[s] for s in ("airflow-init", "api-server", "scheduler", "celery-worker")} == {
         "example/airflow:1"
     }
+
+
+def rendered(*profiles: str, **settings: str) -> dict:
+    import yaml
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUTIDO_", "AIRFLOW"))}
+    args = [arg for profile in profiles for arg in ("--profile", profile)]
+    return yaml.safe_load(compose(*args, "config", env=env | settings))["services"]
+
+
+def test_stores_default_to_the_mounted_directory():
+    env = rendered()["scheduler"]["environment"]
+    assert env["BUTIDO_STAGING"] == "/stores/staging"
+    assert env["BUTIDO_SOURCE_CACHE"] == "/stores/sources"
+
+
+def test_the_celery_s3_profile_has_two_workers_without_stores():
+    services = rendered("celery-s3", BUTIDO_STORES_URL="s3://builds/ci")
+    assert {"redis", "s3", "s3-init", "worker-a", "worker-b"} <= set(services)
+    # the workers of the celery profile mount the shared stores: not started with this one
+    assert "celery-s3" not in services["celery-worker"]["profiles"]
+    assert {*services["s3"]["profiles"], *services["worker-a"]["profiles"]} == {"celery-s3"}
+    for worker, queue in (("worker-a", "machine-a"), ("worker-b", "machine-b")):
+        service = services[worker]
+        targets = {
+            str(v["target"] if isinstance(v, dict) else v.split(":")[1]) for v in service["volumes"]
+        }
+        assert targets == {"/var/run/docker.sock", "/repo"}, service["volumes"]
+        command = service["command"]  # a string (v1.29) or a list (v2)
+        assert (command.split() if isinstance(command, str) else command)[-1] == f"default,{queue}"
+        assert service["environment"]["BUTIDO_RELEASES_ROOT"] == "s3://builds/ci/releases"
+        assert service["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
+    assert services["scheduler"]["environment"]["BUTIDO_STAGING"] == "s3://builds/ci/staging"
+    assert services["s3-init"]["command"][1] == "s3://builds/ci/sources"

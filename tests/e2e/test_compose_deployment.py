@@ -1,12 +1,14 @@
 """End to end: docker-compose.airflow.yml brought up with the README's commands, building the
-example repository, once with the LocalExecutor and once with Celery and two workers.
+example repository, once with the LocalExecutor and the stores on a local directory, and once
+with Celery: two workers that share no disk, the stores in an S3 bucket (moto), and queues
+that build ``libgreet`` on one worker and ``hello``, which needs its package, on the other.
 
 The README's "Run on Airflow" blocks (marked ``<!-- compose:NAME -->``) run verbatim in bash
 from the checkout. Only the settings block is mirrored: the test exports exactly the variables
 it names, with its own values (a temporary stores directory, a free port, a fresh password),
-plus a unique ``COMPOSE_PROJECT_NAME`` and, for Celery, one task slot per worker so that the
-example's two independent packages must go to different workers. The images are built once
-per session with the README's image block (Docker's cache makes later builds take seconds).
+plus a unique ``COMPOSE_PROJECT_NAME`` and, for Celery, one task slot per worker. The images
+are built once per session with the README's image block (Docker's cache makes later builds
+take seconds).
 Whatever happens, the deployment is taken down with the README's command, and what it left
 (containers, networks, volumes of the project, build containers of its runs) is removed.
 """
@@ -50,7 +52,28 @@ UP_TIMEOUT = 600
 READY_TIMEOUT = 300
 RUN_TIMEOUT = 600
 # the compose file's other variables: this machine's environment must not change the deployment
-SETTINGS_ELSEWHERE = ("POSTGRES_IMAGE", "REDIS_IMAGE", "DOCKER_GID", "CI_PASSWORD")
+SETTINGS_ELSEWHERE = ("POSTGRES_IMAGE", "REDIS_IMAGE", "S3_IMAGE", "DOCKER_GID", "CI_PASSWORD")
+# the celery-s3 profile: its workers and the queue each one has to itself
+# (examples/repo/two-workers.toml routes libgreet to machine-a and hello to machine-b)
+WORKERS = {"worker-a": "machine-a", "worker-b": "machine-b"}
+ROUTED = {"libgreet-1.0": "worker-a", "hello-2.1": "worker-b"}
+BUCKET = "butido"
+# run in the S3 server's container: every object below a prefix, with its sha256 and size,
+# read through the S3 API in chunks
+LIST_OBJECTS = """
+import hashlib, json, sys
+import boto3
+s3 = boto3.client("s3", endpoint_url="http://localhost:5000", region_name="us-east-1",
+                  aws_access_key_id="any", aws_secret_access_key="any")
+found = {}
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[1], Prefix=sys.argv[2]):
+    for item in page.get("Contents", []):
+        digest = hashlib.sha256()
+        for chunk in s3.get_object(Bucket=sys.argv[1], Key=item["Key"])["Body"].iter_chunks():
+            digest.update(chunk)
+        found[item["Key"]] = {"sha256": digest.hexdigest(), "size": item["Size"]}
+print(json.dumps(found))
+"""
 T = TypeVar("T")
 
 
@@ -202,6 +225,25 @@ class Deployment:
             parts.append(f"===== {container.name} ({container.status})\n{shown}")
         return "\n".join(parts)
 
+    def recorded_artifacts(self, submit_uuid: str) -> dict[str, dict]:
+        """The build database's artifacts of a submit: path -> sha256 and size."""
+        (postgres,) = self.containers("postgres")
+        query = (
+            "select a.path, a.sha256, a.size from artifacts a join jobs j on j.id = a.job_id "
+            f"join submits s on s.id = j.submit_id where s.uuid = '{submit_uuid}'"
+        )
+        code, out = postgres.exec_run(["psql", "-U", "butido", "-d", "butido", "-At", "-c", query])
+        assert code == 0, out.decode(errors="replace")
+        rows = (line.split("|") for line in out.decode().splitlines() if line)
+        return {path: {"sha256": digest, "size": int(size)} for path, digest, size in rows}
+
+    def s3_objects(self, prefix: str) -> dict[str, dict]:
+        """The bucket's objects below ``prefix``: key -> sha256 and size, from the S3 API."""
+        (s3,) = self.containers("s3")
+        code, out = s3.exec_run(["python3", "-c", LIST_OBJECTS, BUCKET, prefix])
+        assert code == 0, out.decode(errors="replace")
+        return json.loads(out.decode().strip().splitlines()[-1])
+
     def client(self) -> AirflowClient:
         client = AirflowClient(self.url, username="ci", password=self.password, timeout=30)
         client.login()
@@ -299,23 +341,81 @@ def test_readme_deployment_builds_greet_suite(deployment: Deployment):
     assert set(ran) == {"plan", "report", *DEBS}
     assert {ti["state"] for ti in ran.values()} == {"success"}
 
-    # the .deb files are in the stores directory, as the manifests in XCom describe them
     plan = client.xcom(DAG_ID, run_id, "plan")
+    manifests = {task_id: client.xcom(DAG_ID, run_id, task_id)["artifacts"] for task_id in DEBS}
+    recorded = deployment.recorded_artifacts(plan["submit_uuid"])
+    for task_id, deb in DEBS.items():
+        (artifact,) = manifests[task_id]
+        assert artifact["path"] == deb
+        assert recorded[deb] == {"sha256": artifact["sha256"], "size": artifact["size"]}
+    hosts = {t: ti["hostname"] for t, ti in ran.items()}
+    print(
+        "\ntasks: "
+        + ", ".join(f"{t} {ti['duration'] or 0:.1f} s on {ti['hostname']}" for t, ti in ran.items())
+    )
+    if deployment.celery:
+        check_no_shared_disk(deployment, plan["submit_uuid"], manifests, tasks, hosts)
+        return
+
+    # the .deb files are in the stores directory, as the manifests in XCom describe them
     staging = deployment.stores / "staging" / plan["submit_uuid"]
     for task_id, deb in DEBS.items():
-        (artifact,) = client.xcom(DAG_ID, run_id, task_id)["artifacts"]
-        assert artifact["path"] == deb
+        (artifact,) = manifests[task_id]
         staged = staging / deb
         assert staged.read_bytes().startswith(b"!<arch>\ndebian-binary"), staged
         assert sha256(staged) == artifact["sha256"]
         assert staged.stat().st_size == artifact["size"]
+    # the scheduler's LocalExecutor ran every task
+    (scheduler,) = deployment.containers("scheduler")
+    assert set(hosts.values()) == {scheduler.attrs["Config"]["Hostname"]}, hosts
 
-    # who ran the tasks: the scheduler (LocalExecutor), or both Celery workers
-    hosts = {t: ti["hostname"] for t, ti in ran.items()}
-    if deployment.celery:
-        workers = {c.attrs["Config"]["Hostname"] for c in deployment.containers("celery-worker")}
-        assert len(workers) == 2
-        assert set(hosts.values()) == workers, (hosts, workers)
-    else:
-        (scheduler,) = deployment.containers("scheduler")
-        assert set(hosts.values()) == {scheduler.attrs["Config"]["Hostname"]}, hosts
+
+def check_no_shared_disk(
+    deployment: Deployment,
+    submit_uuid: str,
+    manifests: dict[str, list[dict]],
+    tasks: dict[str, dict],
+    hosts: dict[str, str],
+) -> None:
+    """Two workers without a common disk built the chain libgreet -> hello -> greet-suite,
+    libgreet on one and hello on the other: hello's input came from the bucket."""
+    workers = {}
+    for name in WORKERS:
+        (container,) = deployment.containers(name)
+        workers[name] = container
+    # no stores on the workers: the only things mounted are the Docker socket and the
+    # repository, read-only; no volume at all, so none they could share
+    for name, container in workers.items():
+        mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+        assert set(mounts) == {"/var/run/docker.sock", "/repo"}, (name, mounts)
+        assert mounts["/repo"]["RW"] is False, (name, mounts["/repo"])
+        assert all(m["Type"] == "bind" for m in mounts.values()), (name, mounts)
+        stores = str(deployment.stores)
+        assert not any(m["Source"].startswith(stores) for m in mounts.values()), mounts
+        env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+        assert env["BUTIDO_STAGING"] == f"s3://{BUCKET}/staging", env["BUTIDO_STAGING"]
+        command = container.attrs["Config"]["Cmd"]
+        assert command[-1] == f"default,{WORKERS[name]}", command
+
+    # each routed package ran on its queue's worker, the dependency and its dependent on
+    # different ones; every task ran on one of the two
+    hostnames = {name: c.attrs["Config"]["Hostname"] for name, c in workers.items()}
+    for task_id, worker in ROUTED.items():
+        assert tasks[task_id]["queue"] == WORKERS[worker], tasks[task_id]
+        assert hosts[task_id] == hostnames[worker], (task_id, hosts)
+    assert hosts["libgreet-1.0"] != hosts["hello-2.1"]
+    assert set(hosts.values()) <= set(hostnames.values()), hosts
+
+    # the .deb files are in the bucket, as the manifests in XCom describe them, and nothing
+    # was staged on the host's stores directory
+    objects = deployment.s3_objects(f"staging/{submit_uuid}/")
+    for task_id, deb in DEBS.items():
+        (artifact,) = manifests[task_id]
+        stored = objects.get(f"staging/{submit_uuid}/{deb}")
+        assert stored == {"sha256": artifact["sha256"], "size": artifact["size"]}, (
+            deb,
+            stored,
+            sorted(objects),
+        )
+    staged_here = deployment.stores / "staging"
+    assert not staged_here.exists() or not any(staged_here.iterdir()), list(staged_here.iterdir())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,58 @@ def test_a_broken_package_fails_alone_in_a_nightly_run(diamond: Path) -> None:
     assert "source src" in report["deep 1"]["message"]
     assert report["right 1"]["outcome"] == "built"
     assert report["left 1"]["outcome"] == "not built"
+
+
+def imported(stderr: str) -> set[str]:
+    """The modules a process imported, from its ``-X importtime`` lines."""
+    return {m[1] for m in re.finditer(r"^import time:.*\|\s*(\S+)$", stderr, re.M)}
+
+
+def test_nothing_changed_is_decided_without_importing_airflow(
+    diamond: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every package reused up front: the command plans, reports and records the run
+    itself; Airflow (the DAG, the operators, the task runner) is never imported."""
+    first = butido(diamond, "build", "top", "-I", "test", "-E", "FOO=1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # -X importtime, in the subprocess
+    again = butido(diamond, "build", "top", "-I", "test", "-E", "FOO=1", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    modules = imported(again.stderr)
+    assert "airflow_butido.planned_reuse" in modules  # the lines are there
+    assert not {m for m in modules if m.split(".")[0] in ("airflow", "alembic")}
+    assert "airflow_butido.dag_factory" not in modules
+    # the same progress and report as a run through the DAG
+    seen = events(again.stderr)
+    assert [text for _, text in seen["plan"]] == ["running", "success"]
+    assert [text for _, text in seen["report"]] == ["running", "success"]
+    for task in ("deep-1", "left-1", "right-1", "top-1"):
+        assert [text for _, text in seen[task]] == ["reused up front"]
+    assert "alone-1" not in seen
+    result = json.loads(again.stdout)
+    assert {p["package"]: p["outcome"] for p in result["packages"]} == dict.fromkeys(
+        ("deep 1", "left 1", "right 1", "top 1"), "reused"
+    )
+    assert len(result["paths"]) == 4 and all(Path(p).is_file() for p in result["paths"])
+    # recorded: the submit with its run, how every package ended, the reused jobs
+    monkeypatch.delenv("PYTHONPROFILEIMPORTTIME")
+    assert recorded_outcomes(diamond, result["submit_uuid"]) == {
+        "deep": "reused up front", "left": "reused up front", "right": "reused up front",
+        "top": "reused up front", "alone": "not requested",
+    }  # fmt: skip
+    submit_uuid = uuid.UUID(result["submit_uuid"])
+    assert sorted(
+        (name, state) for submit, name, state in jobs(diamond) if uuid.UUID(submit) == submit_uuid
+    ) == [("deep", "reused"), ("left", "reused"), ("right", "reused"), ("top", "reused")]
+    from airflow_butido.db import schema
+
+    engine = sa.create_engine(f"sqlite:///{diamond / 'b.sqlite'}")
+    with engine.connect() as conn:
+        submits = schema.submits
+        dag_id, run_id = conn.execute(
+            sa.select(submits.c.dag_id, submits.c.run_id).where(
+                submits.c.uuid == result["submit_uuid"]
+            )
+        ).one()
+    engine.dispose()
+    assert dag_id == "butido_test" and run_id.startswith("local__")

@@ -54,3 +54,13 @@ def write_repo(
         name, version = spec.split("/")
         files[f"{name}/{version}/pkg.toml"] = f'name = "{name}"\nversion = "{version}"\n{extra}\n'
     return write_files(root, files)
+
+
+def isolate_dag_parsing(monkeypatch) -> None:
+    """No overlay, parse cache or parsing context of this machine's environment: a DAG built
+    in a test comes from the test's repository alone, whole."""
+    for var in ("BUTIDO_CONFIG", "BUTIDO_SETTINGS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("BUTIDO_PARSE_CACHE", "off")
+    monkeypatch.delenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", raising=False)
+    monkeypatch.delenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", raising=False)

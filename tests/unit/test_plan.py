@@ -116,6 +116,8 @@ def test_plan_of_a_holds_the_whole_example_graph(example):
     assert plan.dependencies_of("z-26") == ()
     assert ("a-1", "b-2") in plan.edges and ("y-25", "z-26") in plan.edges
     assert Plan.from_json(plan.to_json()) == plan
+    # all at once (deciding reuse), the same lists in the same order
+    assert plan.all_dependencies() == {t: plan.dependencies_of(t) for t in plan.packages}
 
 
 def test_plan_takes_the_short_image_name(example):

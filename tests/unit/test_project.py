@@ -44,9 +44,14 @@ def test_every_dependency_is_pinned_in_the_constraints_file() -> None:
             pins[re.sub(r"[-_.]+", "-", name.lower())] = version
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["requires-python"] == ">=3.11"
-    wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    wanted = project["dependencies"] + [r for reqs in extras.values() for r in reqs]
     for requirement in wanted:
         name = re.sub(r"[-_.]+", "-", re.split(r"[<>=!\[ ;]", requirement, maxsplit=1)[0].lower())
+        if name == project["name"]:  # an extra naming other extras of this project
+            extra_names = re.findall(r"\[(.*)\]", requirement)[0].split(",")
+            assert set(extra_names) <= set(extras), requirement
+            continue
         assert name in pins, f"{requirement} is not pinned in constraints.txt"
     assert pins["apache-airflow"].startswith("3.3.")
 

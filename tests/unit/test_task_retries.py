@@ -15,16 +15,12 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_butido.dag_factory import create_dags
 from airflow_butido.local_build import LocalRun
 from airflow_butido.recipes.config import InvalidConfiguration, load_config
-from tests.unit._repos import write_repo
+from tests.unit._repos import isolate_dag_parsing, write_repo
 
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("BUTIDO_CONFIG", "BUTIDO_SETTINGS"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("BUTIDO_PARSE_CACHE", "off")
-    monkeypatch.delenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", raising=False)
-    monkeypatch.delenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", raising=False)
+    isolate_dag_parsing(monkeypatch)
 
 
 def test_package_tasks_retry_twice_after_30_seconds_by_default(tmp_path: Path) -> None:

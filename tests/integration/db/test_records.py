@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
@@ -96,6 +97,49 @@ def test_a_reused_job_records_what_it_reused_and_why(engine) -> None:
     assert reused.state == "reused" and reused.reused_from == original.job_uuid
     assert reused.reuse_reason == "same build key" and reused.endpoint == s.REUSED_ENDPOINT
     assert reused.container == "" and reused.artifacts == ()
+
+
+def test_a_plan_records_a_thousand_reused_jobs_at_once_and_again_on_a_retry(engine) -> None:
+    """Batched (more rows than one statement takes): every job, its env and origin; a
+    retried plan recording the same jobs resets them instead of adding rows."""
+    original = record_build(engine)
+    submit = record_submit(engine, run_id="r3")
+    jobs = [
+        records.ReusedJob(
+            str(uuid.uuid4()),
+            submit,
+            f"p{i:04d}",
+            "1",
+            "debian:bookworm",
+            original.job_uuid,
+            f"reason {i}",
+            env={"FLAVOR": "x", "N": str(i % 3)},
+            build_key=original.key,
+            dag_id="d",
+            run_id="r3",
+            try_number=1,
+        )  # fmt: skip
+        for i in range(1200)
+    ]
+    ids = records.record_reused_jobs(engine, jobs)
+    assert len(set(ids)) == 1200
+    again = records.record_reused_jobs(engine, [replace(j, reason="again") for j in jobs])
+    assert again == ids
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(s.jobs.c.id, s.jobs.c.state, s.jobs.c.reuse_reason).where(
+                s.jobs.c.id.in_(ids)
+            )
+        ).all()
+        links = conn.execute(
+            sa.select(sa.func.count()).select_from(s.job_envs).where(s.job_envs.c.job_id.in_(ids))
+        ).scalar()
+    assert len(rows) == 1200 and {r.state for r in rows} == {"reused"}
+    assert {r.reuse_reason for r in rows} == {"again"}
+    assert links == 2400
+    detail = job_detail(engine, jobs[1199].uuid)
+    assert detail is not None and detail.reused_from == original.job_uuid
+    assert dict(detail.env) == {"FLAVOR": "x", "N": "2"}
 
 
 def test_orphaned_running_jobs_of_an_ended_run_are_marked_failed(engine) -> None:

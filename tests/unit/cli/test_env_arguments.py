@@ -10,6 +10,7 @@ import pytest
 
 from airflow_butido import airflow_rest
 from airflow_butido.cli.main import main
+from airflow_butido.errors import ButidoError
 from tests.support import ENV_ARG_CASES, ENV_NOT_ALLOWED_CASE
 from tests.unit._repos import write_repo
 from tests.unit.cli.runner import butido_fixture
@@ -62,34 +63,29 @@ def build_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return write_repo(tmp_path / "repo", {"a/1": ""}, check_env_names=True, allowed_env=["FLAVOR"])
 
 
-class RecordingRun:
-    """Stands in for LocalRun: records the run conf and runs nothing."""
+class RecordingPlan:
+    """Stands in for the plan: records the run conf and stops the run."""
 
     confs: list[dict[str, Any]] = []
 
-    def __init__(self, dag: Any, conf: dict[str, Any], **_kwargs: Any) -> None:
-        self.confs.append(conf)
-        self.xcom = self
-
-    def get(self, _task_id: str, _key: str) -> None:
-        return None
-
-    def run(self) -> dict[str, str]:
-        return {}
+    def __call__(self, repo_path: Any, image: str, request: Any, **_kwargs: Any) -> Any:
+        self.confs.append(request.to_conf())
+        raise ButidoError("stopped by the test")
 
 
 @pytest.mark.parametrize(("arg", "error"), CASES)
 def test_build(build_repo: Path, monkeypatch, capsys, arg: str, error: str | None) -> None:
-    from airflow_butido import local_build
+    from airflow_butido import run_steps
 
-    monkeypatch.setattr(local_build, "LocalRun", RecordingRun)
-    RecordingRun.confs.clear()
+    recording = RecordingPlan()
+    monkeypatch.setattr(run_steps, "plan_run", recording)
+    RecordingPlan.confs.clear()
     code = main(["--repo", str(build_repo), "build", "a", "-I", "one", "-E", arg])
     err = capsys.readouterr().err
     if error is None:
-        assert RecordingRun.confs[0]["env"] == {"FLAVOR": "a=b"}
+        assert RecordingPlan.confs[0]["env"] == {"FLAVOR": "a=b"}
     else:
-        assert code == 1 and error in err and RecordingRun.confs == []
+        assert code == 1 and error in err and RecordingPlan.confs == []
 
 
 def test_build_refuses_a_name_not_in_allowed_env_before_any_container(
