@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import logging
 import os
 import re
+import struct
 import tarfile
 import tempfile
 import time
@@ -156,6 +158,25 @@ def _file_size(fh: IO[bytes]) -> int:
 
 
 # -- the log ------------------------------------------------------------------------------
+
+
+def read_frames(reader: io.BufferedIOBase) -> Iterator[tuple[int, bytes]]:
+    """The ``(stream, bytes)`` frames of the engine's multiplexed stream, until it ends.
+
+    Each frame is an 8-byte header (stream number, three zero bytes, big-endian length)
+    and its data. Data is passed on as it arrives (a live log), at most CHUNK_SIZE at a time.
+    """
+    while True:
+        header = reader.read(8)
+        if len(header) < 8:
+            return  # the end (a header cut short ends the stream too)
+        stream, length = struct.unpack(">BxxxL", header)
+        while length > 0:
+            data = reader.read1(min(length, CHUNK_SIZE))
+            if not data:
+                return
+            length -= len(data)
+            yield stream, data
 
 
 def iter_lines(frames: Iterable[tuple[int, bytes]]) -> Iterator[str]:
@@ -431,30 +452,44 @@ class BuildContainer:
     def exec_stream(self, command: Sequence[str] = SCRIPT_COMMAND) -> tuple[Iterator[str], str]:
         """Start ``command``; return its merged stdout/stderr as lines, and the exec id.
 
-        The stream has no read timeout: a build may be silent for a long time.
+        The stream has no read timeout: a build may be silent for a long time. It is read
+        through the buffered reader that parsed the response's headers: the first frames
+        often arrive with them (over TCP almost always when the engine is busy), and the bare
+        socket beneath, which the Docker SDK's ``exec_start(socket=True)`` returns, would
+        never see them (docker-py issue 3332: the first lines of a build log went missing).
         """
         import docker.errors
-        from docker.utils.socket import frames_iter
 
         try:
             exec_id = self.api.exec_create(
                 self._id(), list(command), stdout=True, stderr=True, stdin=False, tty=False
             )["Id"]
-            sock = self.api.exec_start(exec_id, socket=True)
+            response = self.api._post_json(
+                self.api._url("/exec/{0}/start", exec_id),
+                headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+                data={"Tty": False, "Detach": False},
+                stream=True,
+            )
+            self.api._raise_for_status(response)
+            sock = self.api._get_raw_response_socket(response)
         except docker.errors.DockerException as exc:
+            raise InfrastructureError(f"running the script in {self.spec.name}: {exc}") from exc
+        except OSError as exc:  # requests' exceptions are OSErrors
             raise InfrastructureError(f"running the script in {self.spec.name}: {exc}") from exc
         for s in (sock, getattr(sock, "_sock", None)):
             if s is not None and hasattr(s, "settimeout"):
                 s.settimeout(None)
+        reader = response.raw._fp.fp
 
         def frames() -> Iterator[tuple[int, bytes]]:
             try:
-                yield from frames_iter(sock, tty=False)
+                yield from read_frames(reader)
             except OSError as exc:
                 raise InfrastructureError(
                     f"reading the output of {self.spec.name} failed: {exc}"
                 ) from exc
             finally:
+                response.close()
                 sock.close()
 
         return iter_lines(frames()), exec_id

@@ -228,3 +228,56 @@ def test_copy_failures_are_infrastructure_errors(api, build_image: str, tmp_path
         missing = tmp_path / "vanished.source"  # deleted between planning and copying
         with pytest.raises(InfrastructureError, match="copying inputs"):
             container.put_files([InputFile("/inputs/src.source", source=missing)])
+
+
+def test_exec_output_arriving_with_the_response_headers_is_kept(
+    build_image: str, http_endpoint: str
+) -> None:
+    """Over TCP the first frames of an exec's output often come in the same read as the
+    response's headers; the bare socket under the SDK's reader never sees those bytes."""
+    import docker
+
+    api = docker.APIClient(base_url=http_endpoint)
+    try:
+        with make_container(api, build_image) as container:
+            container.create()
+            script = InputFile("/script", data=b"#!/bin/sh\necho first\n", mode=0o755)
+            container.put_files([script])
+            container.start()
+            outputs = []
+            for _ in range(150):
+                lines, exec_id = container.exec_stream()
+                outputs.append(list(lines))
+                assert container.exit_code(exec_id) == 0
+            assert outputs == [["first"]] * 150
+    finally:
+        api.close()
+
+
+def test_read_frames_passes_data_on_as_it_arrives() -> None:
+    from airflow_butido.container import read_frames
+
+    def frame(stream: int, data: bytes) -> bytes:
+        return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+    class Trickle(io.RawIOBase):
+        """A raw stream that gives at most 3 bytes per read, as a slow socket may."""
+
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+            n = min(3, len(buffer), len(self.data))
+            buffer[:n], self.data = self.data[:n], self.data[n:]
+            return n
+
+    wire = frame(1, b"hello\n") + frame(2, b"oops\n") + frame(1, b"")
+    got = list(read_frames(io.BufferedReader(Trickle(wire + frame(1, b"cut")[:5]))))
+    assert b"".join(d for s, d in got if s == 1) == b"hello\n"
+    assert b"".join(d for s, d in got if s == 2) == b"oops\n"
+    assert all(len(d) <= 3 for _, d in got)  # passed on piece by piece, not held back
+    truncated = list(read_frames(io.BufferedReader(Trickle(frame(1, b"abcdef")[:11]))))
+    assert b"".join(d for _, d in truncated) == b"abc"

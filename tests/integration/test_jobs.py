@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -516,46 +514,6 @@ def test_script_runs_through_its_shebang_line(
         run_job(false, slots=LocalSlots())
     assert failed.value.failure_class == "script"
     assert job_containers(docker_client, request.job_uuid) == []
-
-
-@pytest.fixture
-def http_endpoint() -> Iterator[str]:
-    """The local engine behind a plain TCP port on the loopback: an ``http`` endpoint."""
-    import shutil
-    import socket
-    import socketserver
-
-    socket_path = DOCKER_SOCKET.removeprefix("unix://")
-    if DOCKER_SOCKET.startswith(("tcp://", "http")):
-        pytest.skip("the engine is not on a unix socket")
-
-    class Pipe(socketserver.BaseRequestHandler):
-        def handle(self) -> None:
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(socket_path)
-
-            def pump(src: socket.socket, dst: socket.socket) -> None:
-                with contextlib.suppress(OSError):
-                    shutil.copyfileobj(src.makefile("rb", buffering=0), dst.makefile("wb", 0))
-                with contextlib.suppress(OSError):
-                    dst.shutdown(socket.SHUT_WR)
-
-            back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
-            back.start()
-            pump(self.request, upstream)
-            back.join()
-            upstream.close()
-
-    class Server(socketserver.ThreadingTCPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-
-    server = Server(("127.0.0.1", 0), Pipe)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_build_on_an_http_endpoint(
