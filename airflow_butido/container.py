@@ -25,7 +25,7 @@ import struct
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import IO, Any
@@ -42,6 +42,7 @@ SCRIPT_PATH = "/script"
 SCRIPT_COMMAND = (SCRIPT_PATH,)  # the kernel runs it through its shebang line
 KEEP_ALIVE_COMMAND = ("/bin/sh",)  # reads the attached stdin until the lifeline closes
 CHUNK_SIZE = 1 << 20
+STDOUT, STDERR = 1, 2  # stream numbers of the engine's multiplexed output frames
 MAX_LINE_BYTES = 64 << 10  # a longer log line is cut after this many bytes
 LINE_CUT_MARKER = "[airflow-butido: line cut, dropped"
 LOG_SPOOL_BYTES = 1 << 20  # the full log stays in memory up to this size, then on disk
@@ -158,6 +159,38 @@ def _file_size(fh: IO[bytes]) -> int:
 
 
 # -- the log ------------------------------------------------------------------------------
+
+
+def start_exec(api: Any, exec_id: str) -> Generator[tuple[int, bytes], None, None]:
+    """Start the created exec ``exec_id``; its output as ``(stream, bytes)`` frames, with no
+    read timeout. Closing the generator closes the connection.
+
+    The frames are read through the buffered reader that parsed the response's headers: the
+    first frames often arrive with them (over TCP almost always when the engine is busy), and
+    the bare socket beneath it, which the Docker SDK reads its exec output from, never sees
+    those bytes (docker-py issue 3332: the first lines of a build log went missing).
+    """
+    response = api._post_json(
+        api._url("/exec/{0}/start", exec_id),
+        headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+        data={"Tty": False, "Detach": False},
+        stream=True,
+    )
+    api._raise_for_status(response)
+    sock = api._get_raw_response_socket(response)
+    for s in (sock, getattr(sock, "_sock", None)):
+        if s is not None and hasattr(s, "settimeout"):
+            s.settimeout(None)
+    reader = response.raw._fp.fp
+
+    def frames() -> Generator[tuple[int, bytes], None, None]:
+        try:
+            yield from read_frames(reader)
+        finally:
+            response.close()
+            sock.close()
+
+    return frames()
 
 
 def read_frames(reader: io.BufferedIOBase) -> Iterator[tuple[int, bytes]]:
@@ -452,11 +485,7 @@ class BuildContainer:
     def exec_stream(self, command: Sequence[str] = SCRIPT_COMMAND) -> tuple[Iterator[str], str]:
         """Start ``command``; return its merged stdout/stderr as lines, and the exec id.
 
-        The stream has no read timeout: a build may be silent for a long time. It is read
-        through the buffered reader that parsed the response's headers: the first frames
-        often arrive with them (over TCP almost always when the engine is busy), and the bare
-        socket beneath, which the Docker SDK's ``exec_start(socket=True)`` returns, would
-        never see them (docker-py issue 3332: the first lines of a build log went missing).
+        The stream has no read timeout: a build may be silent for a long time.
         """
         import docker.errors
 
@@ -464,33 +493,21 @@ class BuildContainer:
             exec_id = self.api.exec_create(
                 self._id(), list(command), stdout=True, stderr=True, stdin=False, tty=False
             )["Id"]
-            response = self.api._post_json(
-                self.api._url("/exec/{0}/start", exec_id),
-                headers={"Connection": "Upgrade", "Upgrade": "tcp"},
-                data={"Tty": False, "Detach": False},
-                stream=True,
-            )
-            self.api._raise_for_status(response)
-            sock = self.api._get_raw_response_socket(response)
+            output = start_exec(self.api, exec_id)
         except docker.errors.DockerException as exc:
             raise InfrastructureError(f"running the script in {self.spec.name}: {exc}") from exc
         except OSError as exc:  # requests' exceptions are OSErrors
             raise InfrastructureError(f"running the script in {self.spec.name}: {exc}") from exc
-        for s in (sock, getattr(sock, "_sock", None)):
-            if s is not None and hasattr(s, "settimeout"):
-                s.settimeout(None)
-        reader = response.raw._fp.fp
 
         def frames() -> Iterator[tuple[int, bytes]]:
             try:
-                yield from read_frames(reader)
+                yield from output
             except OSError as exc:
                 raise InfrastructureError(
                     f"reading the output of {self.spec.name} failed: {exc}"
                 ) from exc
             finally:
-                response.close()
-                sock.close()
+                output.close()
 
         return iter_lines(frames()), exec_id
 

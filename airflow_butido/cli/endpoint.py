@@ -506,14 +506,13 @@ def container_exec(args: argparse.Namespace, conn: _Connected, info: dict[str, A
         raise ButidoError("container exec: no command given")
     if not _confirmed(args, f"Run {' '.join(command)!r} in {_describe(conn, info)}?"):
         return 1
+    from airflow_butido.container import STDERR, start_exec
+
     exec_id = conn.api.exec_create(info["Id"], command, stdout=True, stderr=True, tty=False)["Id"]
-    for out, err in conn.api.exec_start(exec_id, stream=True, demux=True):
-        if out:
-            sys.stdout.buffer.write(out)
-            sys.stdout.flush()
-        if err:
-            sys.stderr.buffer.write(err)
-            sys.stderr.flush()
+    for stream, data in start_exec(conn.api, exec_id):
+        target = sys.stderr if stream == STDERR else sys.stdout
+        target.buffer.write(data)
+        target.flush()
     code = conn.api.exec_inspect(exec_id).get("ExitCode")
     return int(code) if code is not None else 1
 

@@ -205,11 +205,12 @@ def test_one_container_is_found_on_its_endpoint(
     rows = as_json(capsys, butido(repo, "container", remote.name, "top", "--json"))
     assert [r["CMD"] for r in rows] == ["sleep 300"]
 
-    code = butido(
-        repo, "container", remote.id, "exec", "--non-interactive", "sh", "-c", "echo out; exit 3"
-    )
+    script = "echo out; echo err >&2; exit 3"
+    code = butido(repo, "container", remote.id, "exec", "--non-interactive", "sh", "-c", script)
     assert code == 3
-    assert capsys.readouterr().out.endswith("out\n")
+    said = capsys.readouterr()
+    assert said.out.endswith("out\n")
+    assert said.err.endswith("err\n")
 
     with terminal("n", monkeypatch):  # butido killed even after a "no"
         assert butido(repo, "container", remote.id, "kill") == 1
