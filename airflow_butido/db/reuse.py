@@ -25,6 +25,7 @@ from airflow_butido.stores import hash_artifact
 
 CANDIDATES_CHECKED = 20
 CLAIM_TTL_SECONDS = 6 * 3600
+CLAIM_ATTEMPTS = 5  # inserts tried when the claim vanishes between insert and select
 
 
 @dataclass(frozen=True)
@@ -277,15 +278,24 @@ def claim_build_key(
     now = rows.utcnow()
     expires = now + timedelta(seconds=ttl_seconds)
     c = s.build_claims
+    claim = {"build_key": key, "job_uuid": job_uuid, "claimed_at": now, "expires_at": expires}
     with transaction(engine, immediate=True) as conn:
-        rows.insert_ignore(
-            conn,
-            c,
-            {"build_key": key, "job_uuid": job_uuid, "claimed_at": now, "expires_at": expires},
-        )
-        holder = conn.execute(
-            sa.select(c.c.job_uuid, c.c.expires_at).where(c.c.build_key == key).with_for_update()
-        ).one()
+        holder = None
+        # The holder's release may land between the insert (which found its claim) and the
+        # select (which then finds none): the key is free then, and the insert is tried again.
+        for _ in range(CLAIM_ATTEMPTS):
+            rows.insert_ignore(conn, c, claim)
+            holder = conn.execute(
+                sa.select(c.c.job_uuid, c.c.expires_at)
+                .where(c.c.build_key == key)
+                .with_for_update()
+            ).one_or_none()
+            if holder is not None:
+                break
+        if holder is None:
+            raise InfrastructureError(
+                f"could not claim build key {key}: its claim kept changing hands"
+            )
         if holder.job_uuid == job_uuid:
             return True
         if rows.as_utc(holder.expires_at) <= now:

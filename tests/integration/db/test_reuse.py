@@ -202,3 +202,33 @@ def test_an_identical_dependency_output_stops_the_rebuild_wave(engine, tmp_path)
     # a different output of b changes a's key: a is rebuilt
     other = inputs_for(dependency_artifacts=(hashlib.sha256(b"B2").hexdigest(),))
     assert reuse.find_reusable(engine, "a", "1", build_key(other), exists) is None
+
+
+def test_a_claim_released_between_insert_and_select_is_taken(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL, read committed: the insert finds the holder's claim and does nothing; the
+    holder's release commits; the select then finds no claim. The key is free: take it."""
+    from airflow_butido.db.engine import make_engine
+    from airflow_butido.db.migrate import upgrade
+
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    key = "e" * 64
+    try:
+        assert reuse.claim_build_key(engine, key, "holder")
+        real_insert = reuse.rows.insert_ignore
+        released = []
+
+        def insert_then_release(conn, table, values):  # type: ignore[no-untyped-def]
+            real_insert(conn, table, values)
+            if not released:  # the holder releases, in its own transaction, right now
+                reuse.release_build_key(engine, key, "holder")
+                released.append(True)
+
+        monkeypatch.setattr(reuse.rows, "insert_ignore", insert_then_release)
+        assert reuse.claim_build_key(engine, key, "next")
+        assert released
+        assert reuse.claim_holder(engine, key) == "next"
+    finally:
+        engine.dispose()
