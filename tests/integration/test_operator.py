@@ -361,12 +361,20 @@ def test_a_task_killed_while_waiting_for_a_slot_never_starts_a_container(
     assert slots.acquire("another-job", [("local", 1)]) == "local"
     run_id = f"manual__{uuid.uuid4().hex[:8]}"
     proc = _start_killable_task(repo, db, run_id)
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
-        time.sleep(8)  # loaded, endpoints checked, now waiting for the slot
-        assert proc.poll() is None, proc.communicate()[0]
+        deadline = time.monotonic() + 120  # a busy machine takes long to import Airflow
+        while not any("waiting 0 s for a slot" in line for line in said):
+            assert proc.poll() is None, "".join(said)
+            assert time.monotonic() < deadline, "".join(said)
+            time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         slots.release("another-job")  # the slot frees right after the kill
-        output, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(10)
+        output = "".join(said)
     finally:
         if proc.poll() is None:
             proc.kill()
