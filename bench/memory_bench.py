@@ -1,6 +1,6 @@
 """Peak memory of storing a build's log and of bringing back 100,000 output files.
 
-Each case runs in a fresh process, so ``ru_maxrss`` is that case's alone, beside a
+Each case runs in a fresh process, so its peak RSS (``VmHWM``) is that case's alone, beside a
 baseline process that imports the same modules and sets up the same database:
 
 * ``log``: a 100 MiB log (short lines) through the log protocol parser and its spool
@@ -34,7 +34,7 @@ PG_URL = os.environ.get(
 )
 
 CHILD = r"""
-import io, json, resource, sys, tarfile, tempfile, time, uuid
+import io, json, sys, tarfile, tempfile, time, uuid
 from pathlib import Path
 from airflow_butido.container import fold_log, iter_lines
 from airflow_butido.db.engine import make_engine
@@ -90,8 +90,11 @@ elif case == "outputs":
     assert len(artifacts) == amount, len(artifacts)
     records.record_job_finish(engine, uuid=job, state="success", exit_status=0, log="ok\n",
                               artifacts=artifacts)
-print(json.dumps({"seconds": time.monotonic() - start,
-                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+# VmHWM, the peak of this process's own memory: ru_maxrss would also count the parent's
+# memory at the fork that started this interpreter (Linux keeps it across exec)
+with open("/proc/self/status") as status:
+    peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(json.dumps({"seconds": time.monotonic() - start, "maxrss_kb": peak_kb}))
 """
 
 
