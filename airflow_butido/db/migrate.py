@@ -55,6 +55,7 @@ class UpgradeResult:
 
 
 def alembic_config() -> AlembicConfig:
+    _load_alembic()
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
@@ -64,11 +65,23 @@ def alembic_config() -> AlembicConfig:
 
 @functools.cache
 def head_revision() -> str:
+    _load_alembic()
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
+
+
+@functools.cache
+def _load_alembic() -> None:
+    """Import Alembic, once and quietly: its import logs every plugin it sets up at INFO.
+    It is imported only when a database is not current (see HEAD_REVISION)."""
+    with _quiet_alembic():
+        import alembic.command
+        import alembic.config
+        import alembic.runtime.migration
+        import alembic.script  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -91,6 +104,7 @@ def current_state(engine: Engine) -> str:
 
 
 def _state(conn: sa.Connection) -> str:
+    _load_alembic()
     from alembic.runtime.migration import MigrationContext
 
     revision = MigrationContext.configure(conn).get_current_revision()
@@ -102,6 +116,7 @@ def _state(conn: sa.Connection) -> str:
 
 
 def known_revisions() -> set[str]:
+    _load_alembic()
     from alembic.script import ScriptDirectory
 
     return {r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
@@ -122,6 +137,7 @@ def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
     The state before is read under the migration lock, so of several processes setting up
     one database at once exactly one reports creating it; the others find it current.
     """
+    _load_alembic()
     from alembic import command
 
     cfg = alembic_config()
