@@ -210,19 +210,15 @@ def disposing(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 
 def check_schema(engine: Engine) -> None:
     from airflow_butido.db.migrate import (
-        HEAD_REVISION,
         current_state,
-        head_revision,
+        is_current,
         known_revisions,
-        recorded_revision,
         unknown_revision_error,
     )
 
-    if recorded_revision(engine) == HEAD_REVISION:
+    if is_current(engine):
         return
     state = current_state(engine)
-    if state == head_revision():
-        return
     where = engine.url.render_as_string(hide_password=True)
     if state == "empty":
         raise ButidoError(f"database {where} has no butido schema: run `butido db setup`")
