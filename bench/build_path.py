@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import outputs_bench  # noqa: E402
+from _gen import BUILDABLE_CONFIG  # noqa: E402
 
 IMAGE = os.environ.get("BUTIDO_TEST_IMAGE", "airflow-butido/debian:bookworm")
 SOCKET = "/var/run/docker.sock"
@@ -47,26 +48,9 @@ def write_repo(root: Path, n: int, maxjobs: int) -> list[str]:
     for d in ("staging", "releases/default", "sources", "logs"):
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "config.toml").write_text(
-        f"""compatibility = 1
-log_dir = "{root}/logs"
-releases_root = "{root}/releases"
-release_stores = ["default"]
-staging = "{root}/staging"
-source_cache = "{root}/sources"
-available_phases = ["build"]
-
-[containers]
-check_env_names = false
-allowed_env = []
-
-[docker]
-images = [{{ name = "{IMAGE}", short_name = "bench" }}]
-
-[docker.endpoints.local]
-uri = "{SOCKET}"
-endpoint_type = "socket"
-maxjobs = {maxjobs}
-"""
+        BUILDABLE_CONFIG.format(
+            stores=root, image=IMAGE, short="bench", socket=SOCKET, maxjobs=maxjobs
+        )
     )
     names = [f"p{i:03d}" for i in range(n)]
     for name, deps in [*((x, []) for x in names), ("meta", names)]:
