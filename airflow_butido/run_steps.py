@@ -142,6 +142,30 @@ def record_run_end(
     return count
 
 
+def record_run_end_or_warn(
+    log: logging.Logger | Any,
+    repo_path: str | Path,
+    database_url: str | None,
+    dag_id: str,
+    run_id: str,
+    *,
+    keep: Sequence[tuple[str, str]] = (),
+    plan: Plan | None = None,
+    report: RunReport | None = None,
+) -> None:
+    """:func:`record_run_end`, what it did or could not do said in ``log``: a report is
+    given whatever the database does."""
+    try:
+        count = record_run_end(
+            repo_path, database_url, dag_id, run_id, keep=keep, plan=plan, report=report
+        )
+    except Exception as exc:
+        log.warning("could not update the build record: %s", exc)
+        return
+    if count:
+        log.warning("marked %d orphaned job(s) of this run as failed", count)
+
+
 def submit_outcomes(
     plan: Plan, report: RunReport, packages: Iterable[tuple[str, str]]
 ) -> list[PackageOutcomeRecord]:

@@ -267,17 +267,11 @@ class _Run:
         return None if report.ok else failure_summary(report)
 
     def record_end(self, **kwargs: Any) -> None:
-        from airflow_butido.run_steps import record_run_end
+        from airflow_butido.run_steps import record_run_end_or_warn
 
-        try:
-            count = record_run_end(
-                self.repo_root, self.database_url, self.dag_id, self.run_id, **kwargs
-            )
-        except Exception as exc:  # the report must still be given
-            _log.warning("could not update the build record: %s", exc)
-            return
-        if count:
-            _log.warning("marked %d orphaned job(s) of this run as failed", count)
+        record_run_end_or_warn(
+            _log, self.repo_root, self.database_url, self.dag_id, self.run_id, **kwargs
+        )
 
 
 def _plan(

@@ -18,7 +18,7 @@ from airflow_butido.manifest import Manifest, is_manifest
 from airflow_butido.operators.plan import FAILURE_XCOM_KEY, pull_plan
 from airflow_butido.plan import PLAN_TASK_ID, Plan, label_key
 from airflow_butido.report import RunReport, report_json, summarize
-from airflow_butido.run_steps import failure_summary, record_run_end
+from airflow_butido.run_steps import failure_summary, record_run_end_or_warn
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -92,21 +92,16 @@ class ReportOperator(BaseOperator):
     ) -> None:
         """Mark jobs of this run that died without finishing as failed, and record how every
         package ended (the report is given even when the database cannot be updated)."""
-        try:
-            count = record_run_end(
-                self.repo_path,
-                self.database_url,
-                dag_id,
-                run_id,
-                keep=keep,
-                plan=plan,
-                report=report,
-            )
-        except Exception as exc:  # the report must still be given
-            self.log.warning("could not update the build record: %s", exc)
-            return
-        if count:
-            self.log.warning("marked %d orphaned job(s) of this run as failed", count)
+        record_run_end_or_warn(
+            self.log,
+            self.repo_path,
+            self.database_url,
+            dag_id,
+            run_id,
+            keep=keep,
+            plan=plan,
+            report=report,
+        )
 
 
 def _pull(ti: Any, task_ids: list[str], key: str = "return_value") -> dict[str, Any]:
