@@ -1,13 +1,15 @@
 """One build container on one Docker endpoint, through the Docker SDK's low-level API.
 
-The lifecycle is butido's (reference 4.1): create with ``/bin/sh`` kept alive on an open
-stdin (attached to this process, so the container stops if the process dies), copy
-``/inputs``, ``/patches`` and ``/script`` (executable) in through the archive API before the
-start (so remote endpoints work without bind mounts), start, exec ``/script`` and stream its
-output line by line, then fetch ``/outputs`` as a tar stream. Unlike butido the script runs
-through its own shebang line (butido runs ``/bin/bash /script`` whatever the line says), so
-images without bash build with ``#!/bin/sh``; and the container always goes away at the end:
-killed and removed, whatever happened.
+The lifecycle follows butido's (reference 4.1): copy ``/inputs``, ``/patches`` and
+``/script`` (executable) in through the archive API before the start (so remote endpoints
+work without bind mounts), run the script and stream its output line by line, then fetch
+``/outputs`` as a tar stream. Unlike butido, which starts an idle shell and execs
+``/bin/bash /script`` in it, the script is the container's own work: its command is a small
+``/bin/sh`` runner (SCRIPT_RUNNER) that starts the interpreter the shebang line names and
+watches the container's stdin, attached to this process, so the build is killed when the
+process dies; its output and exit status are the container's. That spares the engine an
+exec per job. Images without bash build with ``#!/bin/sh``; and the container always goes
+away at the end: killed and removed, whatever happened.
 
 Nothing here knows Airflow; memory stays bounded: tars are generated on the fly, the log is
 streamed to a callback and spooled to a temporary file, never collected in a list.
@@ -25,7 +27,7 @@ import struct
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import IO, Any
@@ -40,7 +42,23 @@ MANAGED_LABEL = "io.butido.managed"
 DATABASE_LABEL = "io.butido.database"
 SCRIPT_PATH = "/script"
 SCRIPT_COMMAND = (SCRIPT_PATH,)  # the kernel runs it through its shebang line
-KEEP_ALIVE_COMMAND = ("/bin/sh",)  # reads the attached stdin until the lifeline closes
+RUNNER_SHELL = "/bin/sh"  # every build image needs it: it runs SCRIPT_RUNNER
+CANNOT_START = "airflow-butido: cannot start the script:"
+# The container's command: ``/bin/sh -c SCRIPT_RUNNER butido-script COMMAND...``. It checks
+# that the interpreter exists and is executable (saying so on stderr, with the exit status a
+# shell gives), keeps the attached stdin (the lifeline) as fd 3 and gives the script
+# /dev/null instead, starts the script, and kills it once the lifeline reaches end of file
+# (this process died or let go): then the shell, PID 1, exits and the kernel ends whatever
+# else runs in the container. Its exit status is the script's.
+SCRIPT_RUNNER = f"""\
+if [ ! -e "$1" ]; then echo "{CANNOT_START} $1: not found" >&2; exit 127; fi
+if [ -d "$1" ] || [ ! -x "$1" ]; then echo "{CANNOT_START} $1: not executable" >&2; exit 126; fi
+exec 3<&0 </dev/null
+"$@" 3<&- &
+script=$!
+{{ while read -r line <&3; do :; done; kill -KILL "$script"; }} >/dev/null 2>&1 &
+wait "$script"
+"""
 CHUNK_SIZE = 1 << 20
 STDOUT, STDERR = 1, 2  # stream numbers of the engine's multiplexed output frames
 MAX_LINE_BYTES = 64 << 10  # a longer log line is cut after this many bytes
@@ -48,8 +66,7 @@ LINE_CUT_MARKER = "[airflow-butido: line cut, dropped"
 LOG_SPOOL_BYTES = 1 << 20  # the full log stays in memory up to this size, then on disk
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 _NOT_FOUND = re.compile(r"no such file or directory", re.IGNORECASE)
-# what the engine (runc) prints instead of the script's output when exec fails
-_EXEC_FAILED = re.compile(r'exec[: ]+(failed: .*)?"?/[^"\s:]*"?: (?P<why>.*)', re.IGNORECASE)
+_UPGRADE = {"Connection": "Upgrade", "Upgrade": "tcp"}  # the engine takes the connection over
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,7 @@ class ContainerSpec:
     environment: tuple[tuple[str, str], ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     network_mode: str | None = None
+    command: tuple[str, ...] = SCRIPT_COMMAND  # what runs /script (see script_command)
 
 
 def container_name(package_name: str, package_version: str, job_uuid: str) -> str:
@@ -161,9 +179,9 @@ def _file_size(fh: IO[bytes]) -> int:
 # -- the log ------------------------------------------------------------------------------
 
 
-def start_exec(api: Any, exec_id: str) -> Generator[tuple[int, bytes], None, None]:
+def start_exec(api: Any, exec_id: str) -> HijackedStream:
     """Start the created exec ``exec_id``; its output as ``(stream, bytes)`` frames, with no
-    read timeout. Closing the generator closes the connection.
+    read timeout.
 
     The frames are read through the buffered reader that parsed the response's headers: the
     first frames often arrive with them (over TCP almost always when the engine is busy), and
@@ -172,25 +190,56 @@ def start_exec(api: Any, exec_id: str) -> Generator[tuple[int, bytes], None, Non
     """
     response = api._post_json(
         api._url("/exec/{0}/start", exec_id),
-        headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+        headers=_UPGRADE,
         data={"Tty": False, "Detach": False},
         stream=True,
     )
-    api._raise_for_status(response)
-    sock = api._get_raw_response_socket(response)
-    for s in (sock, getattr(sock, "_sock", None)):
-        if s is not None and hasattr(s, "settimeout"):
-            s.settimeout(None)
-    reader = response.raw._fp.fp
+    return HijackedStream(api, response)
 
-    def frames() -> Generator[tuple[int, bytes], None, None]:
+
+def attach(api: Any, container_id: str) -> HijackedStream:
+    """Attach to the container's stdin, stdout and stderr (before it starts, so no output
+    is missed); its output as ``(stream, bytes)`` frames. The connection is also the
+    container's stdin: closing it is what SCRIPT_RUNNER takes as the signal to kill the
+    script."""
+    response = api._post(
+        api._url("/containers/{0}/attach", container_id),
+        headers=_UPGRADE,
+        params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
+        stream=True,
+    )
+    return HijackedStream(api, response)
+
+
+class HijackedStream:
+    """The frames of a connection the engine took over (exec start, attach), read with no
+    read timeout through the buffered reader that parsed the response's headers. ``close``
+    closes the connection, read or not; reading to the end closes it too."""
+
+    def __init__(self, api: Any, response: Any) -> None:
+        api._raise_for_status(response)
+        self._response = response
+        self._closed = False
+        self._sock = api._get_raw_response_socket(response)
+        for s in (self._sock, getattr(self._sock, "_sock", None)):
+            if s is not None and hasattr(s, "settimeout"):
+                s.settimeout(None)
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
         try:
-            yield from read_frames(reader)
+            yield from read_frames(self._response.raw._fp.fp)
+        except ValueError:  # "read of closed file": closed meanwhile, which ends it
+            if not self._closed:
+                raise
         finally:
-            response.close()
-            sock.close()
+            self.close()
 
-    return frames()
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._response.close()
+        with contextlib.suppress(Exception):
+            self._sock.close()
 
 
 def read_frames(reader: io.BufferedIOBase) -> Iterator[tuple[int, bytes]]:
@@ -301,20 +350,18 @@ def script_command(script: str) -> tuple[str, ...] | None:
     return (*(w.strip(" \t") for w in words), SCRIPT_PATH)
 
 
-def exec_failure(outcome: ScriptOutcome) -> str | None:
-    """Why the script did not start at all, from the engine's message in place of its
+def start_failure(outcome: ScriptOutcome) -> str | None:
+    """Why the script did not start at all, from SCRIPT_RUNNER's line in place of its
     output: ``no interpreter`` (the shebang names a file the image lacks) or ``not
-    executable`` (one the kernel cannot run); None when it ran."""
-    if outcome.saw_state or outcome.exit_code == 0 or outcome.line_count > 3:
+    executable`` (one that cannot be run); None when it ran."""
+    if outcome.saw_state or outcome.exit_code not in (126, 127) or outcome.line_count > 3:
         return None
     for line in outcome.tail:
-        found = _EXEC_FAILED.search(line)
-        if found is None:
+        if not line.startswith(CANNOT_START):
             continue
-        why = found.group("why")
-        if _NOT_FOUND.search(why):
+        if line.endswith(": not found"):
             return "no interpreter"
-        if "exec format error" in why.lower() or "permission denied" in why.lower():
+        if line.endswith(": not executable"):
             return "not executable"
     return None
 
@@ -419,7 +466,7 @@ class BuildContainer:
         self.endpoint_name = endpoint_name
         self.endpoint_url = endpoint_url
         self.id: str | None = None
-        self._lifeline: Any = None
+        self._attached: HijackedStream | None = None  # its output, and its stdin: the lifeline
 
     def __enter__(self) -> BuildContainer:
         return self
@@ -429,12 +476,17 @@ class BuildContainer:
 
     def create(self) -> str:
         import docker.errors
+        from docker.types import LogConfig
 
-        host_config = self.api.create_host_config(network_mode=self.spec.network_mode)
+        host_config = self.api.create_host_config(
+            network_mode=self.spec.network_mode,
+            # the output is read from the attached stream; the engine need not log it too
+            log_config=LogConfig(type=LogConfig.types.NONE),
+        )
         try:
             created = self.api.create_container(
                 image=self.spec.image,
-                command=list(KEEP_ALIVE_COMMAND),
+                command=[RUNNER_SHELL, "-c", SCRIPT_RUNNER, "butido-script", *self.spec.command],
                 name=self.spec.name,
                 environment=[f"{k}={v}" for k, v in self.spec.environment],
                 labels=dict(self.spec.labels),
@@ -461,77 +513,71 @@ class BuildContainer:
             raise InfrastructureError(f"copying inputs into {self.spec.name}: {exc}") from exc
 
     def start(self) -> None:
-        """Start the idle ``/bin/sh`` with this process attached to its stdin.
+        """Attach to the container, then start it: the script runs.
 
         The container is created with ``StdinOnce``: when the attached connection closes,
-        because the task process died (even by SIGKILL), the shell reads end-of-file and
-        exits, and the container stops with everything running in it instead of idling
-        forever. An image without ``/bin/sh`` is a BuildError: another endpoint would fail
-        the same way.
+        because the task process died (even by SIGKILL), the runner reads end-of-file on its
+        stdin and kills the script, and the container stops with everything running in it
+        instead of building on unwatched. An image without ``/bin/sh`` is a BuildError:
+        another endpoint would fail the same way.
         """
         import docker.errors
 
         try:
-            self._lifeline = self.api.attach_socket(self._id(), params={"stdin": 1, "stream": 1})
+            self._attached = attach(self.api, self._id())
             self.api.start(self._id())
         except docker.errors.DockerException as exc:
-            if _NOT_FOUND.search(str(exc)) and KEEP_ALIVE_COMMAND[0] in str(exc):
+            if _NOT_FOUND.search(str(exc)) and RUNNER_SHELL in str(exc):
                 raise BuildError(
-                    f"image {self.spec.image} has no {KEEP_ALIVE_COMMAND[0]}, which every "
-                    f"build container runs to stay alive; build in an image that has it"
+                    f"image {self.spec.image} has no {RUNNER_SHELL}, which runs the script "
+                    f"in every build container; build in an image that has it"
                 ) from exc
             raise InfrastructureError(f"starting container {self.spec.name}: {exc}") from exc
+        except OSError as exc:  # requests' exceptions are OSErrors
+            raise InfrastructureError(f"starting container {self.spec.name}: {exc}") from exc
 
-    def exec_stream(self, command: Sequence[str] = SCRIPT_COMMAND) -> tuple[Iterator[str], str]:
-        """Start ``command``; return its merged stdout/stderr as lines, and the exec id.
+    def script_lines(self) -> Iterator[str]:
+        """The started script's merged stdout/stderr as lines, until the container stops.
 
         The stream has no read timeout: a build may be silent for a long time.
         """
-        import docker.errors
-
-        try:
-            exec_id = self.api.exec_create(
-                self._id(), list(command), stdout=True, stderr=True, stdin=False, tty=False
-            )["Id"]
-            output = start_exec(self.api, exec_id)
-        except docker.errors.DockerException as exc:
-            raise InfrastructureError(f"running the script in {self.spec.name}: {exc}") from exc
-        except OSError as exc:  # requests' exceptions are OSErrors
-            raise InfrastructureError(f"running the script in {self.spec.name}: {exc}") from exc
+        attached = self._attached
+        if attached is None:
+            raise RuntimeError("container not started")
 
         def frames() -> Iterator[tuple[int, bytes]]:
             try:
-                yield from output
+                yield from attached
             except OSError as exc:
                 raise InfrastructureError(
                     f"reading the output of {self.spec.name} failed: {exc}"
                 ) from exc
-            finally:
-                output.close()
 
-        return iter_lines(frames()), exec_id
+        return iter_lines(frames())
 
-    def exit_code(self, exec_id: str, *, settle_seconds: float = 10.0) -> int:
-        """The exit status of a finished exec (the engine may lag the stream's end a bit)."""
+    def wait(self, *, settle_seconds: float = 10.0) -> int:
+        """The exit status of the script, once its output has ended (the container stops
+        with it; a container still running then means the connection was lost)."""
         import docker.errors
         import requests
 
-        deadline = time.monotonic() + settle_seconds
-        pause = 0.005  # the engine usually knows at once; then within milliseconds
-        while True:
-            try:
-                info = self.api.exec_inspect(exec_id)
-            except (docker.errors.DockerException, requests.RequestException) as exc:
-                raise InfrastructureError(f"container {self.spec.name} went away: {exc}") from exc
-            if not info.get("Running"):
-                break
-            if time.monotonic() >= deadline:
-                raise InfrastructureError(f"script in {self.spec.name} still running after EOF")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
-        code = info.get("ExitCode")
-        if code is None:
-            raise InfrastructureError(f"no exit code for the script in {self.spec.name}")
+        if self.id is None:
+            raise InfrastructureError(
+                f"container {self.spec.name} was removed while the script ran"
+            )
+        try:
+            info = self.api.wait(self.id, timeout=settle_seconds)
+        except requests.exceptions.ReadTimeout as exc:
+            raise InfrastructureError(
+                f"script in {self.spec.name} still running after its output ended"
+            ) from exc
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise InfrastructureError(f"container {self.spec.name} went away: {exc}") from exc
+        code = info.get("StatusCode")
+        if code is None or info.get("Error"):
+            raise InfrastructureError(
+                f"no exit status for the script in {self.spec.name}: {info.get('Error')}"
+            )
         return int(code)
 
     def run_script(
@@ -539,13 +585,12 @@ class BuildContainer:
         *,
         tail_lines: int,
         on_line: Callable[[str, Any], None] | None = None,
-        command: Sequence[str] = SCRIPT_COMMAND,
         redact: Callable[[str], str] | None = None,
     ) -> ScriptOutcome:
-        lines, exec_id = self.exec_stream(command)
+        """Read the started script's log to its end and fold it (see fold_log)."""
         return fold_log(
-            lines,
-            exit_code=lambda: self.exit_code(exec_id),
+            self.script_lines(),
+            exit_code=self.wait,
             tail_lines=tail_lines,
             on_line=on_line,
             redact=redact,
@@ -596,10 +641,9 @@ class BuildContainer:
             # the endpoint went away or timed out; the job's own failure says so
             log.warning("removing container %s failed: %s", self.spec.name, exc)
         self.id = None
-        lifeline, self._lifeline = self._lifeline, None
-        if lifeline is not None:
-            with contextlib.suppress(OSError):
-                lifeline.close()
+        attached, self._attached = self._attached, None
+        if attached is not None:
+            attached.close()
 
     def _id(self) -> str:
         if self.id is None:

@@ -43,10 +43,10 @@ from airflow_butido.container import (
     InputFile,
     ScriptOutcome,
     container_name,
-    exec_failure,
     job_labels,
     remove_dead_containers,
     script_command,
+    start_failure,
 )
 from airflow_butido.endpoints import Candidate, SlotLeaser, base_url, lease_endpoint
 from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
@@ -532,7 +532,7 @@ def failure_message(
 ) -> str:
     """The ERR message (or the exit status), the phase, and the last log lines; or, when the
     script could not be started at all, why and what to do."""
-    cannot_start = exec_failure(outcome)
+    cannot_start = start_failure(outcome)
     if cannot_start is not None:
         head = f"{package.label}: {not_started_message(cannot_start, script)}"
         return _with_tail(head, outcome.tail, tail_lines)
@@ -859,6 +859,7 @@ class _Job:
         spec = ContainerSpec(
             name=container_name(package.name, package.version, request.job_uuid),
             image=prepared.image,
+            command=prepared.command,
             environment=prepared.env,
             labels=job_labels(
                 package.name,
@@ -920,7 +921,6 @@ class _Job:
                     tail_lines=config.build_error_lines,
                     on_line=self.on_line,
                     redact=redactor(prepared.env, config.secret_env),
-                    command=prepared.command,
                 )
             built = dict(
                 exit_code=outcome.exit_code,
@@ -972,7 +972,7 @@ class _Job:
     ) -> tuple[Artifact, ...]:
         """The artifacts of a successful script, or ScriptFailed."""
         package, config = self.request.package, self.request.config
-        if not outcome.succeeded or exec_failure(outcome) is not None:
+        if not outcome.succeeded or start_failure(outcome) is not None:
             message = failure_message(package, outcome, config.build_error_lines, prepared.script)
             failed = self.result(prepared, key, state=FAILED, failure_message=message, **built)
             raise ScriptFailed(failed, "script")

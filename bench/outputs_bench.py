@@ -110,12 +110,11 @@ def measure(size_mib: int, files: int, docker_url: str, rounds: int = 3) -> dict
             container.create()
             container.put_files([InputFile("/script", data=script.encode(), mode=0o755)])
             container.start()
-            lines, exec_id = container.exec_stream()
             expected = {}
-            for line in lines:
+            for line in container.script_lines():
                 digest, name = line.split()
                 expected[name] = digest
-            if container.exit_code(exec_id) != 0:
+            if container.wait() != 0:
                 raise SystemExit("writing /outputs in the container failed")
             assert container.id is not None
             baseline = run_python(EXTRACT, docker_url, container.id, "baseline")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import tarfile
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from airflow_butido.container import (
+    CANNOT_START,
+    SCRIPT_RUNNER,
     BuildContainer,
     ContainerSpec,
     InputFile,
@@ -45,9 +48,8 @@ def make_container(api, image: str, **kw) -> BuildContainer:
 def run(container: BuildContainer, script: str) -> tuple[list[str], int]:
     container.put_files([InputFile("/script", data=f"#!/bin/bash\n{script}".encode(), mode=0o755)])
     container.start()
-    lines_iter, exec_id = container.exec_stream()
-    lines = list(lines_iter)
-    return lines, container.exit_code(exec_id)
+    lines = list(container.script_lines())
+    return lines, container.wait()
 
 
 def test_container_name_replaces_characters_docker_refuses() -> None:
@@ -121,9 +123,10 @@ def test_lifecycle_name_labels_env_inputs_and_streamed_output(
         assert labels["io.butido.submit"] == "submit-1"
         assert labels["io.butido.dag_run"] == "dag/run-1"
         assert info["Name"] == f"/butido-pkg-1.0-{labels['io.butido.job']}"
-        assert info["Config"]["Cmd"] == ["/bin/sh"]
+        assert info["Config"]["Cmd"] == ["/bin/sh", "-c", SCRIPT_RUNNER, "butido-script", "/script"]
         assert info["Config"]["OpenStdin"] is True
-        assert info["Config"]["StdinOnce"] is True  # the shell exits when our stdin closes
+        assert info["Config"]["StdinOnce"] is True  # the runner kills the script when it closes
+        assert info["HostConfig"]["LogConfig"]["Type"] == "none"  # read from the attachment
         container.put_files(
             [
                 InputFile("/inputs/src.source", source=source),
@@ -200,12 +203,12 @@ def test_remove_during_exec_ends_the_stream_and_removes_the_container(
         [InputFile("/script", data=b"#!/bin/sh\necho started; sleep 300", mode=0o755)]
     )
     container.start()
-    lines, exec_id = container.exec_stream()
+    lines = container.script_lines()
     assert next(lines) == "started"
     container.remove()
     assert list(lines) == []
-    with pytest.raises(InfrastructureError):
-        container.exit_code(exec_id)
+    with pytest.raises(InfrastructureError, match="removed while the script ran"):
+        container.wait()
     assert api.containers(all=True, filters={"id": cid}) == []
 
 
@@ -237,21 +240,81 @@ def test_exec_output_arriving_with_the_response_headers_is_kept(
     response's headers; the bare socket under the SDK's reader never sees those bytes."""
     import docker
 
+    from airflow_butido.container import start_exec
+
     api = docker.APIClient(base_url=http_endpoint)
     try:
         with make_container(api, build_image) as container:
             container.create()
-            script = InputFile("/script", data=b"#!/bin/sh\necho first\n", mode=0o755)
+            script = InputFile("/script", data=b"#!/bin/sh\nexec sleep 60\n", mode=0o755)
             container.put_files([script])
             container.start()
             outputs = []
             for _ in range(150):
-                lines, exec_id = container.exec_stream()
-                outputs.append(list(lines))
-                assert container.exit_code(exec_id) == 0
+                exec_id = api.exec_create(container.id, ["echo", "first"])["Id"]
+                outputs.append(list(iter_lines(start_exec(api, exec_id))))
+                assert api.exec_inspect(exec_id)["ExitCode"] == 0
             assert outputs == [["first"]] * 150
     finally:
         api.close()
+
+
+def test_the_attached_log_is_whole_over_tcp(build_image: str, http_endpoint: str) -> None:
+    """The script's output comes through the connection attached before the start,
+    read through the reader that parsed its headers: every line, from the first."""
+    import docker
+
+    api = docker.APIClient(base_url=http_endpoint)
+    try:
+        for i in range(8):
+            with make_container(api, build_image) as container:
+                container.create()
+                lines, code = run(container, f"echo first {i}; seq 1 2000; exit {i % 3}")
+                assert lines == [f"first {i}", *map(str, range(1, 2001))]
+                assert code == i % 3
+    finally:
+        api.close()
+
+
+def test_the_script_reads_end_of_file_and_its_interpreter_is_checked(api, build_image: str) -> None:
+    """The script's stdin is /dev/null, not the lifeline; a missing or non-executable
+    interpreter is said so, with a shell's exit status."""
+    with make_container(api, build_image) as container:
+        container.create()
+        lines, code = run(container, "read -r line; echo read=$?")
+        assert (lines, code) == (["read=1"], 0)
+    for interpreter, status, why in (
+        ("/bin/nope", 127, "not found"),
+        ("/etc", 126, "not executable"),
+    ):
+        spec = dataclasses.replace(
+            make_container(api, build_image).spec, command=(interpreter, "/script")
+        )
+        with BuildContainer(api, spec) as container:
+            container.create()
+            lines, code = run(container, "echo never")
+            assert lines == [f"{CANNOT_START} {interpreter}: {why}"]
+            assert code == status
+
+
+def test_closing_the_attachment_kills_the_build_and_stops_the_container(
+    api, build_image: str
+) -> None:
+    """What a dead task process does: its connection closes, the script and everything it
+    started are killed, and the container stops."""
+    with make_container(api, build_image) as container:
+        cid = container.create()
+        container.put_files(
+            [InputFile("/script", data=b"#!/bin/sh\necho started; sleep 300 & wait", mode=0o755)]
+        )
+        container.start()
+        lines = container.script_lines()
+        assert next(lines) == "started"
+        assert container._attached is not None
+        container._attached.close()
+        info = api.wait(cid, timeout=20)
+        assert info["StatusCode"] == 137  # the script was killed
+        assert api.inspect_container(cid)["State"]["Running"] is False
 
 
 def test_read_frames_passes_data_on_as_it_arrives() -> None:

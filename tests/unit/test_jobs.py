@@ -87,9 +87,8 @@ class FakeContainer:
         pass
 
     def run_script(
-        self, *, tail_lines: int, on_line: Any = None, command: Any = None, redact: Any = None
+        self, *, tail_lines: int, on_line: Any = None, redact: Any = None
     ) -> ScriptOutcome:
-        self.command = command
         if self.fail_on == "run":
             raise InfrastructureError("endpoint fake went away")
         return fold_log(
@@ -449,34 +448,27 @@ def test_an_infrastructure_failure_forgets_the_endpoint_checks(repo: Path):
 @pytest.mark.parametrize(
     ("lines", "code", "reason"),
     [
-        (["exec /script: no such file or directory"], 1, "no interpreter"),
+        (["airflow-butido: cannot start the script: /bin/bash: not found"], 127, "no interpreter"),
         (
-            [
-                "OCI runtime exec failed: exec failed: unable to start container process: exec: "
-                '"/script": stat /bin/ash: no such file or directory: unknown\r'
-            ],
-            126,
-            "no interpreter",
-        ),  # fmt: skip
-        (["exec /script: exec format error"], 1, "not executable"),
-        (
-            [
-                "OCI runtime exec failed: exec failed: unable to start container process: exec: "
-                '"/script": permission denied: unknown\r'
-            ],
+            ["airflow-butido: cannot start the script: /bin/ash: not executable"],
             126,
             "not executable",
-        ),  # fmt: skip
-        (["cc: no such file or directory"], 1, None),  # the script ran and failed
-        (["exec /script: no such file or directory"], 0, None),
-        (['#BUTIDO:STATE:ERR:"x"', "exec /script: no such file or directory"], 1, None),
+        ),
+        (["bash: cc: command not found"], 127, None),  # the script ran and failed
+        (["airflow-butido: cannot start the script: /bin/bash: not found"], 0, None),
+        (["airflow-butido: cannot start the script: /bin/bash: not found"], 1, None),
+        (
+            ['#BUTIDO:STATE:ERR:"x"', "airflow-butido: cannot start the script: /x: not found"],
+            127,
+            None,
+        ),
     ],
 )
-def test_exec_failure_tells_a_script_that_never_started(lines, code, reason) -> None:
-    from airflow_butido.container import exec_failure, fold_log
+def test_start_failure_tells_a_script_that_never_started(lines, code, reason) -> None:
+    from airflow_butido.container import fold_log, start_failure
 
     outcome = fold_log(lines, exit_code=lambda: code, tail_lines=5)
-    assert exec_failure(outcome) == reason
+    assert start_failure(outcome) == reason
 
 
 def test_a_missing_interpreter_message_says_what_to_do() -> None:
@@ -507,7 +499,7 @@ def test_the_script_runs_through_its_shebang_and_without_one_never_starts(repo: 
     runtime = FakeRuntime()
     run_job(request_for(repo, shebang="#!/bin/sh"), slots=LocalSlots(), runtime=runtime)
     (container,) = runtime.containers
-    assert container.command == ("/bin/sh", "/script")
+    assert container.spec.command == ("/bin/sh", "/script")
     (script,) = container.copied
     assert script.mode == 0o755
 
@@ -518,7 +510,9 @@ def test_the_script_runs_through_its_shebang_and_without_one_never_starts(repo: 
 
 
 def test_a_missing_interpreter_is_a_script_failure_saying_what_to_do(repo: Path):
-    runtime = FakeRuntime(lines=("exec /bin/bash: no such file or directory",), exit_code=1)
+    runtime = FakeRuntime(
+        lines=("airflow-butido: cannot start the script: /bin/bash: not found",), exit_code=127
+    )
     recorder = FakeRecorder()
     with pytest.raises(ScriptFailed) as info:
         run_job(request_for(repo), slots=LocalSlots(), recorder=recorder, runtime=runtime)
