@@ -266,6 +266,10 @@ class Plan:
     def _position(self) -> dict[str, int]:
         return {task_id: i for i, task_id in enumerate(self.packages)}
 
+    def direct_dependencies_of(self, task_id: str) -> tuple[str, ...]:
+        """The active direct dependencies of a task, dependencies first."""
+        return tuple(sorted(self._direct.get(task_id, ()), key=self._position.__getitem__))
+
     def dependencies_of(self, task_id: str) -> tuple[str, ...]:
         """The active transitive dependencies of a task, dependencies first: the tasks whose
         artifacts it receives."""

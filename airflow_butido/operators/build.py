@@ -76,8 +76,11 @@ class RunSettings:
     env: Env
     force_rebuild: bool
     plan: Plan | None  # the plan of the run, when the DAG has a plan task
-    upstream: tuple[str, ...]  # task ids whose manifests name this package's inputs
-    forwarded: bool  # without a plan each upstream manifest forwards what it received
+    # direct dependencies that ran: their manifests name their artifacts and forward what
+    # they received, which is the rest of this package's inputs
+    upstream: tuple[str, ...]
+    # transitive dependencies the plan reused up front: their manifests come with the plan
+    planned: tuple[Manifest, ...] = ()
 
 
 def with_secrets(plan: Plan, context: Context) -> Env:
@@ -233,8 +236,12 @@ class PackageBuildOperator(DockerOperator):
                 env=self.build_env or with_secrets(plan, context),
                 force_rebuild=self.force_rebuild or plan.force_rebuild,
                 plan=plan,
-                upstream=plan.dependencies_of(self.task_id),
-                forwarded=False,
+                upstream=tuple(
+                    t for t in plan.direct_dependencies_of(self.task_id) if t not in plan.reused
+                ),
+                planned=tuple(
+                    plan.reused[t] for t in plan.dependencies_of(self.task_id) if t in plan.reused
+                ),
             )
         conf = getattr(context.get("dag_run"), "conf", None) or {}
         params = context.get("params") or {}
@@ -246,7 +253,6 @@ class PackageBuildOperator(DockerOperator):
             or conf.get("force_rebuild", params.get("force_rebuild")) is True,
             plan=None,
             upstream=tuple(sorted(self.upstream_task_ids)),
-            forwarded=True,
         )
 
     @staticmethod
@@ -264,23 +270,26 @@ class PackageBuildOperator(DockerOperator):
         return f"{dag_id}/{run_id}" if dag_id else str(run_id)
 
     def upstream_manifests(self, context: Context, run: RunSettings) -> list[Manifest]:
-        """The manifests of ``run.upstream``: from the plan for packages it reused up front,
-        else from the tasks' XCom (one pull)."""
-        planned = run.plan.reused if run.plan is not None else {}
-        manifests = [planned[t] for t in run.upstream if t in planned]
-        pull = [t for t in run.upstream if t not in planned]
-        if pull:
-            pulled = context["ti"].xcom_pull(task_ids=pull)
+        """The plan's manifests of ``run.planned`` and the XCom of ``run.upstream``.
+
+        Only direct dependencies are pulled (one request each in the Task SDK), never the
+        whole transitive closure: each manifest forwards the inputs its package received,
+        so the closure costs a few requests whatever its size, not hundreds of manifests
+        that each list hundreds of inputs.
+        """
+        manifests = list(run.planned)
+        if run.upstream:
+            pulled = context["ti"].xcom_pull(task_ids=list(run.upstream))
             values = [pulled] if isinstance(pulled, Mapping) else list(pulled or ())
             manifests += [Manifest.from_json(v) for v in values if is_manifest(v)]
         return manifests
 
     def upstream_artifacts(self, context: Context, run: RunSettings) -> list[ArtifactRef]:
-        """Every artifact this package receives, once each."""
+        """Every artifact this package receives, once each: its dependencies' artifacts and
+        what they received in turn."""
         found: dict[tuple[str, str], ArtifactRef] = {}
         for manifest in self.upstream_manifests(context, run):
-            forwarded = manifest.inputs if run.forwarded else ()
-            for ref in (*forwarded, *manifest.artifacts):
+            for ref in (*manifest.inputs, *manifest.artifacts):
                 found.setdefault(ref.location, ref)
         return list(found.values())
 

@@ -131,9 +131,10 @@ def test_package_task_without_a_plan_fails(repo_root: Path):
         package_task(repo_root, "app").execute({"ti": ti, "run_id": "r1", "dag": StubDag()})
 
 
-def test_active_transitive_dependencies_arrive_in_one_xcom_pull(repo_root: Path):
+def test_direct_dependencies_are_pulled_and_forward_the_rest(repo_root: Path):
     """tool's edge is active (WITH_TOOL), lib's is not (FLAVOR=thin): app receives the
-    artifacts of gfx, tool and tool's dependency base, and nothing of lib."""
+    artifacts of gfx, tool and tool's dependency base, and nothing of lib. Only the direct
+    dependencies' XComs are read: base's artifact comes forwarded in tool's manifest."""
     repo = load_repository(repo_root)
     request = RunRequest(("app",), (("FLAVOR", "thin"), ("WITH_TOOL", "1")))
     plan = resolve_plan(repo, IMAGE_ONE, request)
@@ -142,6 +143,7 @@ def test_active_transitive_dependencies_arrive_in_one_xcom_pull(repo_root: Path)
     xcoms = {"plan": plan.to_json()}
     for name in ("base", "tool", "gfx", "lib"):
         xcoms[f"{name}-1"] = staged_manifest(repo_root, submit, name)
+    xcoms["tool-1"]["inputs"] = xcoms["base-1"]["artifacts"]
     ti = StubTaskInstance(xcoms)
     task = package_task(repo_root, "app")
     context = {"ti": ti, "run_id": "r1", "dag": StubDag()}
@@ -149,9 +151,33 @@ def test_active_transitive_dependencies_arrive_in_one_xcom_pull(repo_root: Path)
     inputs = inputs_of(task, context, repo.config)
 
     list_pulls = [p for p in ti.pulls if isinstance(p, list)]
-    assert len(list_pulls) == 1 and sorted(list_pulls[0]) == ["base-1", "gfx-1", "tool-1"]
+    assert len(list_pulls) == 1 and sorted(list_pulls[0]) == ["gfx-1", "tool-1"]
     assert sorted(i.path.name for i in inputs) == ["base-1.pkg", "gfx-1.pkg", "tool-1.pkg"]
     assert all(i.ref.submit_uuid == submit for i in inputs)
+
+
+def test_dependencies_reused_up_front_come_from_the_plan(repo_root: Path):
+    """base and tool reused up front: their manifests (own artifacts only) are the plan's,
+    for the direct dependency tool and the transitive base alike; only gfx is pulled."""
+    repo = load_repository(repo_root)
+    request = RunRequest(("app",), (("FLAVOR", "thin"), ("WITH_TOOL", "1")))
+    plan = resolve_plan(repo, IMAGE_ONE, request)
+    earlier = "earlier-submit"
+    reused = {
+        t: Manifest.from_json(staged_manifest(repo_root, earlier, t.removesuffix("-1")))
+        for t in ("base-1", "tool-1")
+    }
+    plan = plan.with_reused(reused)
+    xcoms = {"plan": plan.to_json(), "gfx-1": staged_manifest(repo_root, plan.submit_uuid, "gfx")}
+    ti = StubTaskInstance(xcoms)
+    task = package_task(repo_root, "app")
+    context = {"ti": ti, "run_id": "r1", "dag": StubDag()}
+
+    inputs = inputs_of(task, context, repo.config)
+
+    assert [p for p in ti.pulls if isinstance(p, list)] == [["gfx-1"]]
+    found = {i.path.name: i.ref.submit_uuid for i in inputs}
+    assert found == {"base-1.pkg": earlier, "tool-1.pkg": earlier, "gfx-1.pkg": plan.submit_uuid}
 
 
 def test_inactive_conditional_dependency_delivers_nothing(repo_root: Path):
