@@ -426,7 +426,7 @@ class Bench:
             self.base / "stores",
             changed,
             self.package_of(changed),
-            f"{changed} source 1\n",
+            f"{changed} source changed at {time.time_ns()}\n",
         )
 
         def expect(run_id: str, seconds: float) -> Result:
@@ -611,7 +611,7 @@ def _pg(url: str, *command: str) -> list[str]:
     parsed = sa.engine.make_url(url)
     os.environ["PGPASSWORD"] = parsed.password or ""
     return [*command, "-h", parsed.host or "127.0.0.1", "-p", str(parsed.port or 5432),
-            "-U", parsed.username or "", parsed.database or ""]  # fmt: skip
+            "-U", parsed.username or "", "-d", parsed.database or ""]  # fmt: skip
 
 
 def save_state(state: Path, base: Path, build_db: str) -> None:
@@ -625,7 +625,7 @@ def save_state(state: Path, base: Path, build_db: str) -> None:
         src = base / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / name, symlinks=True)
     with (tmp / "build.sql").open("w") as out:
-        subprocess.run(_pg(build_db, "pg_dump", "--no-owner", "-d"), stdout=out, check=True)
+        subprocess.run(_pg(build_db, "pg_dump", "--no-owner"), stdout=out, check=True)
     (tmp / "base").write_text(str(base))
     shutil.rmtree(state, ignore_errors=True)
     tmp.rename(state)
@@ -643,7 +643,7 @@ def load_state(state: Path, base: Path, build_db: str) -> list[tuple[str, list[s
     config.write_text(config.read_text().replace((state / "base").read_text(), str(base)))
     with (state / "build.sql").open() as dump:
         subprocess.run(
-            _pg(build_db, "psql", "-q", "-v", "ON_ERROR_STOP=1", "-d"),
+            _pg(build_db, "psql", "-q", "-v", "ON_ERROR_STOP=1"),
             stdin=dump, stdout=subprocess.DEVNULL, check=True,
         )  # fmt: skip
     graph: list[tuple[str, list[str]]] = json.loads((state / "graph.json").read_text())

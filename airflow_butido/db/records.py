@@ -413,24 +413,61 @@ def _insert_artifacts(
 
 
 def record_inputs(engine: Engine, job_uuid: str, inputs: Iterable[InputRef]) -> list[InputRef]:
-    """Link the job to the artifacts it consumed; returns the refs not found."""
+    """Link the job to the artifacts it consumed; returns the refs not found.
+
+    A package receives the artifacts of all its transitive dependencies, hundreds in a big
+    repository: they are looked up a few hundred producing jobs per query and linked with
+    one statement per JOB_BATCH rows, not two round trips each.
+    """
+    refs = list(dict.fromkeys(inputs))
     missing: list[InputRef] = []
     with transaction(engine, immediate=True) as conn:
         job_id = _require_job_id(conn, job_uuid)
-        for ref in inputs:
-            artifact_id = _find_artifact(conn, ref)
+        found = _find_artifacts(conn, [r for r in refs if r.job_uuid])
+        artifact_ids: dict[int, None] = {}
+        for ref in refs:
+            artifact_id = found.get(ref) if ref.job_uuid else _find_artifact(conn, ref)
             if artifact_id is None:
                 missing.append(ref)
-                continue
-            rows.insert_ignore(conn, s.job_inputs, {"job_id": job_id, "artifact_id": artifact_id})
+            else:
+                artifact_ids[artifact_id] = None
+        links = [{"job_id": job_id, "artifact_id": a} for a in artifact_ids]
+        for start in range(0, len(links), JOB_BATCH):
+            rows.insert_ignore(conn, s.job_inputs, links[start : start + JOB_BATCH])
     return missing
 
 
+def _find_artifacts(conn: Connection, refs: Sequence[InputRef]) -> dict[InputRef, int]:
+    """The newest artifact row of each ref's producing job, path and (when given) sha256."""
+    a = s.artifacts
+    job_ids = _job_ids(conn, [str(r.job_uuid) for r in refs])
+    rows_of: dict[tuple[int, str], list[tuple[int, str]]] = collections.defaultdict(list)
+    wanted = sorted(set(job_ids.values()))
+    for start in range(0, len(wanted), JOB_BATCH):
+        query = sa.select(a.c.id, a.c.job_id, a.c.path, a.c.sha256).where(
+            a.c.job_id.in_(wanted[start : start + JOB_BATCH])
+        )
+        for row in conn.execute(query):
+            rows_of[(int(row.job_id), str(row.path))].append((int(row.id), str(row.sha256)))
+    found: dict[InputRef, int] = {}
+    for ref in refs:
+        job_id = job_ids.get(str(ref.job_uuid))
+        if job_id is None:
+            continue
+        ids = [
+            artifact_id
+            for artifact_id, sha256 in rows_of.get((job_id, ref.path), ())
+            if not ref.sha256 or sha256 == ref.sha256
+        ]
+        if ids:
+            found[ref] = max(ids)
+    return found
+
+
 def _find_artifact(conn: Connection, ref: InputRef) -> int | None:
+    """The newest artifact row with the ref's path (and sha256): a ref without its job."""
     a = s.artifacts
     query = sa.select(a.c.id).where(a.c.path == ref.path)
-    if ref.job_uuid:
-        query = query.join(s.jobs, s.jobs.c.id == a.c.job_id).where(s.jobs.c.uuid == ref.job_uuid)
     if ref.sha256:
         query = query.where(a.c.sha256 == ref.sha256)
     found = conn.execute(query.order_by(a.c.id.desc()).limit(1)).scalar()

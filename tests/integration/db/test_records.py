@@ -64,6 +64,36 @@ def test_a_complete_build_is_recorded_with_everything_it_needs(engine, tmp_path)
     assert detail.dag_id == "d"
 
 
+def test_inputs_are_found_by_producing_job_path_and_hash_in_batches(engine, monkeypatch) -> None:
+    """Each ref names the job that produced it: found by that job, its path and hash,
+    whatever the case of the uuid; a wrong hash or an unknown job is missing; a ref
+    without a job is found by path and hash. Batches of 2 make three lookups of 5 jobs."""
+    monkeypatch.setattr(records, "JOB_BATCH", 2)
+    built = [
+        record_build(
+            engine, package=(name, "1"), contents={f"{name}.pkg": name.encode(), "doc": b"d"}
+        )
+        for name in ("b", "c", "d", "e", "f")
+    ]
+    job = record_build(engine, package=("a", "1")).job_uuid
+    sha = {(b.job_uuid, x.path): x.sha256 for b in built for x in b.artifacts}
+    refs = [records.InputRef(f"{n}.pkg", sha[(b.job_uuid, f"{n}.pkg")], b.job_uuid)
+            for n, b in zip("bcdef", built, strict=True)]  # fmt: skip
+    refs.append(records.InputRef("doc", sha[(built[1].job_uuid, "doc")], built[1].job_uuid.upper()))
+    refs.append(refs[0])  # twice: linked once
+    wrong = records.InputRef("b.pkg", "0" * 64, built[0].job_uuid)
+    unknown = records.InputRef("b.pkg", refs[0].sha256, str(uuid.uuid4()))
+    by_path = records.InputRef("e.pkg", refs[3].sha256)
+    missing = records.record_inputs(engine, job, [*refs, wrong, unknown, by_path])
+    assert missing == [wrong, unknown]
+    detail = job_detail(engine, job)
+    assert detail is not None
+    assert sorted(detail.inputs) == ["b.pkg", "c.pkg", "d.pkg", "doc", "e.pkg", "f.pkg"]
+    with engine.connect() as conn:
+        links = conn.execute(sa.select(sa.func.count()).select_from(s.job_inputs)).scalar()
+    assert links == 6  # e.pkg by job and by path is one artifact
+
+
 def test_a_task_retry_does_not_duplicate_rows(engine) -> None:
     built = record_build(engine)
     counts = table_counts(engine)
