@@ -574,9 +574,11 @@ class BuildContainer:
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise InfrastructureError(f"container {self.spec.name} went away: {exc}") from exc
         code = info.get("StatusCode")
-        if code is None or info.get("Error"):
+        error = info.get("Error")  # absent, null or {"Message": ""} when there is none
+        message = error.get("Message") if isinstance(error, dict) else error
+        if code is None or message:
             raise InfrastructureError(
-                f"no exit status for the script in {self.spec.name}: {info.get('Error')}"
+                f"no exit status for the script in {self.spec.name}: {message}"
             )
         return int(code)
 
