@@ -623,7 +623,10 @@ def save_state(state: Path, base: Path, build_db: str) -> None:
     tmp.mkdir(parents=True)
     for name in ("repo", "stores", "graph.json"):
         src = base / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / name, symlinks=True)
+        if src.is_dir():
+            shutil.copytree(src, tmp / name, symlinks=True)
+        else:
+            shutil.copy2(src, tmp / name)
     with (tmp / "build.sql").open("w") as out:
         subprocess.run(_pg(build_db, "pg_dump", "--no-owner"), stdout=out, check=True)
     (tmp / "base").write_text(str(base))
