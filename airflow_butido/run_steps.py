@@ -114,34 +114,6 @@ def log_plan(log: logging.Logger | Any, plan: Plan) -> None:
             log.info("  build   %s", label)
 
 
-def record_run_end(
-    repo_path: str | Path,
-    database_url: str | None,
-    dag_id: str,
-    run_id: str,
-    *,
-    keep: Sequence[tuple[str, str]] = (),
-    plan: Plan | None = None,
-    report: RunReport | None = None,
-) -> int:
-    """Mark jobs of this run that died without finishing as failed (``keep``: packages
-    whose tasks are still in progress) and record how every package ended; returns the
-    number of jobs marked."""
-    from airflow_butido import parse_cache
-    from airflow_butido.db.migrate import open_database
-    from airflow_butido.db.records import mark_orphaned_jobs, record_outcomes
-
-    repo = parse_cache.load(repo_path).repo
-    engine = open_database(repo.config, url=database_url)
-    try:
-        count = mark_orphaned_jobs(engine, dag_id, run_id, keep=keep)
-        if plan is not None and report is not None:
-            record_outcomes(engine, plan.submit_uuid, submit_outcomes(plan, report, repo.packages))
-    finally:
-        engine.dispose()
-    return count
-
-
 def record_run_end_or_warn(
     log: logging.Logger | Any,
     repo_path: str | Path,
@@ -153,12 +125,23 @@ def record_run_end_or_warn(
     plan: Plan | None = None,
     report: RunReport | None = None,
 ) -> None:
-    """:func:`record_run_end`, what it did or could not do said in ``log``: a report is
-    given whatever the database does."""
+    """Mark jobs of this run that died without finishing as failed (``keep``: packages
+    whose tasks are still in progress) and record how every package ended; what was done,
+    or could not be, is said in ``log``: a report is given whatever the database does."""
+    from airflow_butido import parse_cache
+    from airflow_butido.db.migrate import open_database
+    from airflow_butido.db.records import mark_orphaned_jobs, record_outcomes
+
     try:
-        count = record_run_end(
-            repo_path, database_url, dag_id, run_id, keep=keep, plan=plan, report=report
-        )
+        repo = parse_cache.load(repo_path).repo
+        engine = open_database(repo.config, url=database_url)
+        try:
+            count = mark_orphaned_jobs(engine, dag_id, run_id, keep=keep)
+            if plan is not None and report is not None:
+                outcomes = submit_outcomes(plan, report, repo.packages)
+                record_outcomes(engine, plan.submit_uuid, outcomes)
+        finally:
+            engine.dispose()
     except Exception as exc:
         log.warning("could not update the build record: %s", exc)
         return

@@ -604,14 +604,15 @@ def print_table(n: int, results: list[Result]) -> None:
         )
 
 
-def _pg(url: str, *command: str) -> list[str]:
-    """``command`` (pg_dump, psql) against the database of ``url``, and its environment."""
+def _pg(url: str, *command: str) -> dict[str, Any]:
+    """``subprocess.run`` arguments for ``command`` (pg_dump, psql) on the database of
+    ``url``."""
     import sqlalchemy as sa
 
     parsed = sa.engine.make_url(url)
-    os.environ["PGPASSWORD"] = parsed.password or ""
-    return [*command, "-h", parsed.host or "127.0.0.1", "-p", str(parsed.port or 5432),
+    args = [*command, "-h", parsed.host or "127.0.0.1", "-p", str(parsed.port or 5432),
             "-U", parsed.username or "", "-d", parsed.database or ""]  # fmt: skip
+    return {"args": args, "env": {**os.environ, "PGPASSWORD": parsed.password or ""}}
 
 
 def save_state(state: Path, base: Path, build_db: str) -> None:
@@ -628,7 +629,7 @@ def save_state(state: Path, base: Path, build_db: str) -> None:
         else:
             shutil.copy2(src, tmp / name)
     with (tmp / "build.sql").open("w") as out:
-        subprocess.run(_pg(build_db, "pg_dump", "--no-owner"), stdout=out, check=True)
+        subprocess.run(**_pg(build_db, "pg_dump", "--no-owner"), stdout=out, check=True)
     (tmp / "base").write_text(str(base))
     shutil.rmtree(state, ignore_errors=True)
     tmp.rename(state)
@@ -646,7 +647,7 @@ def load_state(state: Path, base: Path, build_db: str) -> list[tuple[str, list[s
     config.write_text(config.read_text().replace((state / "base").read_text(), str(base)))
     with (state / "build.sql").open() as dump:
         subprocess.run(
-            _pg(build_db, "psql", "-q", "-v", "ON_ERROR_STOP=1"),
+            **_pg(build_db, "psql", "-q", "-v", "ON_ERROR_STOP=1"),
             stdin=dump, stdout=subprocess.DEVNULL, check=True,
         )  # fmt: skip
     graph: list[tuple[str, list[str]]] = json.loads((state / "graph.json").read_text())

@@ -7,6 +7,7 @@ import io
 import os
 import tarfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,16 @@ def run(container: BuildContainer, script: str) -> tuple[list[str], int]:
     container.start()
     lines = list(container.script_lines())
     return lines, container.wait()
+
+
+def start_sleeping(container: BuildContainer, sleep: str) -> Iterator[str]:
+    """Start a script that says "started", then runs ``sleep``; its remaining lines."""
+    script = f"#!/bin/sh\necho started; {sleep}".encode()
+    container.put_files([InputFile("/script", data=script, mode=0o755)])
+    container.start()
+    lines = container.script_lines()
+    assert next(lines) == "started"
+    return lines
 
 
 def test_container_name_replaces_characters_docker_refuses() -> None:
@@ -199,12 +210,7 @@ def test_remove_during_exec_ends_the_stream_and_removes_the_container(
 ) -> None:
     container = make_container(api, build_image)
     cid = container.create()
-    container.put_files(
-        [InputFile("/script", data=b"#!/bin/sh\necho started; sleep 300", mode=0o755)]
-    )
-    container.start()
-    lines = container.script_lines()
-    assert next(lines) == "started"
+    lines = start_sleeping(container, "sleep 300")
     container.remove()
     assert list(lines) == []
     with pytest.raises(InfrastructureError, match="removed while the script ran"):
@@ -304,12 +310,7 @@ def test_closing_the_attachment_kills_the_build_and_stops_the_container(
     started are killed, and the container stops."""
     with make_container(api, build_image) as container:
         cid = container.create()
-        container.put_files(
-            [InputFile("/script", data=b"#!/bin/sh\necho started; sleep 300 & wait", mode=0o755)]
-        )
-        container.start()
-        lines = container.script_lines()
-        assert next(lines) == "started"
+        start_sleeping(container, "sleep 300 & wait")
         assert container._attached is not None
         container._attached.close()
         info = api.wait(cid, timeout=20)

@@ -578,3 +578,33 @@ def test_removals_take_the_container_in_the_background_and_close_waits_for_them(
     late = FakeRuntime()  # a job outliving its run: removed at once
     run_job(request_for(repo), slots=slots, runtime=late, removals=removals)
     assert late.containers[0].removed
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        ({"StatusCode": 3}, 3),
+        ({"StatusCode": 0, "Error": None}, 0),
+        ({"StatusCode": 137, "Error": {"Message": ""}}, 137),  # what engines send for none
+        ({"StatusCode": -1, "Error": {"Message": "container gone"}}, None),
+        ({"Error": None}, None),
+    ],
+)
+def test_the_exit_status_comes_from_the_engines_wait(answer, status) -> None:
+    from airflow_butido.container import BuildContainer
+
+    class WaitApi:
+        def wait(self, container_id: str, timeout: float) -> dict[str, Any]:
+            assert container_id == "c1"
+            return answer
+
+    container = BuildContainer(WaitApi(), ContainerSpec(name="butido-x", image="i"))
+    container.id = "c1"
+    if status is None:
+        with pytest.raises(InfrastructureError, match="no exit status for the script in butido-x"):
+            container.wait()
+    else:
+        assert container.wait() == status
+    container.id = None  # removed meanwhile
+    with pytest.raises(InfrastructureError, match="removed while the script ran"):
+        container.wait()
