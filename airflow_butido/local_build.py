@@ -1,11 +1,17 @@
 """Run a build DAG in this process, without Airflow services: what ``butido build`` does.
 
-The DAG is the one :func:`~airflow_butido.dag_factory.create_dags` makes for the image, and
-its tasks' ``execute`` methods are the ones Airflow runs: the plan, every package task, the
-report. What this module replaces is the scheduler: XCom is a dict, task states follow the
-DAG's trigger rules (``none_failed`` for packages, ``all_done`` for the report), and package
-tasks run in a thread pool as soon as their upstream tasks are done, as many at a time as the
-endpoints have slots (the endpoint leases of the build database keep ``maxjobs`` exact).
+``butido build`` gives it a :class:`LocalDag` of the plan's package tasks
+(:class:`~airflow_butido.package_build.LocalPackageTask`, the work of the Airflow DAG's
+package tasks without Airflow); an Airflow ``DAG`` runs the same way. What this module
+replaces is the scheduler: XCom is a dict, task states follow the trigger rules
+(``none_failed`` for packages, ``all_done`` for a report), and tasks run in a thread pool as
+soon as their upstream tasks are done, as many at a time as asked (the endpoint leases of the
+build database keep ``maxjobs`` exact).
+
+A task fails for good with a :class:`~airflow_butido.errors.ButidoError` (or Airflow's
+``AirflowFailException``), is retried after any other exception, an
+:class:`~airflow_butido.errors.InfrastructureError` included, and skips itself with
+:class:`~airflow_butido.package_build.NotInRun` (or ``AirflowSkipException``).
 
 Why not ``dag.test()``: it runs one task at a time after ~12 s of start-up, and
 ``dag.test(use_executor=True)`` hands tasks to an executor whose workers talk to an Airflow
@@ -15,6 +21,7 @@ API server, which is the service this command avoids.
 from __future__ import annotations
 
 import contextvars
+import sys
 import threading
 import time
 import uuid
@@ -23,6 +30,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+from airflow_butido.errors import ButidoError, InfrastructureError
+from airflow_butido.package_build import NotInRun
 
 SUCCESS, FAILED, SKIPPED, UPSTREAM_FAILED = "success", "failed", "skipped", "upstream_failed"
 FINISHED = frozenset({SUCCESS, FAILED, SKIPPED, UPSTREAM_FAILED})
@@ -39,14 +49,52 @@ class TaskEvent:
     value: Any = None
 
 
+@dataclass
+class LocalDag:
+    """The part of a DAG :class:`LocalRun` reads: its id, params and tasks (each with a
+    ``task_id``, ``upstream_task_ids``, a ``trigger_rule``, ``retries``, ``retry_delay``,
+    ``execute(context)`` and ``on_kill()``)."""
+
+    dag_id: str
+    tasks: list[Any]
+    params: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        self._by_id = {t.task_id: t for t in self.tasks}
+
+    @property
+    def task_ids(self) -> list[str]:
+        return list(self._by_id)
+
+    def get_task(self, task_id: str) -> Any:
+        return self._by_id[task_id]
+
+
 def _call_execute(task: Any, context: dict[str, Any]) -> Any:
-    """``task.execute`` the way the task runner calls it: with the operator marked as the
+    """``task.execute`` the way the task runner calls it: an Airflow operator marked as the
     running task (Airflow warns about operators executed from inside other operators)."""
+    if "airflow.sdk" not in sys.modules:  # no Airflow operator could exist
+        return task.execute(context)
     from airflow.sdk.bases.operator import ExecutorSafeguard
 
     ctx = contextvars.copy_context()
     ctx.run(ExecutorSafeguard.tracker.set, task)
     return ctx.run(task.execute, context)
+
+
+def _airflow_outcome(exc: BaseException) -> tuple[str, str, list[str]] | None:
+    """The state an Airflow exception gives its task (with the message and the tasks it
+    skips), None when it is retried; only when Airflow is loaded can a task raise one."""
+    module = sys.modules.get("airflow.sdk.exceptions")
+    if module is None:
+        return None
+    if isinstance(exc, module.DownstreamTasksSkipped):  # the task succeeded and skips others
+        return SUCCESS, "", [t if isinstance(t, str) else t[0] for t in exc.tasks]
+    if isinstance(exc, module.AirflowSkipException):
+        return SKIPPED, str(exc), []
+    if isinstance(exc, module.AirflowFailException):
+        return FAILED, str(exc), []
+    return None
 
 
 def _retry_delay(task: Any) -> float:
@@ -161,37 +209,37 @@ class LocalRun:
         }
 
     def _execute(self, task_id: str) -> tuple[str, str, Any]:
-        from airflow.sdk.exceptions import (
-            AirflowFailException,
-            AirflowSkipException,
-            DownstreamTasksSkipped,
-        )
-
         task = self.dag.get_task(task_id)
         attempts = 1 + max(0, int(getattr(task, "retries", 0) or 0))
         for attempt in range(1, attempts + 1):
             ti = LocalTaskInstance(self, task_id, attempt)
             try:
                 value = _call_execute(task, self._context(task, ti))
-            except DownstreamTasksSkipped as skip:  # the task succeeded and skips others
-                with self._lock:
-                    self._skip_requests.extend(
-                        t if isinstance(t, str) else t[0] for t in skip.tasks
-                    )
-                return SUCCESS, "", self.xcom.get(task_id, "return_value")
-            except AirflowSkipException as exc:
+            except NotInRun as exc:
                 return SKIPPED, str(exc), None
-            except AirflowFailException as exc:
-                return FAILED, str(exc), None
-            except Exception as exc:  # retried like Airflow would, then failed
-                if attempt < attempts:
-                    self._emit(task_id, "up_for_retry", str(exc))
-                    time.sleep(_retry_delay(task))
-                    continue
-                return FAILED, f"{type(exc).__name__}: {exc}", None
-            if value is not None:
-                self.xcom.push(task_id, "return_value", value)
-            return SUCCESS, "", value
+            except ButidoError as exc:
+                if not isinstance(exc, InfrastructureError):
+                    return FAILED, str(exc), None
+                failure: BaseException = exc
+            except Exception as exc:
+                outcome = _airflow_outcome(exc)
+                if outcome is not None:
+                    state, message, skips = outcome
+                    with self._lock:
+                        self._skip_requests.extend(skips)
+                    value = self.xcom.get(task_id, "return_value") if state == SUCCESS else None
+                    return state, message, value
+                failure = exc
+            else:
+                if value is not None:
+                    self.xcom.push(task_id, "return_value", value)
+                return SUCCESS, "", value
+            # retried like Airflow would, then failed
+            if attempt < attempts:
+                self._emit(task_id, "up_for_retry", str(failure))
+                time.sleep(_retry_delay(task))
+                continue
+            return FAILED, f"{type(failure).__name__}: {failure}", None
         raise AssertionError("unreachable")
 
     def _emit(self, task_id: str, state: str, message: str = "", value: Any = None) -> None:

@@ -1,13 +1,12 @@
 """`butido build NAME [VERSION] -I IMAGE`: build a package and its dependencies right here.
 
-The plan is made first, as the plan task makes it (airflow_butido.run_steps). When it leaves
-no package task to run (everything reused up front), the command reports and records the
-run itself, without importing Airflow. Otherwise the DAG of the image is run in this process
-(airflow_butido.local_build), its plan task taken as done: the same package and report tasks
-an Airflow deployment runs, scheduled by a small in-process loop instead of Airflow's
-scheduler, packages in parallel up to the endpoints' ``maxjobs``. No Airflow service or
-metadata database is needed; the build database is the configured one (an embedded SQLite
-file by default).
+The plan is made first, as the plan task makes it (airflow_butido.run_steps). Then the
+plan's package tasks run in this process (airflow_butido.local_build): the work of the DAG's
+package tasks (airflow_butido.package_build) scheduled by a small in-process loop instead of
+Airflow's scheduler, packages in parallel up to the endpoints' ``maxjobs``. Last, the command
+reports and records the run as the report task does. Airflow is never imported, and no
+Airflow service or metadata database is needed; the build database is the configured one (an
+embedded SQLite file by default).
 """
 
 from __future__ import annotations
@@ -16,26 +15,29 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from airflow_butido.cli.common import add_run_flags, database_url_for
 from airflow_butido.errors import ButidoError
 from airflow_butido.object_store import url_of
+from airflow_butido.plan import label_key
 from airflow_butido.run_inputs import env_pairs
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from airflow_butido.local_build import LocalRun, TaskEvent
+    from airflow_butido.manifest import Manifest
     from airflow_butido.plan import Plan, RunRequest
+    from airflow_butido.report import RunReport
     from airflow_butido.run_steps import PlannedRun
 
 _log = logging.getLogger("airflow_butido.build")
@@ -51,7 +53,7 @@ def register(subparsers: Any) -> None:
         description=(
             "Build NAME (VERSION, exactly; required when NAME has several versions) and every "
             "package it depends on, in Docker containers on the configured endpoints. Runs "
-            "the image's Airflow DAG in this process; no Airflow service is needed."
+            "the package tasks of the image's DAG in this process; no Airflow is needed."
         ),
     )
     p.add_argument("name")
@@ -98,8 +100,7 @@ def _positive_int(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Airflow's logging writes to whatever sys.stdout is when it is configured (on import);
-    # stdout is for the results, so logs go to stderr.
+    # stdout is for the results: anything a library prints goes to stderr with the logs
     stdout = sys.stdout
     sys.stdout = sys.stderr
     try:
@@ -109,13 +110,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace, stdout: TextIO) -> int:
-    _quiet_airflow(args.verbose)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
     from airflow_butido import parse_cache
     from airflow_butido.local_build import SKIPPED, TaskEvent, new_run_id
     from airflow_butido.manifest import Manifest, is_manifest
+    from airflow_butido.package_build import FAILURE_XCOM_KEY
     from airflow_butido.plan import PLAN_TASK_ID, REPORT_TASK_ID, RunRequest
-    from airflow_butido.report import report_json, summarize
-    from airflow_butido.run_steps import dag_id_of
+    from airflow_butido.report import report_json
+    from airflow_butido.run_steps import dag_id_of, failure_summary
     from airflow_butido.stores import artifact_file
 
     repo_root = Path(args.repo).resolve()
@@ -181,28 +187,30 @@ def _build(args: argparse.Namespace, stdout: TextIO) -> int:
         planned_labels.update(plan.labels)
         reused_up_front.update(plan.reused)
         emit(PLAN_TASK_ID, "success")
+        xcom: Callable[[str, str], Any] = _no_xcom
         if planned.to_run:
-            # something builds: only now Airflow (the DAG and its operators) is needed
             with _sigterm_interrupts():
-                local = _run_dag(run, request, planned, tasks, show, log_file, started)
+                local = _run_packages(run, request, planned, tasks, show, log_file, started)
             states, xcom = dict(local.states), local.xcom.get
-        else:  # every package reused up front: the report is all that is left
+        else:  # every package reused up front: nothing starts
             states = {PLAN_TASK_ID: "success", **dict.fromkeys(planned.skipped, SKIPPED)}
             for task_id in planned.skipped:
                 emit(task_id, SKIPPED, "skipped by the plan")
-            emit(REPORT_TASK_ID, "running")
-            problem = run.report(plan, states)
-            emit(REPORT_TASK_ID, "failed" if problem else "success", problem or "")
-            xcom = _no_xcom
     finally:
         if log_file is not None:
             log_file.close()
 
     values = {t: xcom(t, "return_value") for t in plan.packages}
     manifests = {t: Manifest.from_json(v) for t, v in values.items() if is_manifest(v)}
+    failures = {t: xcom(t, FAILURE_XCOM_KEY) for t in plan.packages}
+    emit(REPORT_TASK_ID, "running")
+    report = run.report(plan, states, manifests, failures)
+    emit(
+        REPORT_TASK_ID,
+        "success" if report.ok else "failed",
+        "" if report.ok else failure_summary(report),
+    )
     manifests.update(plan.reused)
-    failures = {t: xcom(t, "failure") for t in plan.packages}
-    report = summarize(plan, states, manifests, failures)
     paths = sorted(
         (url_of(artifact_file(config, a)) for m in manifests.values() for a in m.artifacts),
         key=str.lower,
@@ -254,17 +262,22 @@ class _Run:
             _log.error("%s", line)
         return f"the plan task failed: {message.splitlines()[0]}"
 
-    def report(self, plan: Plan, states: Mapping[str, str | None]) -> str | None:
-        """The report task of a run in which no package task started: logs and records the
-        report; returns its failure message, if any."""
+    def report(
+        self,
+        plan: Plan,
+        states: Mapping[str, str | None],
+        manifests: Mapping[str, Manifest],
+        failures: Mapping[str, Any],
+    ) -> RunReport:
+        """What the report task does once every package task has finished: summarize,
+        record how every package ended, log the report."""
         from airflow_butido.report import summarize
-        from airflow_butido.run_steps import failure_summary
 
-        report = summarize(plan, states, {}, {})
+        report = summarize(plan, states, manifests, failures)
         self.record_end(keep=(), plan=plan, report=report)
         for line in report.format().splitlines():
             _log.info("%s", line)
-        return None if report.ok else failure_summary(report)
+        return report
 
     def record_end(self, **kwargs: Any) -> None:
         from airflow_butido.run_steps import record_run_end_or_warn
@@ -299,7 +312,7 @@ def _plan(
     return planned
 
 
-def _run_dag(
+def _run_packages(
     run: _Run,
     request: RunRequest,
     planned: PlannedRun,
@@ -308,30 +321,42 @@ def _run_dag(
     log_file: _BuildLog | None,
     started: float,
 ) -> LocalRun:
-    """Run the image's DAG in this process, its plan task taken as done."""
-    from airflow_butido.dag_factory import create_dags
+    """Run the plan's package tasks in this process, the plan taken as done."""
     from airflow_butido.jobs import ContainerRemovals
-    from airflow_butido.local_build import SUCCESS, LocalRun
+    from airflow_butido.local_build import SUCCESS, LocalDag, LocalRun
+    from airflow_butido.package_build import LocalPackageTask
     from airflow_butido.plan import PLAN_TASK_ID
 
-    (dag,) = create_dags(run.repo_root, images=[run.image]).values()
+    plan = planned.plan
+    settings = planned.repo.config.airflow
     phase_records = _PhaseRecords(run.database_url)
     removals = ContainerRemovals(record=phase_records.record)
-    for task in dag.tasks:
-        task.database_url = run.database_url  # type: ignore[union-attr]
-        if log_file is not None and hasattr(task, "line_sink"):
+    tasks = []
+    for task_id in plan.packages:
+        name, version = label_key(plan.labels[task_id])
+        task = LocalPackageTask(
+            task_id=task_id,
+            upstream=(PLAN_TASK_ID, *plan.direct_dependencies_of(task_id)),
+            retries=settings.retries,
+            retry_delay=timedelta(seconds=settings.retry_delay),
+            repo_path=run.repo_root,
+            package_name=name,
+            package_version=version,
+            database_url=run.database_url,
+        )
+        task.container_removals = removals
+        if log_file is not None:
             task.line_sink = log_file.write_line
-        if hasattr(task, "container_removals"):
-            task.container_removals = removals
+        tasks.append(task)
     local = LocalRun(
-        dag,
+        LocalDag(run.dag_id, tasks, {}),
         request.to_conf(),
         max_parallel=parallel,
         on_event=show,
         run_id=run.run_id,
         started=started,
     )
-    plan_json = planned.plan.to_json()
+    plan_json = plan.to_json()
     local.finished(PLAN_TASK_ID, SUCCESS, xcom={"return_value": plan_json}, skips=planned.skipped)
     try:
         local.run()
@@ -410,22 +435,6 @@ def _sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _quiet_airflow(verbose: bool) -> None:
-    """Airflow needs a home to import; keep it out of ~/airflow and keep its logs down."""
-    if "AIRFLOW_HOME" not in os.environ:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        home = Path(base) / "airflow-butido" / "airflow-home"
-        home.mkdir(parents=True, exist_ok=True)
-        os.environ["AIRFLOW_HOME"] = str(home)
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO" if verbose else "WARNING")
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _staging_dir_arg(value: str | None) -> str | None:

@@ -18,12 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow_butido.cli.common import add_run_flags
+from airflow_butido.package_build import FAILURE_XCOM_KEY
 from airflow_butido.run_inputs import env_pairs
 
 EXIT_TIMEOUT = 3
 _BOOKKEEPING_TASKS = ("plan", "report")
-# operators.plan.FAILURE_XCOM_KEY; not imported, so that this client does not load Airflow
-FAILURE_XCOM_KEY = "failure"
 # what Airflow accepts in a run id ([scheduler] allowed_run_id_pattern, by default)
 _RUN_ID_BAD = re.compile(r"[^A-Za-z0-9_.~:+-]")
 _RUN_ID_WHAT_MAX = 120

@@ -6,15 +6,10 @@ the endpoint is chosen at run time from config.toml (a slot lease in the build d
 into the task log, ``/outputs`` lands in the staging store, and the return value (XCom) is a
 :class:`~airflow_butido.manifest.Manifest`: paths and hashes, never bytes.
 
-Where a run's settings come from is decided once (:meth:`PackageBuildOperator.run_settings`):
-with a plan task (the DAG factory's DAGs), the :class:`~airflow_butido.plan.Plan` names the
-submit, image, env and the tasks whose artifacts this package receives (its active transitive
-dependencies, one ``xcom_pull``); without one (a hand-written DAG), the operator's arguments
-and the run conf do, and each upstream manifest forwards what it received.
-
-Reuse: unless ``force_rebuild``, a job whose build key equals that of an earlier successful
-build with intact artifacts starts no container; its manifest's outcome is ``reused`` and its
-artifacts name the earlier build's submit and job, so dependents find the files.
+The work itself is :class:`~airflow_butido.package_build.PackageBuild`'s, which ``butido
+build`` runs without Airflow; this class adds what is Airflow's: its exceptions, log
+masking, the package's asset event, and the ``DockerOperator`` attributes its UI and
+``on_kill`` read.
 
 Failures: a script failure (``BuildError``, bad recipe or config) raises
 ``AirflowFailException`` (no retries); an endpoint or Docker failure raises
@@ -24,39 +19,23 @@ Failures: a script failure (``BuildError``, bad recipe or config) raises
 from __future__ import annotations
 
 import inspect
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import BaseOperator
 
-from airflow_butido.errors import BuildError, ButidoError, InfrastructureError
-from airflow_butido.manifest import BUILT, REUSED, ArtifactRef, Manifest, ReusedFrom, is_manifest
+from airflow_butido.errors import ButidoError, InfrastructureError
+from airflow_butido.manifest import REUSED
 from airflow_butido.operators.links import PACKAGE_TASK_LINKS
-from airflow_butido.plan import PLAN_TASK_ID, Plan
+from airflow_butido.package_build import PackageBuild
+from airflow_butido.plan import Plan
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-    from sqlalchemy.engine import Engine
 
-    from airflow_butido.build_key import Env
     from airflow_butido.container import BuildContainer
-    from airflow_butido.endpoints import SlotLeaser
-    from airflow_butido.jobs import (
-        BuildCache,
-        ContainerRemovals,
-        JobRecorder,
-        JobRequest,
-        JobResult,
-    )
-    from airflow_butido.object_store import StorePath
-    from airflow_butido.recipes.config import Config
-    from airflow_butido.recipes.package import Package
-
-_SUBMIT_NAMESPACE = uuid.UUID("5b7e2a8e-6c1d-4f0e-9a55-6275746964f0")
 
 # DockerOperator's arguments for a plain `docker run`: this operator would ignore them.
 _DOCKER_RUN_ARGUMENTS = frozenset(inspect.signature(DockerOperator.__init__).parameters) - {
@@ -65,51 +44,15 @@ _DOCKER_RUN_ARGUMENTS = frozenset(inspect.signature(DockerOperator.__init__).par
     "kwargs",
     "image",
 }
+# The build's own settings (PackageBuild.configure's optional keywords).
+_BUILD_SETTINGS = frozenset(
+    name
+    for name, parameter in inspect.signature(PackageBuild.configure).parameters.items()
+    if parameter.default is not inspect.Parameter.empty and name != "from_parse_cache"
+)
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    """Where this run's submit, image, env and dependency artifacts come from."""
-
-    submit_uuid: str
-    image: str
-    env: Env
-    force_rebuild: bool
-    plan: Plan | None  # the plan of the run, when the DAG has a plan task
-    # direct dependencies that ran: their manifests name their artifacts and forward what
-    # they received, which is the rest of this package's inputs
-    upstream: tuple[str, ...]
-    # transitive dependencies the plan reused up front: their manifests come with the plan
-    planned: tuple[Manifest, ...] = ()
-
-
-def with_secrets(plan: Plan, context: Context) -> Env:
-    """The plan's env with the secret values (masked in the plan) from the run conf, which
-    the package task reads itself; Airflow's log masking is told about each of them."""
-    if not plan.secret_names:
-        return plan.env
-    from airflow.sdk.log import mask_secret
-
-    given = dict((context.get("params") or {}).get("env") or {})
-    given.update((getattr(context.get("dag_run"), "conf", None) or {}).get("env") or {})
-    missing = [name for name in plan.secret_names if name not in given]
-    if missing:
-        raise BuildError(f"secret variable(s) {', '.join(missing)}: no value in the run conf")
-    for name in plan.secret_names:
-        mask_secret(str(given[name]), name)
-    secret = set(plan.secret_names)
-    return tuple((k, str(given[k]) if k in secret else v) for k, v in plan.env)
-
-
-@dataclass(frozen=True)
-class LocatedInput:
-    """A dependency artifact and the file that holds it."""
-
-    ref: ArtifactRef
-    path: StorePath
-
-
-class PackageBuildOperator(DockerOperator):
+class PackageBuildOperator(PackageBuild, DockerOperator):
     """Build ``package_name package_version`` from the repository at ``repo_path``.
 
     A ``DockerOperator`` so that it reads and kills like one, but endpoints, images and
@@ -118,6 +61,11 @@ class PackageBuildOperator(DockerOperator):
     an error rather than silently ignored. No field is an Airflow template: package names
     and versions come from the package repository, and a recipe must never be able to pull
     Airflow variables or connections into a log.
+
+    Besides BaseOperator's, it takes the build's optional settings (see
+    :meth:`~airflow_butido.package_build.PackageBuild.configure`): ``submit_uuid``, ``env``,
+    ``plan_task_id``, ``endpoint_names``, ``max_slot_wait``, ``database_url``,
+    ``force_rebuild``.
     """
 
     template_fields: Sequence[str] = ()
@@ -131,13 +79,6 @@ class PackageBuildOperator(DockerOperator):
         package_name: str,
         package_version: str,
         image: str,
-        submit_uuid: str | None = None,
-        env: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-        plan_task_id: str | None = PLAN_TASK_ID,
-        endpoint_names: Sequence[str] | None = None,
-        max_slot_wait: float | None = None,
-        database_url: str | None = None,
-        force_rebuild: bool = False,
         **kwargs: Any,
     ) -> None:
         refused = sorted(set(kwargs) & _DOCKER_RUN_ARGUMENTS)
@@ -146,27 +87,16 @@ class PackageBuildOperator(DockerOperator):
                 f"{type(self).__name__} does not use DockerOperator argument(s) "
                 f"{', '.join(refused)}: endpoints, images and containers come from config.toml"
             )
+        # submit_uuid, env, plan_task_id, endpoint_names, max_slot_wait, database_url,
+        # force_rebuild: PackageBuild.configure's; the rest is BaseOperator's
+        settings = {k: kwargs.pop(k) for k in _BUILD_SETTINGS if k in kwargs}
         super().__init__(image=image, mount_tmp_dir=False, **kwargs)
-        self.repo_path = str(repo_path)
-        self.package_name = package_name
-        self.package_version = package_version
-        self.submit_uuid = submit_uuid
-        self.build_env: Env = tuple(
-            (dict(env) if isinstance(env, Mapping) else dict(env or ())).items()
+        self.configure(
+            repo_path=repo_path,
+            package_name=package_name,
+            package_version=package_version,
+            **settings,
         )
-        self.plan_task_id = plan_task_id
-        self.endpoint_names = tuple(endpoint_names) if endpoint_names else None
-        self.max_slot_wait = max_slot_wait
-        self.database_url = database_url
-        self.force_rebuild = force_rebuild
-        self._build_container: BuildContainer | None = None
-        self._building: JobRequest | None = None
-        self._killed = False
-        # also given every raw script line with its package (``butido build -L``)
-        self.line_sink: Callable[[str, str], None] | None = None
-        # removes the build container in the background after the slot (``butido build``,
-        # which waits for it before it ends); None: the task removes it itself
-        self.container_removals: ContainerRemovals | None = None
 
     # -- execute, in small steps ----------------------------------------------------------
 
@@ -177,321 +107,20 @@ class PackageBuildOperator(DockerOperator):
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
         try:
-            config = self.load_config()
-            package = self.load_package(config)
-            run = self.run_settings(context, plan)
-            inputs = self.locate_inputs(config, self.upstream_artifacts(context, run))
-            request = self.job_request(context, config, package, run, inputs)
-            engine = self.database_engine(config)
-            try:
-                result = self.run_build(
-                    request,
-                    slots=self.slot_leaser(engine),
-                    recorder=self.recorder(context, engine, run, inputs),
-                    cache=self.build_cache(engine, config),
-                )
-            finally:
-                engine.dispose()
+            manifest = self.build_manifest(context, plan)
         except InfrastructureError as exc:
-            if self._killed:  # the container went away because the task was killed
-                raise AirflowFailException(f"the task was killed: {exc}") from None
             raise AirflowException(f"infrastructure failure (will retry): {exc}") from None
         except ButidoError as exc:
             # The whole message (with the log tail) once; the exception only says what failed.
             self.log.error("%s", exc)
             raise AirflowFailException(str(exc).splitlines()[0]) from None
-        manifest = self.manifest(result, request, run, inputs).to_json()
         self.announce(context, manifest)
         return manifest
 
-    def load_config(self) -> Config:
-        from airflow_butido.recipes.config import load_config
+    def mask_secret(self, value: str, name: str) -> None:
+        from airflow.sdk.log import mask_secret
 
-        return load_config(Path(self.repo_path))
-
-    def load_package(self, config: Config) -> Package:
-        from airflow_butido.recipes.repository import load_repository
-
-        repo = load_repository(Path(self.repo_path), config=config)
-        package = repo.get(self.package_name, self.package_version)
-        if package is None:
-            raise BuildError(
-                f"{self.repo_path}: no package {self.package_name} {self.package_version}"
-            )
-        return package
-
-    def read_plan(self, context: Context) -> Plan | None:
-        """The run's plan (``return_value`` of the plan task), or None without a plan task."""
-        if not self.plan_task_id:
-            return None
-        data = context["ti"].xcom_pull(task_ids=self.plan_task_id)
-        return Plan.from_json(data) if isinstance(data, Mapping) else None
-
-    def run_settings(self, context: Context, plan: Plan | None) -> RunSettings:
-        """The one place that decides between the plan and the operator's own settings."""
-        if plan is not None:
-            return RunSettings(
-                submit_uuid=self.submit_uuid or plan.submit_uuid,
-                image=plan.image,
-                env=self.build_env or with_secrets(plan, context),
-                force_rebuild=self.force_rebuild or plan.force_rebuild,
-                plan=plan,
-                upstream=tuple(
-                    t for t in plan.direct_dependencies_of(self.task_id) if t not in plan.reused
-                ),
-                planned=tuple(
-                    plan.reused[t] for t in plan.dependencies_of(self.task_id) if t in plan.reused
-                ),
-            )
-        conf = getattr(context.get("dag_run"), "conf", None) or {}
-        params = context.get("params") or {}
-        return RunSettings(
-            submit_uuid=self.submit_uuid or self.derived_submit(context),
-            image=self.image,
-            env=self.build_env,
-            force_rebuild=self.force_rebuild
-            or conf.get("force_rebuild", params.get("force_rebuild")) is True,
-            plan=None,
-            upstream=tuple(sorted(self.upstream_task_ids)),
-        )
-
-    @staticmethod
-    def derived_submit(context: Context) -> str:
-        """One submit per DAG run when no plan says otherwise (stable across retries)."""
-        dag_id = getattr(context.get("dag"), "dag_id", "") or ""
-        return str(uuid.uuid5(_SUBMIT_NAMESPACE, f"{dag_id}/{context.get('run_id', '')}"))
-
-    @staticmethod
-    def dag_run_label(context: Context) -> str | None:
-        run_id = context.get("run_id")
-        dag_id = getattr(context.get("dag"), "dag_id", None)
-        if not run_id:
-            return None
-        return f"{dag_id}/{run_id}" if dag_id else str(run_id)
-
-    def upstream_manifests(self, context: Context, run: RunSettings) -> list[Manifest]:
-        """The plan's manifests of ``run.planned`` and the XCom of ``run.upstream``.
-
-        Only direct dependencies are pulled (one request each in the Task SDK), never the
-        whole transitive closure: each manifest forwards the inputs its package received,
-        so the closure costs a few requests whatever its size, not hundreds of manifests
-        that each list hundreds of inputs.
-        """
-        manifests = list(run.planned)
-        if run.upstream:
-            pulled = context["ti"].xcom_pull(task_ids=list(run.upstream))
-            values = [pulled] if isinstance(pulled, Mapping) else list(pulled or ())
-            manifests += [Manifest.from_json(v) for v in values if is_manifest(v)]
-        return manifests
-
-    def upstream_artifacts(self, context: Context, run: RunSettings) -> list[ArtifactRef]:
-        """Every artifact this package receives, once each: its dependencies' artifacts and
-        what they received in turn."""
-        found: dict[tuple[str, str], ArtifactRef] = {}
-        for manifest in self.upstream_manifests(context, run):
-            for ref in (*manifest.inputs, *manifest.artifacts):
-                found.setdefault(ref.location, ref)
-        return list(found.values())
-
-    def locate_inputs(self, config: Config, refs: Sequence[ArtifactRef]) -> list[LocatedInput]:
-        """The file of every artifact, found in the stores; one in no store fails the build."""
-        from airflow_butido.object_store import store_root
-        from airflow_butido.stores import find_artifact, release_dirs, staging_dir
-
-        staging, releases_root = store_root(config, "staging"), store_root(config, "releases_root")
-        releases = release_dirs(releases_root, config.release_stores)
-        located = []
-        for ref in refs:
-            stagings = [staging_dir(staging, ref.submit_uuid)] if ref.submit_uuid else []
-            stores = release_dirs(releases_root, [ref.store]) if ref.store else releases
-            path = find_artifact(ref.path, ref.sha256, stagings, stores)
-            if path is None:
-                raise BuildError(
-                    f"artifact {ref.path} of job {ref.job_uuid} is in no store "
-                    "(or was changed since)"
-                )
-            located.append(LocatedInput(ref, path))
-        return located
-
-    def job_request(
-        self,
-        context: Context,
-        config: Config,
-        package: Package,
-        run: RunSettings,
-        inputs: Sequence[LocatedInput],
-    ) -> JobRequest:
-        from airflow_butido.jobs import JobRequest
-
-        return JobRequest(
-            package=package,
-            config=config,
-            repo_root=Path(self.repo_path),
-            image=run.image,
-            submit_uuid=run.submit_uuid,
-            job_uuid=str(uuid.uuid4()),
-            env=run.env,
-            dependency_artifacts=tuple(i.path for i in inputs),
-            dependency_sha256=tuple(i.ref.sha256 for i in inputs),
-            dag_run=self.dag_run_label(context),
-            endpoint_names=self.endpoint_names,
-            force_rebuild=run.force_rebuild,
-            shebang=run.plan.shebang if run.plan is not None else None,
-            verify_sources=run.plan.verify if run.plan is not None else True,
-        )
-
-    def database_engine(self, config: Config) -> Engine:
-        from airflow_butido.db.migrate import open_database
-
-        return open_database(config, url=self.database_url, repo_root=Path(self.repo_path))
-
-    def build_cache(self, engine: Engine, config: Config) -> BuildCache:
-        """Where earlier builds are looked up: the build database and the stores."""
-        from airflow_butido.db.build_cache import DatabaseBuildCache
-        from airflow_butido.object_store import store_root
-        from airflow_butido.stores import release_dirs
-
-        return DatabaseBuildCache(
-            engine,
-            store_root(config, "staging"),
-            release_dirs(store_root(config, "releases_root"), config.release_stores),
-            cancelled=lambda: self._killed,
-        )
-
-    def slot_leaser(self, engine: Engine) -> SlotLeaser:
-        from airflow_butido.endpoints import DatabaseSlots
-
-        return DatabaseSlots(engine)
-
-    def recorder(
-        self, context: Context, engine: Engine, run: RunSettings, inputs: Sequence[LocatedInput]
-    ) -> JobRecorder:
-        """Record in the database when a plan task recorded the submit; else nothing."""
-        from airflow_butido.jobs import NullRecorder
-
-        if run.plan is None:
-            return NullRecorder()
-        from airflow_butido.db.recorder import DatabaseRecorder
-        from airflow_butido.db.records import InputRef, mark_earlier_tries_failed
-
-        ti = context["ti"]
-        dag_id = ti.dag_id
-        run_id = context.get("run_id")
-        try_number = ti.try_number
-        if run_id and try_number > 1:
-            orphans = mark_earlier_tries_failed(
-                engine, dag_id=dag_id, run_id=run_id, package_name=self.package_name,
-                package_version=self.package_version, try_number=try_number,
-            )  # fmt: skip
-            if orphans:
-                self.log.warning("marked %d job(s) of earlier tries as failed", orphans)
-        return DatabaseRecorder(
-            engine,
-            dag_id=dag_id,
-            run_id=run_id,
-            try_number=try_number,
-            inputs=[InputRef(i.ref.path, i.ref.sha256, i.ref.job_uuid) for i in inputs],
-        )
-
-    def run_build(
-        self,
-        request: JobRequest,
-        *,
-        slots: SlotLeaser,
-        recorder: JobRecorder,
-        cache: BuildCache | None = None,
-    ) -> JobResult:
-        from airflow_butido.jobs import format_phases, run_job
-
-        self._building = request  # announced when its container starts: a reuse starts none
-        result = run_job(
-            request,
-            slots=slots,
-            recorder=recorder,
-            on_line=self.log_line,
-            on_container=self._track_container,
-            on_wait=self._waiting_for_slot,
-            max_wait=self.max_slot_wait,
-            cache=cache,
-            removals=self.container_removals,
-        )
-        if result.reused_from is not None:
-            reused = result.reused_from
-            self.log_reuse(
-                ReusedFrom(
-                    reused.job_uuid,
-                    reused.submit_uuid,
-                    reused.reason,
-                    _run_of_job(cache, reused.job_uuid),
-                )
-            )
-        for artifact in result.artifacts:
-            self.log.info(
-                "Artifact %s (%d bytes, sha256 %s)", artifact.path, artifact.size, artifact.sha256
-            )
-        self.log.info("%s", format_phases(result.phase_seconds))  # where the time went
-        return result
-
-    def log_reuse(self, origin: ReusedFrom) -> None:
-        """The first line of a reused package's log: what it reused, from where, why."""
-        self.log.info(
-            "REUSED from job %s (submit %s, run %s): %s",
-            origin.job_uuid,
-            origin.submit_uuid,
-            origin.run or "unknown",
-            origin.reason,
-        )
-
-    def log_line(self, line: str, item: Any) -> None:
-        """One script output line into the task log; protocol lines become events."""
-        from airflow_butido.scripts import logproto
-
-        if isinstance(item, logproto.State) and not item.ok:
-            self.log.error("%s", logproto.readable(item))
-        else:
-            self.log.info("%s", logproto.readable(item))
-        if self.line_sink is not None:
-            self.line_sink(f"{self.package_name} {self.package_version}", line)
-
-    def manifest(
-        self,
-        result: JobResult,
-        request: JobRequest,
-        run: RunSettings,
-        inputs: Sequence[LocatedInput],
-    ) -> Manifest:
-        """Each artifact names the submit and job that produced it: for a reused build those
-        of the earlier build, whose staging directory holds the file, or the release store
-        holding it when the staged copy is gone."""
-        reused = result.reused_from
-        producer_submit = reused.submit_uuid if reused else request.submit_uuid
-        producer_job = reused.job_uuid if reused else result.job_uuid
-        artifacts = tuple(
-            ArtifactRef(
-                a.path,
-                a.sha256,
-                a.size,
-                producer_submit,
-                producer_job,
-                reused.store_of(a.path) if reused else None,
-            )
-            for a in result.artifacts
-        )
-        return Manifest(
-            package=result.package_name,
-            version=result.package_version,
-            image=result.image,
-            submit_uuid=run.submit_uuid,
-            job_uuid=result.job_uuid,
-            outcome=REUSED if reused else BUILT,
-            artifacts=artifacts,
-            inputs=tuple(i.ref for i in inputs),
-            endpoint=result.endpoint,
-            build_key=result.build_key,
-            reused_from=(
-                ReusedFrom(reused.job_uuid, reused.submit_uuid, reused.reason) if reused else None
-            ),
-        )
+        mask_secret(value, name)
 
     def announce(self, context: Any, manifest: dict[str, Any]) -> None:
         """New artifacts update the task's assets (``outlets``), the manifest as the event's
@@ -509,63 +138,8 @@ class PackageBuildOperator(DockerOperator):
         for outlet in self.outlets:
             events[outlet].extra = dict(manifest)
 
-    # -- the container, for on_kill ---------------------------------------------------------
-
-    def _waiting_for_slot(self, waited: float) -> None:
-        if self._killed:
-            raise BuildError("the task was killed while waiting for an endpoint slot")
-        self.log.info("All endpoints are busy; waiting for a slot (%.0f s)", waited)
-
-    def _track_container(self, container: BuildContainer | None) -> None:
-        # A plain assignment: on_kill may read it from a signal handler at any time.
-        self._build_container = container
-        if container is not None and self._killed:
-            # killed before the container existed: the job removes it on the way out
-            raise BuildError(f"the task was killed; container {container.spec.name} removed")
-        request, self._building = self._building, None
-        if container is not None and request is not None:
-            self.log.info(
-                "Building %s %s in %s (submit %s, job %s, %d input artifact(s))",
-                request.package.name,
-                request.package.version,
-                request.config.resolve_image(request.image),
-                request.submit_uuid,
-                request.job_uuid,
-                len(request.dependency_artifacts),
-            )
-        if container is not None and container.id:
-            self.container = {"Id": container.id}
-            self.docker_url = container.endpoint_url or self.docker_url
-            self.log.info(
-                "Container %s (%s) on endpoint %s",
-                container.spec.name,
-                container.id[:12],
-                container.endpoint_name,
-            )
-
-    def on_kill(self) -> None:
-        """Stop and remove the build container; the job then fails and frees its slot.
-
-        Airflow calls this from the task process's SIGTERM handler and sends SIGKILL a few
-        seconds later, so a job killed before its container exists must not start one.
-        """
-        self._killed = True
-        container = self._build_container
-        if container is None:
-            self.log.info("No build container to stop")
-            return
-        self.log.info("Removing build container %s", container.spec.name)
-        container.remove()
-
-
-def _run_of_job(cache: Any, job_uuid: str) -> str | None:
-    """``dag_id/run_id`` of an earlier job, from the build database when there is one."""
-    engine = getattr(cache, "engine", None)
-    if engine is None:
-        return None
-    from airflow_butido.db.queries import job_detail
-
-    detail = job_detail(engine, job_uuid, with_log=False)
-    if detail is None or not detail.run_id:
-        return "outside Airflow"
-    return f"{detail.dag_id}/{detail.run_id}"
+    def container_started(self, container: BuildContainer) -> None:
+        """What DockerOperator would know of its container (its UI and ``on_kill``)."""
+        self.container = {"Id": container.id}
+        self.docker_url = container.endpoint_url or self.docker_url
+        super().container_started(container)

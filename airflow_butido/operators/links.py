@@ -13,9 +13,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperatorLink
 
+from airflow_butido.package_build import FAILURE_XCOM_KEY
 from airflow_butido.web import urls
-
-FAILURE_XCOM_KEY = "failure"  # operators.plan.FAILURE_XCOM_KEY (that module imports this one)
 
 
 def _manifest(ti_key: Any) -> Mapping[str, Any] | None:

@@ -2,8 +2,9 @@
 
 The plan task turns the run conf into a :class:`~airflow_butido.plan.Plan` (XCom
 ``return_value`` of ``plan``). A package task reads it: outside the plan it skips itself;
-inside, it pulls the manifests of its active transitive dependencies in one ``xcom_pull``
-and builds through :class:`~airflow_butido.operators.build.PackageBuildOperator`.
+inside, it builds through :class:`~airflow_butido.operators.build.PackageBuildOperator`
+with the manifests of its direct dependencies (each forwards what it received) and those
+the plan reused up front.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from airflow.sdk.exceptions import (
     DownstreamTasksSkipped,
 )
 
-from airflow_butido.errors import BuildError, ButidoError
+from airflow_butido.errors import ButidoError
 from airflow_butido.operators.build import PackageBuildOperator
 from airflow_butido.operators.links import PLAN_TASK_LINKS
+from airflow_butido.package_build import FAILURE_XCOM_KEY, NotInRun
 from airflow_butido.plan import (
     PLAN_TASK_ID,
     RUN_CONF_KEYS,
@@ -34,11 +36,7 @@ from airflow_butido.run_steps import image_digest
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_butido.recipes.config import Config
-    from airflow_butido.recipes.package import Package
-    from airflow_butido.recipes.repository import Repository
-
-FAILURE_XCOM_KEY = "failure"
+__all__ = ["FAILURE_XCOM_KEY", "PlanOperator", "PlannedBuildOperator", "pull_plan", "run_request"]
 
 
 def run_request(context: Context) -> RunRequest:
@@ -112,55 +110,20 @@ class PlanOperator(BaseOperator):
 
 class PlannedBuildOperator(PackageBuildOperator):
     """A package task that follows the plan: it skips itself outside the plan; inside, the
-    base operator builds with the manifests of the plan's active transitive dependencies.
+    base operator builds with the manifests of its direct dependencies and the plan's.
     On failure it leaves the message and log tail for the report."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.from_parse_cache = True  # the DAG file's import has just loaded the repository
+
     def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
-        plan = self.read_plan(context)
-        if plan is None:
-            raise AirflowFailException("no plan: the plan task did not succeed")
-        if not plan.includes(self.task_id):
-            raise AirflowSkipException(f"{self.task_id} is not part of this run")
-        if self.task_id in plan.reused:  # cleared and run again: the plan's answer stands
-            manifest = plan.reused[self.task_id]
-            if manifest.reused_from is not None:
-                self.log_reuse(manifest.reused_from)
-            return manifest.to_json()
-        if self.task_id in plan.failures:
-            message = plan.failures[self.task_id]
-            self.log.error("%s", message)
-            context["ti"].xcom_push(key=FAILURE_XCOM_KEY, value={"message": message})
-            raise AirflowFailException(message)
         try:
-            return self.build(context, plan)
-        except Exception as exc:
-            context["ti"].xcom_push(key=FAILURE_XCOM_KEY, value=failure_record(exc))
-            raise
-
-    def load_config(self) -> Config:
-        return self._repository().config
-
-    def load_package(self, config: Config) -> Package:
-        package = self._repository().get(self.package_name, self.package_version)
-        if package is None:
-            raise BuildError(f"no package {self.package_name} {self.package_version}")
-        return package
-
-    def _repository(self) -> Repository:
-        """From the parse cache: the DAG file's import has just loaded it."""
-        from airflow_butido import parse_cache
-
-        return parse_cache.load(self.repo_path).repo
-
-
-def failure_record(exc: BaseException) -> dict[str, Any]:
-    """What the report shows about a failed package: the message and the log tail (of the
-    ScriptFailed behind the task's exception, which is raised ``from None``)."""
-    cause: BaseException | None = exc
-    result = None
-    while cause is not None and result is None:
-        result = getattr(cause, "result", None)
-        cause = cause.__cause__ or cause.__context__
-    tail = getattr(result, "log_tail", None) or ()
-    message = getattr(result, "failure_message", None) or str(exc) or type(exc).__name__
-    return {"message": str(message).splitlines()[0][:500], "log_tail": [str(t) for t in tail]}
+            manifest: dict[str, Any] = self.build_planned(
+                context, self.read_plan(context), self.build
+            )
+        except NotInRun as exc:
+            raise AirflowSkipException(str(exc)) from None
+        except ButidoError as exc:  # the plan's verdict: no plan, or a failure it found
+            raise AirflowFailException(str(exc)) from None
+        return manifest

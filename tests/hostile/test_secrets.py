@@ -94,7 +94,7 @@ def test_the_plan_carries_no_secret_and_the_package_task_takes_it_from_the_run_c
 ) -> None:
     import json
 
-    from airflow_butido.operators.build import with_secrets
+    from airflow_butido.package_build import with_secrets
     from airflow_butido.plan import RunRequest, resolve_plan
     from airflow_butido.recipes.repository import load_repository
     from tests.unit._repos import IMAGE_ONE
@@ -107,6 +107,6 @@ def test_the_plan_carries_no_secret_and_the_package_task_takes_it_from_the_run_c
     assert plan.env == (("API_TOKEN", SECRET_MASK), ("FOO", "bar"))
     assert plan.secret_names == ("API_TOKEN",)
     context = {"params": {"env": {"API_TOKEN": TOKEN, "FOO": "bar"}}}
-    assert with_secrets(plan, context) == (("API_TOKEN", TOKEN), ("FOO", "bar"))  # type: ignore[arg-type]
+    assert with_secrets(plan, context) == (("API_TOKEN", TOKEN), ("FOO", "bar"))
     with pytest.raises(BuildError, match="API_TOKEN: no value in the run conf"):
-        with_secrets(plan, {"params": {"env": {}}})  # type: ignore[arg-type]
+        with_secrets(plan, {"params": {"env": {}}})

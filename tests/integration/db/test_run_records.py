@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_butido.db import records
 from airflow_butido.db.queries import job_detail
-from airflow_butido.operators.build import RunSettings
+from airflow_butido.package_build import RunSettings
 from airflow_butido.plan import Plan, RunRequest, resolve_plan
 from airflow_butido.recipes.repository import load_repository
 from tests.unit._repos import IMAGE_ONE, write_repo

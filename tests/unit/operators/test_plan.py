@@ -23,12 +23,13 @@ from airflow.sdk.exceptions import (
 )
 
 from airflow_butido.manifest import BUILT, ArtifactRef, Manifest
-from airflow_butido.operators.build import LocatedInput, PackageBuildOperator
+from airflow_butido.operators.build import PackageBuildOperator
 from airflow_butido.operators.plan import (
     FAILURE_XCOM_KEY,
     PlannedBuildOperator,
     PlanOperator,
 )
+from airflow_butido.package_build import LocatedInput
 from airflow_butido.plan import RunRequest, resolve_plan
 from airflow_butido.recipes.repository import load_repository
 from tests.unit._repos import IMAGE_ONE, write_repo

@@ -17,6 +17,8 @@ FORBIDDEN = ("airflow", "docker", "sqlalchemy")
         "airflow_butido.cli.repo_commands, airflow_butido.cli.source, airflow_butido.cli.lint",
         "airflow_butido.plan, airflow_butido.report, airflow_butido.manifest",
         "airflow_butido.build_key, airflow_butido.jobs",
+        # what `butido build` runs, and the CI client
+        "airflow_butido.package_build, airflow_butido.local_build, airflow_butido.cli.trigger",
     ],
 )
 def test_pure_modules_import_no_heavy_dependencies(modules: str) -> None:
