@@ -44,13 +44,21 @@ SCRIPT_PATH = "/script"
 SCRIPT_COMMAND = (SCRIPT_PATH,)  # the kernel runs it through its shebang line
 RUNNER_SHELL = "/bin/sh"  # every build image needs it: it runs SCRIPT_RUNNER
 CANNOT_START = "airflow-butido: cannot start the script:"
-# The container's command: ``/bin/sh -c SCRIPT_RUNNER butido-script COMMAND...``. It checks
-# that the interpreter exists and is executable (saying so on stderr, with the exit status a
-# shell gives), keeps the attached stdin (the lifeline) as fd 3 and gives the script
-# /dev/null instead, starts the script, and kills it once the lifeline reaches end of file
-# (this process died or let go): then the shell, PID 1, exits and the kernel ends whatever
-# else runs in the container. Its exit status is the script's.
+# The container's command: ``/bin/sh -c SCRIPT_RUNNER butido-script [--script TEXT]
+# COMMAND...``. With ``--script`` it first writes TEXT to /script (a script that is the only
+# file of a job comes this way: no archive upload). It checks that the interpreter exists
+# and is executable (saying so on stderr, with the exit status a shell gives), keeps the
+# attached stdin (the lifeline) as fd 3 and gives the script /dev/null instead, starts the
+# script, and kills it once the lifeline reaches end of file (this process died or let go):
+# then the shell, PID 1, exits and the kernel ends whatever else runs in the container. Its
+# exit status is the script's.
 SCRIPT_RUNNER = f"""\
+if [ "$1" = --script ]; then
+  if ! printf '%s' "$2" >{SCRIPT_PATH}; then
+    echo "{CANNOT_START} cannot write {SCRIPT_PATH}" >&2; exit 126
+  fi
+  chmod 755 {SCRIPT_PATH} 2>/dev/null; shift 2
+fi
 if [ ! -e "$1" ]; then echo "{CANNOT_START} $1: not found" >&2; exit 127; fi
 if [ -d "$1" ] || [ ! -x "$1" ]; then echo "{CANNOT_START} $1: not executable" >&2; exit 126; fi
 exec 3<&0 </dev/null
@@ -59,6 +67,9 @@ script=$!
 {{ while read -r line <&3; do :; done; kill -KILL "$script"; }} >/dev/null 2>&1 &
 wait "$script"
 """
+# The longest script given in the container's command rather than copied in: well below
+# Linux's 128 KiB for one argument.
+INLINE_SCRIPT_MAX = 64 << 10
 CHUNK_SIZE = 1 << 20
 STDOUT, STDERR = 1, 2  # stream numbers of the engine's multiplexed output frames
 MAX_LINE_BYTES = 64 << 10  # a longer log line is cut after this many bytes
@@ -94,6 +105,7 @@ class ContainerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     network_mode: str | None = None
     command: tuple[str, ...] = SCRIPT_COMMAND  # what runs /script (see script_command)
+    script: str | None = None  # written to /script by the runner (see inline_script)
 
 
 def container_name(package_name: str, package_version: str, job_uuid: str) -> str:
@@ -123,6 +135,25 @@ def job_labels(
     if database:
         labels[DATABASE_LABEL] = database
     return labels
+
+
+def inline_script(files: Sequence[InputFile]) -> tuple[str | None, list[InputFile]]:
+    """The script to give in the container's command, and the files left to copy in.
+
+    Copying files in is an archive upload, which costs the engine a mount and an untar
+    process; when the script is all a job copies in (no sources, patches or dependency
+    artifacts), it travels in the command instead, if it is short enough for one argument
+    and has no NUL byte (an argument cannot hold one).
+    """
+    if len(files) != 1 or files[0].container_path != SCRIPT_PATH or files[0].data is None:
+        return None, list(files)
+    data = files[0].data
+    if len(data) > INLINE_SCRIPT_MAX or b"\0" in data:
+        return None, list(files)
+    try:
+        return data.decode("utf-8"), []
+    except UnicodeDecodeError:
+        return None, list(files)
 
 
 # -- tar archives for the copy-in ---------------------------------------------------------
@@ -486,7 +517,14 @@ class BuildContainer:
         try:
             created = self.api.create_container(
                 image=self.spec.image,
-                command=[RUNNER_SHELL, "-c", SCRIPT_RUNNER, "butido-script", *self.spec.command],
+                command=[
+                    RUNNER_SHELL,
+                    "-c",
+                    SCRIPT_RUNNER,
+                    "butido-script",
+                    *self._inline(),
+                    *self.spec.command,
+                ],  # fmt: skip
                 name=self.spec.name,
                 environment=[f"{k}={v}" for k, v in self.spec.environment],
                 labels=dict(self.spec.labels),
@@ -498,6 +536,9 @@ class BuildContainer:
             raise InfrastructureError(f"creating container {self.spec.name}: {exc}") from exc
         self.id = created["Id"]
         return self.id
+
+    def _inline(self) -> tuple[str, ...]:
+        return () if self.spec.script is None else ("--script", self.spec.script)
 
     def put_files(self, files: Sequence[InputFile]) -> None:
         """Copy files in with one streamed archive upload (works before start)."""

@@ -43,6 +43,7 @@ from airflow_butido.container import (
     InputFile,
     ScriptOutcome,
     container_name,
+    inline_script,
     job_labels,
     remove_dead_containers,
     script_command,
@@ -608,6 +609,7 @@ class _Prepared:
     dest: StorePath
     stored_env: Env  # env with the values of secret variables masked: what records keep
     command: tuple[str, ...]  # the script's shebang interpreter, its argument, /script
+    inline_script: str | None = None  # /script, given in the container's command
 
 
 def _prepare(request: JobRequest) -> _Prepared:
@@ -638,7 +640,8 @@ def _prepare(request: JobRequest) -> _Prepared:
     )
     dest = staging_dir(store_root(config, "staging"), request.submit_uuid)
     stored_env = masked_env(env, config.secret_env)
-    return _Prepared(image, env, git_env, script, inputs, dest, stored_env, command)
+    inline, inputs = inline_script(inputs)
+    return _Prepared(image, env, git_env, script, inputs, dest, stored_env, command, inline)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -739,6 +742,7 @@ def _run_job(
                         )
                     )
                     _remove_dead_containers(slots, chosen)
+                job.leave_slot = held.close  # after the outputs; again on the way out: no-op
                 return job.build(prepared, key, chosen, on_container)
     except InfrastructureError:
         job.runtime.forget()
@@ -796,6 +800,9 @@ class _Job:
     timer: PhaseTimer = field(default_factory=PhaseTimer)
     container: BuildContainer | None = None  # once made; removed after the slot is left
     container_api: Any = None  # the client of the container's endpoint
+    # gives the endpoint slot back once the container is done with (outputs collected):
+    # recording the job is the build database's work, not the endpoint's
+    leave_slot: Callable[[], None] = lambda: None
 
     def result(self, prepared: _Prepared, key: BuildKey, **values: Any) -> JobResult:
         package = self.request.package
@@ -860,6 +867,7 @@ class _Job:
             name=container_name(package.name, package.version, request.job_uuid),
             image=prepared.image,
             command=prepared.command,
+            script=prepared.inline_script,
             environment=prepared.env,
             labels=job_labels(
                 package.name,
@@ -932,6 +940,7 @@ class _Job:
             with phase("outputs"):
                 artifacts = self.outputs(prepared, key, container, outcome, built)
             try:
+                self.leave_slot()
                 with phase("record"):
                     self.recorder.job_finished(
                         request.job_uuid,
@@ -948,6 +957,7 @@ class _Job:
                 raise
             return self.result(prepared, key, state=SUCCESS, artifacts=artifacts, **built)
         except (ScriptFailed, InfrastructureError) as exc:
+            self.leave_slot()
             with phase("record"):
                 self.recorder.job_finished(
                     request.job_uuid,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import os
 import tarfile
@@ -301,6 +302,24 @@ def test_the_script_reads_end_of_file_and_its_interpreter_is_checked(api, build_
             lines, code = run(container, "echo never")
             assert lines == [f"{CANNOT_START} {interpreter}: {why}"]
             assert code == status
+
+
+def test_a_script_given_in_the_command_is_written_to_script_byte_for_byte(
+    api, build_image: str
+) -> None:
+    """No archive upload: the runner writes /script from its argument, exactly, executable."""
+    body = "printf 'q\\'s %s\\n' \"$HOME\" `x` $(y) ü \\\\ \\n -- --script\n\n\n"
+    script = f"#!/bin/sh\nstat -c %a /script; sha256sum /script\nexit 3\n: {body}"
+    spec = dataclasses.replace(
+        make_container(api, build_image).spec, command=("/bin/sh", "/script"), script=script
+    )
+    with BuildContainer(api, spec) as container:
+        container.create()
+        container.start()
+        lines = list(container.script_lines())
+        assert container.wait() == 3
+    digest = hashlib.sha256(script.encode()).hexdigest()
+    assert lines == ["755", f"{digest}  /script"]
 
 
 def test_closing_the_attachment_kills_the_build_and_stops_the_container(

@@ -4,6 +4,7 @@ central logic, fast. The same story on a real Docker engine is tests/integration
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
 import uuid
@@ -14,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from airflow_butido.container import ContainerSpec, InputFile, ScriptOutcome, fold_log
+from airflow_butido.container import (
+    INLINE_SCRIPT_MAX,
+    ContainerSpec,
+    InputFile,
+    ScriptOutcome,
+    fold_log,
+    inline_script,
+)
 from airflow_butido.endpoints import Candidate, LocalSlots
 from airflow_butido.errors import BuildError, InfrastructureError
 from airflow_butido.jobs import (
@@ -193,6 +201,12 @@ def request_for(repo: Path, name: str = "p", **changes: Any) -> JobRequest:
     return JobRequest(**values)
 
 
+def request_script(request: JobRequest) -> str:
+    from airflow_butido.jobs import render
+
+    return render(request.package, request.config, request.shebang)
+
+
 def test_a_successful_build_records_start_then_success_with_its_artifacts(repo: Path):
     runtime, recorder = FakeRuntime(), FakeRecorder()
     request = request_for(repo, env=(("FOO", "bar"),))
@@ -208,7 +222,8 @@ def test_a_successful_build_records_start_then_success_with_its_artifacts(repo: 
     (container,) = runtime.containers
     assert container.removed and runtime.api.closed
     assert container.spec.environment == (("FOO", "bar"),)
-    assert [f.container_path for f in container.copied] == ["/script"]
+    # the script is all it copies in: it travels in the container's command
+    assert container.copied == [] and container.spec.script == request_script(request)
 
 
 def test_a_script_error_is_a_script_failure_with_the_readable_tail(repo: Path):
@@ -222,6 +237,30 @@ def test_a_script_error_is_a_script_failure_with_the_readable_tail(repo: Path):
     assert result.log_tail == ("[butido] phase: build", "oops", "[butido] state: ERR broken")
     assert "reported an error: 'broken' in phase 'build'" in str(info.value)
     assert recorder.finished()["failure_class"] == "script"
+
+
+@pytest.mark.parametrize("lines", [(), ("#BUTIDO:STATE:ERR:broken",)])
+def test_the_slot_is_given_back_before_the_job_is_recorded_as_finished(repo: Path, lines):
+    """Recording is the database's work: the endpoint slot is free again by then, whether
+    the script succeeded or failed, while the job's start was recorded holding it."""
+    slots = LocalSlots()
+
+    class SlotWatcher(FakeRecorder):
+        held_at: dict[str, dict[str, int]] = {}
+
+        def job_started(self, job: JobStarted) -> None:
+            self.held_at["started"] = slots.in_use()
+            super().job_started(job)
+
+        def job_finished(self, job_uuid: str, **values: Any) -> None:
+            self.held_at["finished"] = slots.in_use()
+            super().job_finished(job_uuid, **values)
+
+    recorder = SlotWatcher()
+    with contextlib.suppress(ScriptFailed):
+        run_job(request_for(repo), slots=slots, recorder=recorder, runtime=FakeRuntime(lines=lines))
+    assert sum(recorder.held_at["started"].values()) == 1
+    assert sum(recorder.held_at["finished"].values()) == 0
 
 
 def test_refused_outputs_are_an_outputs_failure(repo: Path):
@@ -500,8 +539,7 @@ def test_the_script_runs_through_its_shebang_and_without_one_never_starts(repo: 
     run_job(request_for(repo, shebang="#!/bin/sh"), slots=LocalSlots(), runtime=runtime)
     (container,) = runtime.containers
     assert container.spec.command == ("/bin/sh", "/script")
-    (script,) = container.copied
-    assert script.mode == 0o755
+    assert container.spec.script is not None and container.spec.script.startswith("#!/bin/sh\n")
 
     with pytest.raises(BuildError, match="is not a shebang line") as info:
         run_job(request_for(repo, script="echo no shebang\n"), slots=LocalSlots(), runtime=runtime)
@@ -608,3 +646,15 @@ def test_the_exit_status_comes_from_the_engines_wait(answer, status) -> None:
     container.id = None  # removed meanwhile
     with pytest.raises(InfrastructureError, match="removed while the script ran"):
         container.wait()
+
+
+def test_only_a_lone_short_text_script_travels_in_the_command(tmp_path: Path):
+    script = InputFile("/script", data=b"#!/bin/sh\necho \xc3\xbc\n", mode=0o755)
+    assert inline_script([script]) == ("#!/bin/sh\necho \u00fc\n", [])
+    source = tmp_path / "src"
+    source.write_bytes(b"x")
+    with_source = [InputFile("/inputs/src", source=source), script]
+    assert inline_script(with_source) == (None, with_source)  # one upload for all of them
+    for data in (b"#!/bin/sh\n" + b"x" * INLINE_SCRIPT_MAX, b"#!/bin/sh\n\0", b"#!/bin/sh\n\xff"):
+        big = InputFile("/script", data=data, mode=0o755)
+        assert inline_script([big]) == (None, [big])
