@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from airflow_butido.graph import PackageGraph
+    from airflow_butido.recipes.layers import Listing
     from airflow_butido.recipes.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,10 @@ def load(
         log.warning("parse cache %s not used: %s; loading without cache", cache, problem)
         return _load_fresh(root, environ, "")
 
-    inputs = list(_input_files(root, environ))
+    from airflow_butido.recipes.layers import scan
+
+    listing = scan(root)  # the loader reads what this walk found: one walk, not two
+    inputs = _input_files(listing.files, environ)
     settings = _settings_key(environ)
     stat_fp = _stat_fingerprint(root, inputs, settings)
     recent = _recent.get(str(root))
@@ -94,7 +98,7 @@ def load(
     content_hash = _read_index(index_path, stat_fp)
     if content_hash is None and _deferred is not None and not _holds_pickles(cache):
         # Nothing stored yet, so no pickle can match: load now, hash the files later.
-        loaded = _load_fresh(root, environ, "")
+        loaded = _load_fresh(root, environ, "", listing)
         _deferred.append(lambda: _store_later(root, environ, index_path, stat_fp, loaded))
         _recent[str(root)] = (stat_fp, loaded)
         return loaded
@@ -108,7 +112,7 @@ def load(
         _log_warnings(cached)
         loaded = _with_secrets(cached, root, environ)
     else:
-        loaded = _load_fresh(root, environ, content_hash)
+        loaded = _load_fresh(root, environ, content_hash, listing)
         if _deferred is None:
             dict(loaded.graphs)  # a repository that does not resolve raises here, uncached
             _write_pickle(pickle_path, loaded)
@@ -179,7 +183,9 @@ def _store_later(
     """Hash the files of a repository loaded before hashing, index and store it: only when
     their stat fingerprint is still the one taken before the load (a file changed since
     could give a pickle of the old content under the new content's hash)."""
-    inputs = list(_input_files(root, environ))
+    from airflow_butido.recipes.layers import scan
+
+    inputs = _input_files(scan(root).files, environ)
     settings = _settings_key(environ)
     if _stat_fingerprint(root, inputs, settings) != stat_fp:
         return
@@ -251,10 +257,12 @@ def _with_secrets(
     return replace(cached, repo=replace(cached.repo, config=config))
 
 
-def _load_fresh(root: Path, environ: Mapping[str, str], content_hash: str) -> LoadedRepository:
+def _load_fresh(
+    root: Path, environ: Mapping[str, str], content_hash: str, listing: Listing | None = None
+) -> LoadedRepository:
     from airflow_butido.recipes.repository import load_repository
 
-    repo = load_repository(root, environ=environ)
+    repo = load_repository(root, environ=environ, listing=listing)
     images = [image.name for image in repo.config.docker.images]
     return LoadedRepository(repo, _Graphs(repo, images), content_hash)
 
@@ -290,23 +298,11 @@ class _Graphs(Mapping[str, "PackageGraph"]):
         return dict, (dict(self.items()),)
 
 
-def _input_files(root: Path, environ: Mapping[str, str]) -> Iterator[str]:
-    """Every file of the repository (dot entries skipped, as the loader does) and the
-    configuration overlays outside it. Plain strings: this runs on every DAG-file import."""
-    stack = [str(root)]
-    while stack:
-        directory = stack.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            elif entry.is_file():
-                yield entry.path
+def _input_files(files: list[str], environ: Mapping[str, str]) -> list[str]:
+    """Every file of the repository (``files``, as :func:`~airflow_butido.recipes.layers.scan`
+    found them: dot entries skipped, as the loader does) and the configuration overlays
+    outside it. Plain strings: this runs on every DAG-file import."""
+    inputs = list(files)
     xdg = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     for extra in (
         os.path.join(xdg, "butido", "config.toml"),
@@ -314,7 +310,8 @@ def _input_files(root: Path, environ: Mapping[str, str]) -> Iterator[str]:
         environ.get("BUTIDO_SETTINGS"),
     ):
         if extra and os.path.isfile(extra):
-            yield os.path.abspath(extra)
+            inputs.append(os.path.abspath(extra))
+    return inputs
 
 
 def _settings_key(environ: Mapping[str, str]) -> str:
@@ -343,41 +340,29 @@ def _code_fingerprint() -> list[tuple[str, int, int]]:
 
 
 def _stat_fingerprint(root: Path, files: list[str], settings: str) -> str:
-    digest = hashlib.sha256(settings.encode())
-    digest.update(str(root).encode())
+    parts = [settings, str(root)]
     for path in sorted(files):
         try:
             st = os.stat(path)
         except OSError:
             continue
-        digest.update(f"\0{path}\0{st.st_mtime_ns}\0{st.st_size}".encode())
-    return digest.hexdigest()
+        parts.append(f"\0{path}\0{st.st_mtime_ns}\0{st.st_size}")
+    return hashlib.sha256("".join(parts).encode()).hexdigest()  # one update: the same digest
 
 
 def _content_hash(root: Path, files: list[str], settings: str) -> str:
+    from airflow_butido.recipes.layers import read_bytes
+
     digest = hashlib.sha256(settings.encode())
     digest.update(str(root).encode())
     for path in sorted(files):
         try:
-            data = _read_bytes(path)
+            data = read_bytes(path)
         except OSError:
             continue
         digest.update(f"\0{path}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
-
-
-def _read_bytes(path: str) -> bytes:
-    """A file's content through the bare system calls: for thousands of small recipes, half
-    the time of ``open().read()``."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
 
 
 def _read_index(path: Path, stat_fp: str) -> str | None:

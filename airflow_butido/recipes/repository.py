@@ -29,12 +29,14 @@ from airflow_butido.recipes.errors import (
 )
 from airflow_butido.recipes.layers import (
     PKG_TOML,
-    discover,
+    Listing,
     find_key_line,
     has_key_path,
     merge,
     normalize_relative_path,
     read_toml,
+    scan,
+    trails,
 )
 from airflow_butido.recipes.names import name_problem
 from airflow_butido.recipes.package import HASH_TYPES, Package, Phase, Source
@@ -153,15 +155,22 @@ def _gc_paused() -> Iterator[None]:
 
 
 def load_repository(
-    root: Path, *, config: Config | None = None, environ: Mapping[str, str] | None = None
+    root: Path,
+    *,
+    config: Config | None = None,
+    environ: Mapping[str, str] | None = None,
+    listing: Listing | None = None,
 ) -> Repository:
-    """Load every package below ``root``; raise ``RecipeErrors`` with all problems found."""
+    """Load every package below ``root``; raise ``RecipeErrors`` with all problems found.
+
+    ``listing`` is a :func:`scan` of ``root`` the caller made already (the parse cache's
+    fingerprint walks the repository just before)."""
     with _gc_paused():
-        return _load_repository(Path(root).absolute(), config, environ)
+        return _load_repository(Path(root).absolute(), config, environ, listing)
 
 
 def _load_repository(
-    root: Path, config: Config | None, environ: Mapping[str, str] | None
+    root: Path, config: Config | None, environ: Mapping[str, str] | None, listing: Listing | None
 ) -> Repository:
     config_error: InvalidConfiguration | None = None
     if config is None:
@@ -169,8 +178,8 @@ def _load_repository(
             config = load_config(root, environ=environ)
         except InvalidConfiguration as exc:
             config_error = exc  # report the broken pkg.toml files along with it
-    links: list[str] = []
-    files, trails = discover(root, links)
+    listing = listing or scan(root)
+    files, links = listing.pkg_tomls(), listing.links
     errors: list[RecipeError] = []
     warnings: list[RecipeError] = []
     for link in sorted(links):
@@ -183,16 +192,17 @@ def _load_repository(
             warnings.append(RecipeError(link, None, None, message))
     strict = config.strict_keys if config is not None else True
     data: dict[str, dict[str, Any]] = {}
+    base = str(root)
     for rel in files:
         try:
-            data[rel] = read_toml(root / rel)
+            data[rel] = read_toml(f"{base}/{rel}")
         except InvalidValue as exc:
             errors.append(RecipeError(rel, None, exc.line, exc.message))
     merged_prefix: dict[tuple[str, ...], dict[str, Any]] = {(): {}}
     memo: _Memo = {}
     missing: _Missing = {}
     packages: dict[Key, Package] = {}
-    for trail in trails:
+    for trail in trails(files):
         if any(rel not in data for rel in trail):
             continue  # a syntax error in a layer is already reported
         merged = _merged(trail, data, merged_prefix)

@@ -3,6 +3,7 @@ it is asked for, and never answers from a stale cache."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -146,3 +147,31 @@ def test_a_file_changed_before_the_late_write_is_not_stored(
     parse_cache.write_deferred()
     assert not list(cache.iterdir())  # neither the old content nor an index naming it
     assert parse_cache.load(repo, cache_dir=cache).repo.versions_of("a") == ["2"]
+
+
+def test_a_cold_load_walks_the_repository_once(
+    repo: Path, tmp_path: Path, deferred: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_butido.recipes import layers, repository
+
+    walks: list[object] = []
+    real = layers.scan
+
+    def counting(root: Path | str) -> layers.Listing:
+        walks.append(root)
+        return real(root)
+
+    monkeypatch.setattr(layers, "scan", counting)
+    monkeypatch.setattr(repository, "scan", counting)
+    loaded = parse_cache.load(repo, cache_dir=tmp_path / "cache")
+    assert len(walks) == 1  # the fingerprint's walk is the one the loader reads
+    assert [p.key for p in loaded.repo] == [("a", "1"), ("b", "1")]
+
+
+def test_the_stat_fingerprint_digests_every_file_s_path_mtime_and_size(repo: Path) -> None:
+    files = [str(repo / "a" / "pkg.toml"), str(repo / "pkg.toml"), str(repo / "gone")]
+    expected = hashlib.sha256(b"settings" + str(repo).encode())
+    for path in sorted(files[:2]):
+        st = os.stat(path)
+        expected.update(f"\0{path}\0{st.st_mtime_ns}\0{st.st_size}".encode())
+    assert parse_cache._stat_fingerprint(repo, files, "settings") == expected.hexdigest()

@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 
 from airflow_butido.recipes.errors import InvalidValue
-from airflow_butido.recipes.layers import discover, find_key_line, merge, normalize_relative_path
+from airflow_butido.recipes.layers import (
+    discover,
+    find_key_line,
+    merge,
+    normalize_relative_path,
+    read_bytes,
+    read_toml,
+    scan,
+)
 
 
 @pytest.mark.parametrize(
@@ -75,6 +83,43 @@ def test_symlinked_directories_are_not_followed(tmp_path: Path) -> None:
     _touch(tmp_path, "pkg.toml", "real/pkg.toml")
     (tmp_path / "link").symlink_to(tmp_path / "real")
     assert discover(tmp_path)[0] == ["pkg.toml", "real/pkg.toml"]
+
+
+def test_trails_of_directories_whose_names_share_a_prefix(tmp_path: Path) -> None:
+    # sorted, "a-b/..." and "ab/..." surround "a/b/..." but are not below "a"
+    _touch(tmp_path, "a/pkg.toml", "a-b/pkg.toml", "a/b/pkg.toml", "ab/pkg.toml")
+    files, trails = discover(tmp_path)
+    assert files == ["a-b/pkg.toml", "a/b/pkg.toml", "a/pkg.toml", "ab/pkg.toml"]
+    assert trails == [("a-b/pkg.toml",), ("a/pkg.toml", "a/b/pkg.toml"), ("ab/pkg.toml",)]
+
+
+def test_scan_lists_every_file_and_the_links_it_does_not_follow(tmp_path: Path) -> None:
+    _touch(tmp_path, "pkg.toml", "a/pkg.toml", "a/x.patch", ".git/config", "a/.hidden")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "pkg.toml").symlink_to(tmp_path / "a" / "pkg.toml")
+    (tmp_path / "alink").symlink_to(tmp_path / "a")
+    (tmp_path / "a" / "plink").symlink_to(tmp_path / "a" / "x.patch")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    listing = scan(tmp_path)
+    files = ["a/pkg.toml", "a/plink", "a/x.patch", "b/pkg.toml", "pkg.toml"]
+    assert sorted(listing.files) == [f"{tmp_path}/{rel}" for rel in files]  # links to files too
+    assert sorted(listing.links) == ["alink", "b/pkg.toml"]
+    assert listing.pkg_tomls() == ["a/pkg.toml", "pkg.toml"]  # a linked pkg.toml is none
+    links: list[str] = []
+    assert discover(tmp_path, links)[0] == listing.pkg_tomls()
+    assert sorted(links) == ["alink", "b/pkg.toml"]
+
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 16) - 1, 1 << 16, (1 << 16) + 1, 300_000])
+def test_read_bytes_reads_the_whole_file(tmp_path: Path, size: int) -> None:
+    data = bytes(i % 251 for i in range(size))
+    (tmp_path / "f").write_bytes(data)
+    assert read_bytes(str(tmp_path / "f")) == data
+
+
+def test_reading_a_directory_as_toml_is_an_invalid_value(tmp_path: Path) -> None:
+    with pytest.raises(InvalidValue, match="^cannot read: Is a directory$"):
+        read_toml(str(tmp_path))
 
 
 def test_loading_the_example_repo(example_repo: Path) -> None:

@@ -519,3 +519,13 @@ def test_broken_config_and_broken_packages_are_reported_together(tmp_path: Path)
     with pytest.raises(ConfigError, match="maxjobs") as info:
         load(root)
     assert "invalid packages" not in str(info.value)
+
+
+def test_the_loader_reads_the_pkg_toml_files_of_the_listing_it_is_given(tmp_path: Path) -> None:
+    from airflow_butido.recipes.layers import scan
+
+    root = write_repo(tmp_path, packages(("a", "1", ["b =1"]), ("b", "1", [])))
+    listing = scan(root)  # as the parse cache walks the repository for its fingerprint
+    write_repo(tmp_path, packages(("c", "1", [])))
+    assert load_repository(root, environ={}, listing=listing).names() == ["a", "b"]
+    assert load(root).names() == ["a", "b", "c"]
