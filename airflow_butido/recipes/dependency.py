@@ -102,6 +102,14 @@ def _parse_string(text: str) -> tuple[str, str]:
     return m["name"], version
 
 
+@lru_cache(maxsize=1 << 16)
+def _string_dependency(text: str, kind: str) -> Dependency:
+    """A plain-string dependency, cached: the same strings recur across a repository, and a
+    frozen dependency can be shared by every package that writes it."""
+    name, version = _parse_string(text)
+    return Dependency(name, version, kind, None, text)
+
+
 def parse_dependency_string(text: str) -> tuple[str, str]:
     """``"vim =8.2"`` or ``"vim 8.2"`` -> ``("vim", "8.2")`` (cached: strings repeat)."""
     if not isinstance(text, str):
@@ -151,8 +159,7 @@ def parse_dependency(
     """One entry of ``dependencies.build`` / ``dependencies.runtime``; unknown keys raise
     UnknownKey, or are collected in ``unknown`` (keys relative to the entry)."""
     if isinstance(value, str):
-        name, version = parse_dependency_string(value)
-        return Dependency(name, version, kind, None, value)
+        return _string_dependency(value, kind)
     if not isinstance(value, dict):
         raise InvalidValue(f"expected a string or a table, got {type_name(value)}")
     _unknown_keys(value, _DEPENDENCY_TABLE_KEYS, unknown, "")

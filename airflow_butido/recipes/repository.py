@@ -10,7 +10,7 @@ import gc
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -373,7 +373,8 @@ def _parse_dependencies(
             except InvalidValue as exc:
                 sub = f"{at}[{i}]" + (f".{exc.key}" if exc.key else "")
                 errs.append(type(exc)(exc.message, sub))
-            errs.extend(UnknownKey(u.message, f"{at}[{i}].{u.key}") for u in unknown or ())
+            if unknown:
+                errs.extend(UnknownKey(u.message, f"{at}[{i}].{u.key}") for u in unknown)
     return tuple(deps)
 
 
@@ -447,6 +448,7 @@ def _check_phase_paths(
 
 
 _Memo = dict[tuple[str, int], tuple[Any, Any, list[InvalidValue]]]
+_Parse = Callable[[Any, list[InvalidValue]], Any]
 _Missing = dict[RecipeError, list[str]]
 _MISSING = "missing required"
 
@@ -456,6 +458,65 @@ def _with_leaves(error: RecipeError, leaves: list[str]) -> RecipeError:
     shown = ", ".join(leaves[:3])
     more = f" and {len(leaves) - 3} more" if len(leaves) > 3 else ""
     return replace(error, message=f"{error.message} in {shown}{more}")
+
+
+def _checked(parse: Callable[[Any, str], Any], key: str) -> _Parse:
+    """``parse(value, key)`` as a memo parser: its ``InvalidValue`` goes to the list."""
+
+    def run(value: Any, local: list[InvalidValue]) -> Any:
+        try:
+            return parse(value, key)
+        except InvalidValue as exc:
+            local.append(exc)
+            return None
+
+    return run
+
+
+# The tables parsed once per distinct object (see _build_package), in the order their
+# errors are reported; dependencies, whose parse depends on ``strict``, come first.
+_SHARED: tuple[tuple[str, _Parse], ...] = (
+    ("environment", _checked(_string_table, "environment")),
+    ("allowed_images", _checked(_string_list, "allowed_images")),
+    ("denied_images", _checked(_string_list, "denied_images")),
+    ("phases", _parse_phases),
+    ("meta", _checked(_string_table, "meta")),
+)
+_TOP_LEVEL = frozenset(TOP_LEVEL_KEYS)
+
+
+def _strict_dependencies(value: Any, errs: list[InvalidValue]) -> tuple[Dependency, ...]:
+    return _parse_dependencies(value, errs, True)
+
+
+def _lenient_dependencies(value: Any, errs: list[InvalidValue]) -> tuple[Dependency, ...]:
+    return _parse_dependencies(value, errs, False)
+
+
+def _shared(
+    merged: dict[str, Any], key: str, parse: _Parse, memo: _Memo, errs: list[InvalidValue]
+) -> Any:
+    """Parse ``merged[key]`` once per distinct object (the memo keeps it alive)."""
+    if key not in merged:
+        return None
+    value = merged[key]
+    hit = memo.get((key, id(value)))
+    if hit is None:
+        local: list[InvalidValue] = []
+        hit = memo[(key, id(value))] = (value, parse(value, local), local)
+    if hit[2]:
+        errs.extend(hit[2])
+    return hit[1]
+
+
+def _name_or_version(merged: dict[str, Any], key: str, errs: list[InvalidValue]) -> str | None:
+    if key not in merged:
+        return None
+    try:
+        return _string(merged[key], key, allow_int=True)
+    except InvalidValue as problem:
+        errs.append(problem)
+        return None
 
 
 def _build_package(
@@ -474,46 +535,14 @@ def _build_package(
     Unknown keys are errors when ``strict``, else they go to ``warnings``."""
     errs: list[InvalidValue] = []
     for key in merged:
-        if key not in TOP_LEVEL_KEYS:
+        if key not in _TOP_LEVEL:
             hint = " (flags were removed in butido 0.2)" if key == "flags" else ""
             errs.append(UnknownKey(f"unknown key{hint}", key))
     for key in _REQUIRED:
         if key not in merged:
             errs.append(InvalidValue("missing required key", key))
-
-    def get(key: str, parse: Any) -> Any:
-        if key not in merged:
-            return None
-        try:
-            return parse(merged[key], key)
-        except InvalidValue as exc:
-            errs.append(exc)
-            return None
-
-    def shared(key: str, parse: Any) -> Any:
-        """Parse ``merged[key]`` once per distinct object (the memo keeps it alive)."""
-        if key not in merged:
-            return None
-        value = merged[key]
-        hit = memo.get((key, id(value)))
-        if hit is None:
-            local: list[InvalidValue] = []
-            hit = memo[(key, id(value))] = (value, parse(value, local), local)
-        errs.extend(hit[2])
-        return hit[1]
-
-    def checked(parse: Any) -> Any:
-        def run(value: Any, local: list[InvalidValue]) -> Any:
-            try:
-                return parse(value)
-            except InvalidValue as exc:
-                local.append(exc)
-                return None
-
-        return run
-
-    name = get("name", lambda v, k: _string(v, k, allow_int=True))
-    version = get("version", lambda v, k: _string(v, k, allow_int=True))
+    name = _name_or_version(merged, "name", errs)
+    version = _name_or_version(merged, "version", errs)
     for key, value in (("name", name), ("version", version)):
         problem = None if value is None else name_problem(value)
         if problem is not None:
@@ -536,13 +565,18 @@ def _build_package(
                     sources.append(parsed)
         else:
             errs.append(InvalidValue("expected a table", "sources"))
-    dependencies = shared("dependencies", lambda v, e: _parse_dependencies(v, e, strict)) or ()
-    patches_raw = get("patches", _string_list)
-    environment = shared("environment", checked(lambda v: _string_table(v, "environment")))
-    allowed = shared("allowed_images", checked(lambda v: _string_list(v, "allowed_images")))
-    denied = shared("denied_images", checked(lambda v: _string_list(v, "denied_images")))
-    phases = shared("phases", _parse_phases) or ()
-    meta = shared("meta", checked(lambda v: _string_table(v, "meta")))
+    parse_deps = _strict_dependencies if strict else _lenient_dependencies
+    dependencies = _shared(merged, "dependencies", parse_deps, memo, errs) or ()
+    patches_raw = None
+    if "patches" in merged:
+        try:
+            patches_raw = _string_list(merged["patches"], "patches")
+        except InvalidValue as problem:
+            errs.append(problem)
+    environment, allowed, denied, phases, meta = (
+        _shared(merged, key, parse, memo, errs) for key, parse in _SHARED
+    )
+    phases = phases or ()
     leaf = context.files[-1]
     accepted = [e for e in errs if isinstance(e, UnknownKey)] if not strict else []
     for exc in errs:
@@ -563,6 +597,8 @@ def _build_package(
     patches = _resolve_patches(patches_raw, context, root, errors) if patches_raw else ()
     path_errors = _check_phase_paths(phases, context, root, errors)
     if len(errs) != len(accepted) or len(patches) != len(patches_raw or ()) or path_errors:
+        return None
+    if name is None or version is None:  # reported above: missing, or not a string
         return None
     return Package(
         name=name,

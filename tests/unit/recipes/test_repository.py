@@ -529,3 +529,22 @@ def test_the_loader_reads_the_pkg_toml_files_of_the_listing_it_is_given(tmp_path
     write_repo(tmp_path, packages(("c", "1", [])))
     assert load_repository(root, environ={}, listing=listing).names() == ["a", "b"]
     assert load(root).names() == ["a", "b", "c"]
+
+
+def test_packages_writing_the_same_dependency_share_it(tmp_path: Path) -> None:
+    root = write_repo(
+        tmp_path, packages(("a", "1", ["c =1"]), ("b", "1", ["c =1"]), ("c", "1", []))
+    )
+    repo = load(root)
+    (a_dep,) = repo.get("a", "1").dependencies
+    (b_dep,) = repo.get("b", "1").dependencies
+    assert a_dep is b_dep and a_dep == Dependency("c", "1", "runtime", None, "c =1")
+
+
+def test_a_bad_dependency_string_is_reported_for_every_package_writing_it(tmp_path: Path) -> None:
+    root = write_repo(tmp_path, packages(("a", "1", ["c  =1"]), ("b", "1", ["c  =1"])))
+    errors = errors_of(root)
+    assert [(e.file, e.key) for e in errors] == [
+        ("a/1/pkg.toml", "dependencies.runtime[0]"),
+        ("b/1/pkg.toml", "dependencies.runtime[0]"),
+    ]
