@@ -103,36 +103,30 @@ def _serial_order(graph: PackageGraph, root: tuple[str, str]) -> list[str]:
     return lines
 
 
-def indented_json(value: object, indent: str = "") -> str:
-    """``json.dumps(value, indent=2)``, the same text, built by joining strings.
+def tree_json(graph: PackageGraph, root: tuple[str, str]) -> str:
+    """``json.dumps(graph.to_json(root), indent=2)``, the same text, written directly.
 
-    The standard library's C encoder does not indent, and its Python encoder yields a
-    chunk per token: for a tree of 5,000 packages 0.14 s against 0.09 s here.
+    The standard library's C encoder does not indent and its Python encoder yields a
+    chunk per token; this writes one string per edge from labels escaped once per package
+    (for a tree of 5,000 packages and 20,000 edges: 0.04 s against 0.17 s, and no dicts).
     """
-    if isinstance(value, str):
-        return _json_string(value)
-    inner = indent + "  "
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        if all(type(v) is str for v in value.values()):  # the edges of a tree: fast
-            items = [f"{inner}{_json_key(k)}: {_json_string(v)}" for k, v in value.items()]
-        else:
-            items = [f"{inner}{_json_key(k)}: {indented_json(v, inner)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
-    if isinstance(value, list | tuple):
-        if not value:
-            return "[]"
-        if all(type(v) is str for v in value):
-            parts = [inner + _json_string(v) for v in value]
-        else:
-            parts = [inner + indented_json(v, inner) for v in value]
-        return "[\n" + ",\n".join(parts) + f"\n{indent}]"
-    return json.dumps(value)
+    from airflow_butido.graph import label
 
-
-def _json_key(key: object) -> str:
-    return _json_string(key if isinstance(key, str) else json.dumps(key))
+    keys = graph.subgraph_keys(root)
+    labels = {key: _json_string(label(key)) for key in keys}
+    kinds = {kind: _json_string(kind) for kind in DEPENDENCY_KINDS}
+    edges = [
+        f'    {{\n      "from": {labels[key]},\n      "to": {labels[edge.dependency]},\n'
+        f'      "kind": {kinds.get(edge.kind) or _json_string(edge.kind)}\n    }}'
+        for key in keys
+        for edge in graph.dependencies(key)
+    ]
+    packages = ",\n    ".join(labels[key] for key in keys)
+    edge_list = "[\n" + ",\n".join(edges) + "\n  ]" if edges else "[]"
+    return (
+        f'{{\n  "root": {_json_string(label(root))},\n  "packages": [\n    {packages}\n  ],\n'
+        f'  "edges": {edge_list}\n}}'
+    )
 
 
 def cmd_tree_of(args: argparse.Namespace) -> int:
@@ -149,7 +143,7 @@ def cmd_tree_of(args: argparse.Namespace) -> int:
     for n, root in enumerate(roots):
         graph = resolve(repo, [root], image=image, env=env)
         if args.json:
-            out.write(indented_json(graph.to_json(root.key)))
+            out.write(tree_json(graph, root.key))
             out.write("\n")
             continue
         if n:

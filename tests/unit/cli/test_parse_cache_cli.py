@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from airflow_butido import parse_cache
-from airflow_butido.cli.repo_commands import indented_json
+from airflow_butido.cli.repo_commands import tree_json
 from tests.unit.cli.runner import butido_fixture
 from tests.unit.recipes.repo_factory import leaf, write_repo
 
@@ -98,15 +98,27 @@ def test_warnings_are_logged_from_the_cache_too(
         assert any("homepage" in r.getMessage() for r in caplog.records)
 
 
+DIAMOND = {"a": (["b =1"], ["c =1"]), "b": (["c =1"], []), "c": ([], []), "d": (["a =1"], [])}
+
+
 @pytest.mark.parametrize(
-    "value",
+    ("specs", "root"),
     [
-        {"root": "a 1", "packages": ["a 1", "b 1"], "edges": [
-            {"from": "a 1", "to": "b 1", "kind": "build"}]},
-        {"nested": {"x": [1, 2.5, None, True, {"y": []}], "e": {}}, "ü\n\"": "é", "n": []},
-        [],
-        [[], {}],
+        ({"a": (["b =1"], []), "b": ([], [])}, "a"),
+        ({"a": ([], [])}, "a"),  # no edges
+        (DIAMOND, "a"),  # both kinds of edge
+        (DIAMOND, "d"),
     ],
-)  # fmt: skip
-def test_tree_json_is_the_text_json_dumps_writes(value: object) -> None:
-    assert indented_json(value) == json.dumps(value, indent=2)
+)
+def test_tree_json_is_the_text_json_dumps_writes(
+    tmp_path: Path, specs: dict[str, tuple[list[str], list[str]]], root: str
+) -> None:
+    from airflow_butido.graph import resolve
+    from airflow_butido.recipes import load_repository
+
+    files = {f"{n}/pkg.toml": leaf(n, "1", rt, build=bd) for n, (rt, bd) in specs.items()}
+    repo = load_repository(write_repo(tmp_path, files), environ={})
+    graph = resolve(repo, [repo.get(root, "1")])
+    text = tree_json(graph, (root, "1"))
+    assert text == json.dumps(graph.to_json((root, "1")), indent=2)
+    assert json.loads(text)["root"] == f"{root} 1"
