@@ -13,6 +13,7 @@ script calls ``butido`` back, and ``autocomplete`` answers before any command ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -91,20 +92,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     # command, by a child process, so that the command exits as soon as it has answered.
     parse_cache.defer_writes()
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except ButidoError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        code = 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        code = 130
     except BrokenPipeError:
         # The reader went away (`butido ... | head`); not an error of ours.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        code = 0
     finally:
         parse_cache.write_deferred(detach=argv is None)
+    if argv is None and getattr(args, "quick_exit", False):
+        exit_at_once(code)
+    return code
+
+
+def exit_at_once(code: int) -> None:
+    """End the process as the interpreter would, less freeing every object one by one.
+
+    For a query over thousands of packages that freeing takes 0.05 s, and 0.15 s after
+    write_deferred forked its child (every page the freeing writes to is copied then).
+    Done for the read-only repository commands (their ``quick_exit``), after the output
+    is flushed and the ``atexit`` handlers have run (logging's among them); returns, for
+    the ordinary exit, while another thread runs or when a stream cannot be flushed.
+    """
+    import atexit
+
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    atexit._run_exitfuncs()
+    with contextlib.suppress(OSError, ValueError):  # what the handlers may have written
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -386,13 +386,13 @@ def register(subparsers: Any) -> None:
         "--serial-buildorder", action="store_true", help="print a valid serial build order"
     )
     fmt.add_argument("--json", action="store_true", help="print the graph as JSON")
-    p.set_defaults(func=cmd_tree_of)
+    p.set_defaults(func=cmd_tree_of, quick_exit=True)
 
     p = subparsers.add_parser(
         "versions-of", aliases=["versions"], help="list the versions of a package"
     )
     p.add_argument("name", metavar="NAME")
-    p.set_defaults(func=cmd_versions_of)
+    p.set_defaults(func=cmd_versions_of, quick_exit=True)
 
     p = subparsers.add_parser(
         "dependencies-of", aliases=["depsof"], help="list the direct dependencies of a package"
@@ -400,18 +400,18 @@ def register(subparsers: Any) -> None:
     add_package_args(p, version_help=CONSTRAINT_HELP)
     _add_type_flag(p)
     add_format_flags(p)
-    p.set_defaults(func=cmd_dependencies_of)
+    p.set_defaults(func=cmd_dependencies_of, quick_exit=True)
 
     p = subparsers.add_parser("what-depends", help="list packages that depend on NAME directly")
     p.add_argument("name", metavar="NAME")
     _add_type_flag(p)
     add_format_flags(p)
-    p.set_defaults(func=cmd_what_depends)
+    p.set_defaults(func=cmd_what_depends, quick_exit=True)
 
     p = subparsers.add_parser("env-of", aliases=["env"], help="print a package's environment")
     p.add_argument("name", metavar="NAME")
     p.add_argument("version", metavar="VERSION", help="exact version")
-    p.set_defaults(func=cmd_env_of)
+    p.set_defaults(func=cmd_env_of, quick_exit=True)
 
     p = subparsers.add_parser("find-pkg", help="search packages by name (regular expression)")
     p.add_argument("regex", metavar="REGEX", help="unanchored regular expression on the name")
@@ -434,7 +434,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("-P", "--phases", action="store_true", help="print the phase names")
     p.add_argument("-s", "--script", action="store_true", help="print the rendered script")
     add_text_flags(p)
-    p.set_defaults(func=cmd_find_pkg)
+    p.set_defaults(func=cmd_find_pkg, quick_exit=True)
 
     p = subparsers.add_parser(
         "metrics", help="print repository counts and the rows of every database table"
