@@ -20,18 +20,16 @@ import hashlib
 import os
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, TypeAlias
-
-from typing_extensions import TypeIs
 
 from airflow_butido.errors import ButidoError
 from airflow_butido.recipes.config import DEFAULT_STORES_CONN_ID, Config, StoreUrl
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
+    from typing_extensions import TypeIs  # in annotations only: no import at run time
 
 StorePath: TypeAlias = "Path | ObjectStoragePath"
 
@@ -214,6 +212,8 @@ def chunks_of(path: StorePath) -> Iterator[bytes]:
 
 def temporary_key(root: ObjectStoragePath, prefix: str) -> ObjectStoragePath:
     """A fresh temporary key at the top of ``root``: ``<prefix><random>.part``."""
+    import uuid
+
     return root / f"{prefix}{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
 
 

@@ -26,10 +26,8 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -199,6 +197,8 @@ def _store_later(
 def _write_pickle(path: Path, loaded: LoadedRepository) -> None:
     """Store ``loaded`` (every image's graph resolved, no credentials) under its content
     hash; a repository whose graphs do not resolve is not stored."""
+    import pickle
+
     from airflow_butido.errors import ResolveError
 
     try:
@@ -376,6 +376,8 @@ def _read_index(path: Path, stat_fp: str) -> str | None:
 
 
 def _read_pickle(path: Path) -> LoadedRepository | None:
+    import pickle
+
     from airflow_butido.recipes.repository import _gc_paused
 
     try:
@@ -391,6 +393,8 @@ def _read_pickle(path: Path) -> LoadedRepository | None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +85,8 @@ def _set_over_rest(args: argparse.Namespace, name: str, slots: int, description:
 
 
 def _set_with_airflow_cli(name: str, slots: int, description: str) -> None:
+    import subprocess
+
     airflow = shutil.which("airflow")
     if airflow is None:
         raise ButidoError(

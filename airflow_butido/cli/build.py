@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -426,6 +425,8 @@ def _sigterm_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+
+    import signal
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

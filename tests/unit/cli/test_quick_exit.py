@@ -13,9 +13,12 @@ import pytest
 
 from tests.unit.recipes.repo_factory import leaf, write_repo
 
-SCRIPT = """
+UNUSED = ("pickle", "signal", "subprocess", "tempfile", "typing_extensions", "uuid")
+SCRIPT = f"""
 import atexit, sys, threading
 atexit.register(lambda: print("atexit handler ran", file=sys.stderr))
+loaded = lambda: [m for m in {UNUSED!r} if m in sys.modules]
+atexit.register(lambda: print("imported:", loaded(), file=sys.stderr))
 if sys.argv[1] == "thread":
     threading.Thread(target=threading.Event().wait, args=(1,)).start()
 sys.argv = ["butido", "--repo", sys.argv[2], *sys.argv[3:]]
@@ -64,3 +67,11 @@ def test_with_another_thread_running_main_returns(repo: Path, tmp_path: Path) ->
 def test_other_commands_return_from_main(repo: Path, tmp_path: Path) -> None:
     done = butido(repo, tmp_path, "lint")
     assert "main returned" in done.stderr, done.stderr
+
+
+def test_a_cold_query_imports_none_of_what_only_other_commands_or_the_writer_use(
+    repo: Path, tmp_path: Path
+) -> None:
+    done = butido(repo, tmp_path, "tree-of", "a", "--json")  # an empty cache: loaded afresh
+    assert done.returncode == 0, done.stderr
+    assert "imported: []" in done.stderr  # the pickle is written by the forked child
