@@ -97,6 +97,14 @@ def _airflow_outcome(exc: BaseException) -> tuple[str, str, list[str]] | None:
     return None
 
 
+def _what_failed(exc: BaseException) -> str:
+    """A retried failure, as its task's log line says it: an endpoint, the Docker API or
+    the database (InfrastructureError), or an unexpected exception, named."""
+    if isinstance(exc, InfrastructureError):
+        return f"infrastructure failure: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _retry_delay(task: Any) -> float:
     """The task's ``retry_delay`` in seconds, as Airflow would wait before the next try."""
     delay = getattr(task, "retry_delay", None)
@@ -236,10 +244,10 @@ class LocalRun:
                 return SUCCESS, "", value
             # retried like Airflow would, then failed
             if attempt < attempts:
-                self._emit(task_id, "up_for_retry", str(failure))
+                self._emit(task_id, "up_for_retry", f"{_what_failed(failure)} (will retry)")
                 time.sleep(_retry_delay(task))
                 continue
-            return FAILED, f"{type(failure).__name__}: {failure}", None
+            return FAILED, _what_failed(failure), None
         raise AssertionError("unreachable")
 
     def _emit(self, task_id: str, state: str, message: str = "", value: Any = None) -> None:

@@ -19,6 +19,10 @@ BUILT = "built"
 REUSED = "reused"
 OUTCOMES = (BUILT, REUSED)
 
+# Beside the manifest (``return_value``), the XCom a failed package task leaves for the
+# report and CI: the message and the log tail.
+FAILURE_XCOM_KEY = "failure"
+
 
 class ManifestError(ValueError):
     """Data that is not a manifest this version understands."""

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_butido.errors import BuildError, ButidoError, InfrastructureError
-from airflow_butido.manifest import BUILT, REUSED, ArtifactRef, Manifest, ReusedFrom, is_manifest
+from airflow_butido.manifest import (
+    BUILT,
+    FAILURE_XCOM_KEY,
+    REUSED,
+    ArtifactRef,
+    Manifest,
+    ReusedFrom,
+    is_manifest,
+)
 from airflow_butido.plan import PLAN_TASK_ID, Plan
 
 if TYPE_CHECKING:
@@ -49,9 +57,6 @@ if TYPE_CHECKING:
     from airflow_butido.recipes.config import Config
     from airflow_butido.recipes.package import Package
     from airflow_butido.recipes.repository import Repository
-
-# The XCom key of what a failed task leaves for the report: the message and the log tail.
-FAILURE_XCOM_KEY = "failure"
 
 _SUBMIT_NAMESPACE = uuid.UUID("5b7e2a8e-6c1d-4f0e-9a55-6275746964f0")
 

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 from airflow_butido.cli.common import add_run_flags, database_url_for
 from airflow_butido.errors import ButidoError
 from airflow_butido.object_store import url_of
-from airflow_butido.plan import label_key
 from airflow_butido.run_inputs import env_pairs
 
 if TYPE_CHECKING:
@@ -324,7 +323,7 @@ def _run_packages(
     from airflow_butido.jobs import ContainerRemovals
     from airflow_butido.local_build import SUCCESS, LocalDag, LocalRun
     from airflow_butido.package_build import LocalPackageTask
-    from airflow_butido.plan import PLAN_TASK_ID
+    from airflow_butido.plan import PLAN_TASK_ID, label_key
 
     plan = planned.plan
     settings = planned.repo.config.airflow

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow_butido.cli.common import add_run_flags
-from airflow_butido.package_build import FAILURE_XCOM_KEY
+from airflow_butido.manifest import FAILURE_XCOM_KEY
 from airflow_butido.run_inputs import env_pairs
 
 EXIT_TIMEOUT = 3

@@ -53,8 +53,14 @@ def test_a_build_failure_is_final_and_its_dependents_are_not_run():
 
 def test_an_infrastructure_failure_is_retried():
     a = Task("a", (), InfrastructureError("endpoint gone"), RuntimeError("socket closed"))
-    assert run(a) == {"a": "success"}
+    events: list[Any] = []
+    dag = LocalDag("d", [a], {})
+    assert LocalRun(dag, {}, max_parallel=1, on_event=events.append).run() == {"a": "success"}
     assert a.tries == 3
+    assert [e.message for e in events if e.state == "up_for_retry"] == [
+        "infrastructure failure: endpoint gone (will retry)",
+        "RuntimeError: socket closed (will retry)",
+    ]
 
 
 def test_not_in_run_skips_and_the_dependents_still_run():
