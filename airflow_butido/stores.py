@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from airflow_butido.errors import BuildError, ConfigError, InfrastructureError
 from airflow_butido.object_store import (
@@ -158,12 +158,27 @@ class _ChunkReader(io.RawIOBase):
 class _MemberData(io.RawIOBase):
     """The data of the current member of a stream-mode archive, read straight from the
     archive's stream: ``extractfile`` would add a buffered layer and one more copy of
-    every byte."""
+    every byte.
+
+    Reads return the engine's chunks as they arrive (a piece may be shorter than asked
+    for). ``tarfile``'s own stream would join them into pieces of the size asked for and
+    slice off the rest, two more copies of every byte: a fifth of an extraction's CPU
+    time. When the archive's stream is ``tarfile``'s uncompressed one, its buffer is
+    drained first and then its source read directly, the stream's position kept right;
+    any other stream is read through its ``read``."""
 
     def __init__(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         assert tar.fileobj is not None
         self._stream = tar.fileobj
         self._left = member.size
+        stream = self._stream
+        self._direct = (
+            type(stream) is getattr(tarfile, "_Stream", None)
+            and getattr(stream, "comptype", None) == "tar"
+            and isinstance(getattr(stream, "buf", None), bytes)
+            and isinstance(getattr(stream, "pos", None), int)
+            and hasattr(getattr(stream, "fileobj", None), "read")
+        )
 
     def readable(self) -> bool:
         return True
@@ -172,11 +187,21 @@ class _MemberData(io.RawIOBase):
         wanted = self._left if size is None or size < 0 else min(size, self._left)
         if not wanted:
             return b""
-        data = self._stream.read(wanted)
-        if len(data) != wanted:
+        data = self._read_direct(wanted) if self._direct else self._stream.read(wanted)
+        if not data or (not self._direct and len(data) != wanted):
             raise tarfile.ReadError("unexpected end of data")
-        self._left -= wanted
+        self._left -= len(data)
         return data
+
+    def _read_direct(self, wanted: int) -> bytes:
+        stream: Any = self._stream
+        if stream.buf:
+            data = stream.buf[:wanted]
+            stream.buf = stream.buf[len(data) :]
+        else:
+            data = stream.fileobj.read(wanted)
+        stream.pos += len(data)
+        return bytes(data)
 
 
 def artifact_rel_path(member_name: str) -> str:

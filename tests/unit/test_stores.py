@@ -252,3 +252,40 @@ def test_member_data_goes_through_in_small_pieces_whatever_the_chunks(tmp_path: 
     assert artifact.sha256 == hashlib.sha256(data).hexdigest()
     assert PIECE_SIZE <= 64 * 1024
     assert peak < 512 * 1024  # a megabyte per read peaked above 1 MiB
+
+
+def test_member_data_hands_the_engines_chunks_over_without_joining_them(tmp_path: Path) -> None:
+    """tarfile's stream joins chunks into pieces of the size asked for and slices off the
+    rest (two copies of every byte); member data is read from the chunks directly, so
+    every piece written is one the chunk iterator produced (or the buffered remainder of
+    the chunk that held the header), and the members after it still parse."""
+    from airflow_butido import stores
+
+    first = bytes(range(256)) * 300  # 76,800 bytes: not a multiple of 512
+    second = b"z" * 70_001
+    archive = tar_bytes(reg("outputs/a.bin", first), reg("outputs/b.bin", second))
+    sent = list(chunks(archive, 16 * 1024 + 3))
+    pieces: list[int] = []
+    real_write = stores._write_file
+
+    def counting_write(root, rel, source, owners):  # type: ignore[no-untyped-def]
+        assert source._direct  # tarfile's uncompressed stream is read directly
+        read = source.read
+
+        def read_and_count(size: int = -1) -> bytes:
+            piece = read(size)
+            pieces.append(len(piece))
+            return piece
+
+        source.read = read_and_count
+        return real_write(root, rel, source, owners)
+
+    stores._write_file = counting_write  # type: ignore[assignment]
+    try:
+        a, b = extract_outputs(iter(sent), tmp_path / "s")
+    finally:
+        stores._write_file = real_write  # type: ignore[assignment]
+    assert (a.path, a.size, a.sha256) == ("a.bin", len(first), hashlib.sha256(first).hexdigest())
+    assert (b.path, b.size, b.sha256) == ("b.bin", len(second), hashlib.sha256(second).hexdigest())
+    assert (tmp_path / "s" / "b.bin").read_bytes() == second
+    assert max(pieces) <= 16 * 1024 + 3  # never more than one chunk: nothing joined
