@@ -31,6 +31,20 @@ class PackageOutcome:
 
 
 @dataclass(frozen=True)
+class Finished:
+    """What the report needs of a package task that succeeded: whether it reused an
+    earlier build, and the artifacts. From its manifest, or read back from the build
+    database (one query for a whole run, where the manifests are one XCom request each)."""
+
+    reused: bool
+    artifacts: tuple[str, ...]  # staging-relative paths
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Finished:
+        return cls(manifest.reused, tuple(a.path for a in manifest.artifacts))
+
+
+@dataclass(frozen=True)
 class RunReport:
     submit_uuid: str
     image: str
@@ -62,13 +76,14 @@ class RunReport:
 def summarize(
     plan: Plan,
     states: Mapping[str, str | None],
-    manifests: Mapping[str, Manifest | None],
+    manifests: Mapping[str, Manifest | Finished | None],
     failures: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> RunReport:
     """One outcome per planned package, in build order.
 
     ``states`` maps task ids to Airflow task states; ``manifests`` to the package tasks'
-    manifests; ``failures`` to what a failed task recorded (``message``, ``log_tail``).
+    manifests (or what the build database says of them: ``Finished``); ``failures`` to
+    what a failed task recorded (``message``, ``log_tail``).
     """
     failures = failures or {}
     failed_ids = {t for t in plan.packages if states.get(t) == "failed" or t in plan.failures}
@@ -76,19 +91,22 @@ def summarize(
     for task_id in plan.packages:
         label = plan.labels.get(task_id, task_id)
         state = states.get(task_id)
-        manifest = plan.reused.get(task_id) or manifests.get(task_id)
-        if task_id in plan.reused and manifest is not None:
-            reason = manifest.reused_from.reason if manifest.reused_from else ""
-            paths = tuple(a.path for a in manifest.artifacts)
+        up_front = plan.reused.get(task_id)
+        manifest = up_front or manifests.get(task_id)
+        if up_front is not None:
+            reason = up_front.reused_from.reason if up_front.reused_from else ""
+            paths = tuple(a.path for a in up_front.artifacts)
             outcomes.append(
                 PackageOutcome(
                     task_id, label, REUSED, state, f"up front: {reason}", artifacts=paths
                 )
             )
         elif state == "success" and manifest is not None:
-            outcome = REUSED if manifest.reused else BUILT
-            paths = tuple(a.path for a in manifest.artifacts)
-            outcomes.append(PackageOutcome(task_id, label, outcome, state, artifacts=paths))
+            finished = manifest if isinstance(manifest, Finished) else Finished.of(manifest)
+            outcome = REUSED if finished.reused else BUILT
+            outcomes.append(
+                PackageOutcome(task_id, label, outcome, state, artifacts=finished.artifacts)
+            )
         elif state == "failed" or task_id in plan.failures:
             failure = failures.get(task_id) or {"message": plan.failures.get(task_id)}
             tail = failure.get("log_tail") or ()

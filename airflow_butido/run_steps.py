@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_butido.plan import Plan, PlanError, RunRequest, label_key
-from airflow_butido.report import REUSED, RunReport
+from airflow_butido.report import REUSED, Finished, RunReport
 
 if TYPE_CHECKING:
     from airflow_butido.db.records import PackageOutcomeRecord
@@ -112,6 +112,42 @@ def log_plan(log: logging.Logger | Any, plan: Plan) -> None:
             log.info("  reused  %s: %s", label, reused.reason if reused else "")
         else:
             log.info("  build   %s", label)
+
+
+def finished_or_warn(
+    log: logging.Logger | Any,
+    repo_path: str | Path,
+    database_url: str | None,
+    plan: Plan,
+    task_ids: Sequence[str],
+) -> dict[str, Finished]:
+    """What the build database says of the package tasks ``task_ids`` that succeeded
+    (built or reused, and the artifacts), by task id: one query for the whole run where
+    the tasks' manifests are one XCom request each. A task the database has no finished
+    job for is left out (its manifest is asked for instead), and so is every task when
+    the database cannot be read (said in ``log``)."""
+    if not task_ids:
+        return {}
+    from airflow_butido import parse_cache
+    from airflow_butido.db.migrate import open_database
+    from airflow_butido.db.queries import finished_jobs
+
+    try:
+        repo = parse_cache.load(repo_path).repo
+        engine = open_database(repo.config, url=database_url)
+        try:
+            jobs = finished_jobs(engine, plan.submit_uuid)
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        log.warning("could not read the run's jobs from the build database: %s", exc)
+        return {}
+    found = {}
+    for task_id in task_ids:
+        job = jobs.get(label_key(plan.labels[task_id]))
+        if job is not None:
+            found[task_id] = Finished(job.reused, job.artifacts)
+    return found
 
 
 def record_run_end_or_warn(

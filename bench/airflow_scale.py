@@ -1,7 +1,7 @@
 """Incremental runs at Airflow scale: butido's DAG beside Airflow's own floor, same run.
 
     PYTHONPATH=. .venv/bin/python bench/airflow_scale.py N [--skip-floor] [--json FILE]
-        [--state DIR]
+        [--state DIR] [--only-everything]
 
 Starts a real deployment (api-server, scheduler, dag-processor; LocalExecutor with
 parallelism 8; PostgreSQL for Airflow's metadata and the build database), generates an
@@ -220,6 +220,39 @@ def deployment_cpu(deploy: Any) -> float:
     return total
 
 
+def job_phases(build_db: str, run_id: str) -> str:
+    """The mean phases of the jobs of ``run_id`` that ran a container, from the build
+    database, beside the mean job (first to last phase): what a package task spends
+    in its job, against the task's whole duration."""
+    import statistics
+
+    import sqlalchemy as sa
+
+    from airflow_butido.jobs import PHASES
+
+    engine = sa.create_engine(build_db)
+    try:
+        with engine.connect() as conn:
+            found = [
+                json.loads(text)
+                for (text,) in conn.execute(
+                    sa.text(
+                        "SELECT phase_seconds FROM jobs WHERE run_id = :run "
+                        "AND phase_seconds IS NOT NULL AND container_hash <> ''"
+                    ),
+                    {"run": run_id},
+                )
+            ]
+    finally:
+        engine.dispose()
+    if not found:
+        return ""
+    means = {p: statistics.mean(job.get(p, 0.0) for job in found) for p in PHASES}
+    parts = [f"{p} {m:.3f}" for p, m in means.items() if m >= 0.0005]
+    total = statistics.mean(sum(job.values()) for job in found)
+    return f"jobs ({len(found)}) mean {total:.2f} s: " + ", ".join(parts)
+
+
 def cpu_note(cpu: float, tasks: int) -> str:
     per_task = f", {cpu / tasks:.2f} s per package task" if tasks else ""
     return f"Airflow CPU {cpu:.1f} s{per_task}"
@@ -333,6 +366,9 @@ class Bench:
         result.checks.insert(0, f"run {run_id}: {state}")
         result.where = breakdown(self.client, DAG_ID, run_id, triggered)
         result.where += "; " + cpu_note(cpu, self.tasks_ran(DAG_ID, run_id))
+        phases = job_phases(self.build_db, run_id)
+        if phases:
+            result.where += "; " + phases
         self.record(result)
 
     def tasks_ran(self, dag_id: str, run_id: str) -> int:
@@ -663,6 +699,10 @@ def run_scenarios(bench: Bench, args: argparse.Namespace) -> None:
         bench.everything()
     if args.state is not None and not (args.state / "build.sql").exists():
         save_state(args.state, bench.base, bench.build_db)
+    if args.only_everything:
+        if not args.skip_floor:
+            bench.floor()
+        return
     bench.nothing_changed()
     bench.local_build()
     bench.one_leaf()
@@ -680,6 +720,11 @@ def main() -> int:
         "--seed-locally",
         action="store_true",
         help="build everything with `butido build world` rather than through Airflow",
+    )
+    parser.add_argument(
+        "--only-everything",
+        action="store_true",
+        help="only build everything (and the floor): the build path's overhead",
     )
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument(

@@ -238,6 +238,52 @@ def list_jobs(
 
 
 @dataclass(frozen=True)
+class FinishedJob:
+    """A package's job of a submit that ended well: built, or reused at run time (its
+    artifacts are then those of the earlier build it reused)."""
+
+    reused: bool
+    artifacts: tuple[str, ...]  # staging-relative paths, sorted
+
+
+FINISHED_BATCH = 500  # job ids per IN list: below SQLite's oldest parameter limit (999)
+
+
+def finished_jobs(engine: Engine, submit_uuid: str) -> dict[tuple[str, str], FinishedJob]:
+    """The newest successful or reused job of every package of ``submit_uuid``, by
+    (name, version), with its artifacts: what a run's report needs, in a query for the
+    jobs and one per 500 of them for the artifacts, however many packages the run has.
+    A reused job whose earlier build is not recorded is left out."""
+    j, sub, p, a = s.jobs, s.submits, s.packages, s.artifacts
+    with transaction(engine) as conn:
+        found = conn.execute(
+            sa.select(p.c.name, p.c.version, j.c.id, j.c.state, j.c.reused_from_job_id)
+            .join(sub, sub.c.id == j.c.submit_id)
+            .join(p, p.c.id == j.c.package_id)
+            .where(sub.c.uuid == submit_uuid, j.c.state.in_((s.SUCCESS, s.REUSED)))
+            .order_by(j.c.id)
+        ).all()
+        newest = {(r.name, r.version): r for r in found}  # a later try wins
+        producer = {
+            key: r.reused_from_job_id if r.state == s.REUSED else r.id for key, r in newest.items()
+        }
+        ids = sorted({job_id for job_id in producer.values() if job_id is not None})
+        paths: dict[int, list[str]] = {job_id: [] for job_id in ids}
+        for start in range(0, len(ids), FINISHED_BATCH):
+            for job_id, path in conn.execute(
+                sa.select(a.c.job_id, a.c.path)
+                .where(a.c.job_id.in_(ids[start : start + FINISHED_BATCH]))
+                .order_by(a.c.job_id, a.c.path)
+            ):
+                paths[job_id].append(path)
+    return {
+        key: FinishedJob(newest[key].state == s.REUSED, tuple(paths[job_id]))
+        for key, job_id in producer.items()
+        if job_id is not None
+    }
+
+
+@dataclass(frozen=True)
 class JobDetail:
     uuid: str
     submit_uuid: str

@@ -1,9 +1,10 @@
 """The report task: the last word of a run (``trigger_rule="all_done"``).
 
-It reads every package task's state and manifest, logs what was built, reused, failed and
-not built (with failure messages and log tails), marks jobs of the run that never finished
-as failed in the build database, and raises when a package failed: a final task that
-succeeds would otherwise make a run with failed packages look successful.
+It reads every package task's state and what the build database recorded of the tasks that
+succeeded (their manifests over XCom only for what it lacks), logs what was built, reused,
+failed and not built (with failure messages and log tails), marks jobs of the run that never
+finished as failed in the build database, and raises when a package failed: a final task
+that succeeds would otherwise make a run with failed packages look successful.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_butido.manifest import Manifest, is_manifest
 from airflow_butido.operators.plan import FAILURE_XCOM_KEY, pull_plan
 from airflow_butido.plan import PLAN_TASK_ID, Plan, label_key
-from airflow_butido.report import RunReport, report_json, summarize
-from airflow_butido.run_steps import failure_summary, record_run_end_or_warn
+from airflow_butido.report import Finished, RunReport, report_json, summarize
+from airflow_butido.run_steps import failure_summary, finished_or_warn, record_run_end_or_warn
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -62,16 +63,18 @@ class ReportOperator(BaseOperator):
         # all_done on the last tasks only: another branch may still be building
         in_progress = [t for t in plan.packages if states.get(t) not in FINISHED_STATES]
         keep = [label_key(plan.labels[t]) for t in in_progress]
-        manifests = {
-            task_id: Manifest.from_json(value)
-            for task_id, value in _pull(
-                ti, [t for t in plan.packages if states.get(t) == "success"]
-            ).items()
+        succeeded = [t for t in plan.packages if states.get(t) == "success"]
+        finished: dict[str, Manifest | Finished] = dict(
+            finished_or_warn(self.log, self.repo_path, self.database_url, plan, succeeded)
+        )
+        finished.update(
+            (task_id, Manifest.from_json(value))
+            for task_id, value in _pull(ti, [t for t in succeeded if t not in finished]).items()
             if is_manifest(value)
-        }
+        )
         failed = [t for t in plan.packages if states.get(t) == "failed"]
         failures = _pull(ti, failed, key=FAILURE_XCOM_KEY)
-        report = summarize(plan, states, manifests, failures)
+        report = summarize(plan, states, finished, failures)
         self._record(dag_id, run_id, keep=keep, plan=plan, report=report)
         for line in report.format().splitlines():
             self.log.info("%s", line)

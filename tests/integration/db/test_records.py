@@ -13,7 +13,13 @@ import sqlalchemy as sa
 from airflow_butido.db import records
 from airflow_butido.db import schema as s
 from airflow_butido.db.engine import make_engine
-from airflow_butido.db.queries import job_detail, submit_detail, table_counts
+from airflow_butido.db.queries import (
+    FinishedJob,
+    finished_jobs,
+    job_detail,
+    submit_detail,
+    table_counts,
+)
 from airflow_butido.errors import InfrastructureError
 
 from .builds import inputs_for, record_build, record_submit
@@ -127,6 +133,39 @@ def test_a_reused_job_records_what_it_reused_and_why(engine) -> None:
     assert reused.state == "reused" and reused.reused_from == original.job_uuid
     assert reused.reuse_reason == "same build key" and reused.endpoint == s.REUSED_ENDPOINT
     assert reused.container == "" and reused.artifacts == ()
+
+
+def test_the_finished_jobs_of_a_submit_are_read_for_its_report_in_a_few_queries(
+    engine, monkeypatch
+) -> None:
+    """What the report task reads instead of one manifest per package: per package of the
+    submit its newest successful or reused job, a reused one with the artifacts of the
+    build it reused; failed jobs and other submits are not read."""
+    from airflow_butido.db import queries
+
+    earlier = record_build(engine, package=("old", "1"), contents={"old.pkg": b"o"})
+    submit = record_submit(engine, package=("app", "1"), run_id="r2")
+    app = {"app-1.pkg": b"a", "sub/app-doc.pkg": b"d"}
+    record_build(engine, package=("app", "1"), submit_uuid=submit, contents=app, run_id="r2")
+    # a retried package: its first try failed, the second built
+    record_build(engine, package=("lib", "2"), submit_uuid=submit, state="failed", run_id="r2")
+    record_build(
+        engine, package=("lib", "2"), submit_uuid=submit, contents={"lib.pkg": b"l"}, run_id="r2"
+    )
+    record_build(engine, package=("bad", "1"), submit_uuid=submit, state="failed", run_id="r2")
+    records.record_reused_job(
+        engine, uuid=str(uuid.uuid4()), submit_uuid=submit, package_name="old",
+        package_version="1", image="debian:bookworm", reused_job_uuid=earlier.job_uuid,
+        reason="same build key", dag_id="d", run_id="r2",
+    )  # fmt: skip
+    record_build(engine, package=("elsewhere", "1"), run_id="r3")  # another submit
+    monkeypatch.setattr(queries, "FINISHED_BATCH", 1)  # one artifact query per job
+    assert finished_jobs(engine, submit) == {
+        ("app", "1"): FinishedJob(False, ("app-1.pkg", "sub/app-doc.pkg")),
+        ("lib", "2"): FinishedJob(False, ("lib.pkg",)),
+        ("old", "1"): FinishedJob(True, ("old.pkg",)),
+    }
+    assert finished_jobs(engine, str(uuid.uuid4())) == {}
 
 
 def test_a_plan_records_a_thousand_reused_jobs_at_once_and_again_on_a_retry(engine) -> None:

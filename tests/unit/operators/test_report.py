@@ -112,3 +112,46 @@ def test_report_fails_the_run_when_the_plan_failed(setup):
     ti = StubTaskInstance({}, {"plan": "failed"})
     with pytest.raises(AirflowFailException, match="the plan task failed"):
         task.execute(context(ti))
+
+
+def test_the_report_takes_finished_jobs_from_the_build_database_and_pulls_the_rest(setup):
+    """One query for the run's finished jobs instead of one XCom request per package task
+    (the Task SDK makes one per task id): only what the database lacks is pulled."""
+    import uuid
+
+    from airflow_butido.db import records
+    from airflow_butido.db.migrate import open_database
+    from airflow_butido.recipes.config import load_config
+
+    task, plan = setup
+    engine = open_database(load_config(Path(task.repo_path)), url=task.database_url)
+    records.record_submit(
+        engine, uuid=plan.submit_uuid, package_name="app", package_version="1",
+        image=IMAGE_ONE, repo_commit="c" * 40, repo_dirty=False, env={},
+    )  # fmt: skip
+    for name in ("lib", "tool"):
+        job = str(uuid.uuid4())
+        records.record_job_start(
+            engine, uuid=job, submit_uuid=plan.submit_uuid, package_name=name,
+            package_version="1", image=IMAGE_ONE, endpoint="local", container_id="c",
+            script="#!/bin/sh\n",
+        )  # fmt: skip
+        records.record_job_finish(engine, uuid=job, state="success", exit_status=0, log="")
+        records.record_artifacts(
+            engine, job, [records.ArtifactRecord(f"{name}-from-db.pkg", "0" * 64, 1)]
+        )
+    engine.dispose()
+    xcoms = {
+        ("plan", "return_value"): plan.to_json(),
+        ("app-1", "return_value"): manifest("app", reused=True),
+    }
+    states = {"lib-1": "success", "tool-1": "success", "app-1": "success"}
+    ti = StubTaskInstance(xcoms, states)
+    result = task.execute(context(ti))
+    found = {p["package"]: (p["outcome"], p["artifacts"]) for p in result["packages"]}
+    assert found == {
+        "lib 1": ("built", ["lib-from-db.pkg"]),
+        "tool 1": ("built", ["tool-from-db.pkg"]),
+        "app 1": ("reused", ["app-1.pkg"]),  # not in the database: its manifest
+    }
+    assert ti.list_pulls == [["app-1"]]
