@@ -1,7 +1,7 @@
 """Incremental runs at Airflow scale: butido's DAG beside Airflow's own floor, same run.
 
     PYTHONPATH=. .venv/bin/python bench/airflow_scale.py N [--skip-floor] [--json FILE]
-        [--state DIR] [--only-everything]
+        [--state DIR] [--only-everything] [--preload]
 
 Starts a real deployment (api-server, scheduler, dag-processor; LocalExecutor with
 parallelism 8; PostgreSQL for Airflow's metadata and the build database), generates an
@@ -726,6 +726,11 @@ def main() -> int:
         action="store_true",
         help="only build everything (and the floor): the build path's overhead",
     )
+    parser.add_argument(
+        "--preload",
+        action="store_true",
+        help="the deployment preloads the task modules (airflow_butido/preload.py)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument(
         "--state",
@@ -785,6 +790,11 @@ def main() -> int:
             "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "900",
             "BUTIDO_SETTINGS": str(settings),
         }
+        if args.preload:
+            from airflow_butido.preload import PRELOAD_ENV
+
+            env.update(PRELOAD_ENV)
+        print(f"task modules preloaded: {'yes' if args.preload else 'no'}", flush=True)
         workspace = {"base": base, "repo": base / "repo", "overlay": overlay}
         started = time.monotonic()
         with harness.running_deployment(

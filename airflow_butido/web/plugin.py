@@ -2,7 +2,8 @@
 
 Registered through the ``airflow.plugins`` entry point of this package. Every Airflow process
 loads plugins, so this module imports nothing heavy: the FastAPI app is built the first time
-the api-server asks for ``fastapi_apps``.
+the api-server asks for ``fastapi_apps``; the package tasks' modules only when
+``[butido] preload_task_modules`` asks for them (see airflow_butido/preload.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,17 @@ class ButidoPlugin(AirflowPlugin):
             "category": "browse",
         }
     ]
+
+    @classmethod
+    def on_load(cls, *args: Any, **kwargs: Any) -> None:
+        """With ``[butido] preload_task_modules``, import what package tasks need, so that
+        the task processes this process forks inherit it (airflow_butido/preload.py)."""
+        from airflow.configuration import conf
+
+        if conf.getboolean("butido", "preload_task_modules", fallback=False):
+            from airflow_butido.preload import preload_task_modules
+
+            preload_task_modules()
 
     @property
     def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]

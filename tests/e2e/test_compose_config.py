@@ -141,3 +141,18 @@ def test_the_celery_s3_profile_has_two_workers_without_stores():
         assert service["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
     assert services["scheduler"]["environment"]["BUTIDO_STAGING"] == "s3://builds/ci/staging"
     assert services["s3-init"]["command"][1] == "s3://builds/ci/sources"
+
+
+def test_the_processes_that_fork_tasks_preload_their_modules_and_the_others_do_not():
+    """The scheduler (LocalExecutor workers), the DAG processor and Celery workers import
+    the package tasks' modules once (airflow_butido/preload.py); the api-server and the
+    triggerer fork no task processes and keep the lazy default."""
+    from airflow_butido.preload import PRELOAD_ENV
+
+    services = rendered("celery", "celery-s3")
+    for name in ("scheduler", "dag-processor", "celery-worker", "worker-a", "worker-b"):
+        env = services[name]["environment"]
+        assert {k: env.get(k) for k in PRELOAD_ENV} == PRELOAD_ENV, name
+        assert env["BUTIDO_REPO"] == "/repo" and env["BUTIDO_STAGING"], name  # the rest kept
+    for name in ("api-server", "triggerer", "airflow-init"):
+        assert not set(PRELOAD_ENV) & set(services[name]["environment"]), name
