@@ -17,6 +17,8 @@ from airflow_butido.plan import Plan, PlanError, RunRequest, label_key
 from airflow_butido.report import REUSED, Finished, RunReport
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from airflow_butido.db.records import PackageOutcomeRecord
     from airflow_butido.recipes.config import Config
     from airflow_butido.recipes.repository import Repository
@@ -114,40 +116,84 @@ def log_plan(log: logging.Logger | Any, plan: Plan) -> None:
             log.info("  build   %s", label)
 
 
-def finished_or_warn(
-    log: logging.Logger | Any,
-    repo_path: str | Path,
-    database_url: str | None,
-    plan: Plan,
-    task_ids: Sequence[str],
-) -> dict[str, Finished]:
-    """What the build database says of the package tasks ``task_ids`` that succeeded
-    (built or reused, and the artifacts), by task id: one query for the whole run where
-    the tasks' manifests are one XCom request each. A task the database has no finished
-    job for is left out (its manifest is asked for instead), and so is every task when
-    the database cannot be read (said in ``log``)."""
-    if not task_ids:
-        return {}
-    from airflow_butido import parse_cache
-    from airflow_butido.db.migrate import open_database
-    from airflow_butido.db.queries import finished_jobs
+class RunEnd:
+    """The build database as the end of a run uses it (the report task, ``butido build``'s
+    report): the repository and the database opened once, at first use, for reading how the
+    packages ended and recording it. What cannot be done is said in ``log``, never raised:
+    a report is given whatever the database does."""
 
-    try:
-        repo = parse_cache.load(repo_path).repo
-        engine = open_database(repo.config, url=database_url)
+    def __init__(self, log: logging.Logger | Any, repo_path: str | Path, database_url: str | None):
+        self.log = log
+        self.repo_path = repo_path
+        self.database_url = database_url
+        self._opened: tuple[Repository, Engine] | None = None
+        self._failure: Exception | None = None
+
+    def __enter__(self) -> RunEnd:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._opened is not None:
+            self._opened[1].dispose()
+            self._opened = None
+
+    def _open(self) -> tuple[Repository, Engine]:
+        if self._failure is not None:
+            raise self._failure
+        if self._opened is None:
+            from airflow_butido import parse_cache
+            from airflow_butido.db.migrate import open_database
+
+            try:
+                repo = parse_cache.load(self.repo_path).repo
+                self._opened = repo, open_database(repo.config, url=self.database_url)
+            except Exception as exc:
+                self._failure = exc
+                raise
+        return self._opened
+
+    def finished(self, plan: Plan, task_ids: Sequence[str]) -> dict[str, Finished]:
+        """What the database says of the package tasks ``task_ids`` that succeeded (built
+        or reused, and the artifacts), by task id: one query for the whole run where the
+        tasks' manifests are one XCom request each. A task the database has no finished job
+        for is left out (its manifest is asked for instead), and so is every task when the
+        database cannot be read."""
+        if not task_ids:
+            return {}
+        from airflow_butido.db.queries import finished_jobs
+
         try:
-            jobs = finished_jobs(engine, plan.submit_uuid)
-        finally:
-            engine.dispose()
-    except Exception as exc:
-        log.warning("could not read the run's jobs from the build database: %s", exc)
-        return {}
-    found = {}
-    for task_id in task_ids:
-        job = jobs.get(label_key(plan.labels[task_id]))
-        if job is not None:
-            found[task_id] = Finished(job.reused, job.artifacts)
-    return found
+            jobs = finished_jobs(self._open()[1], plan.submit_uuid)
+        except Exception as exc:
+            self.log.warning("could not read the run's jobs from the build database: %s", exc)
+            return {}
+        found = {t: jobs.get(label_key(plan.labels[t])) for t in task_ids}
+        return {t: job for t, job in found.items() if job is not None}
+
+    def record(
+        self,
+        dag_id: str,
+        run_id: str,
+        *,
+        keep: Sequence[tuple[str, str]] = (),
+        plan: Plan | None = None,
+        report: RunReport | None = None,
+    ) -> None:
+        """Mark jobs of this run that died without finishing as failed (``keep``: packages
+        whose tasks are still in progress) and record how every package ended."""
+        from airflow_butido.db.records import mark_orphaned_jobs, record_outcomes
+
+        try:
+            repo, engine = self._open()
+            count = mark_orphaned_jobs(engine, dag_id, run_id, keep=keep)
+            if plan is not None and report is not None:
+                outcomes = submit_outcomes(plan, report, repo.packages)
+                record_outcomes(engine, plan.submit_uuid, outcomes)
+        except Exception as exc:
+            self.log.warning("could not update the build record: %s", exc)
+            return
+        if count:
+            self.log.warning("marked %d orphaned job(s) of this run as failed", count)
 
 
 def record_run_end_or_warn(
@@ -161,28 +207,9 @@ def record_run_end_or_warn(
     plan: Plan | None = None,
     report: RunReport | None = None,
 ) -> None:
-    """Mark jobs of this run that died without finishing as failed (``keep``: packages
-    whose tasks are still in progress) and record how every package ended; what was done,
-    or could not be, is said in ``log``: a report is given whatever the database does."""
-    from airflow_butido import parse_cache
-    from airflow_butido.db.migrate import open_database
-    from airflow_butido.db.records import mark_orphaned_jobs, record_outcomes
-
-    try:
-        repo = parse_cache.load(repo_path).repo
-        engine = open_database(repo.config, url=database_url)
-        try:
-            count = mark_orphaned_jobs(engine, dag_id, run_id, keep=keep)
-            if plan is not None and report is not None:
-                outcomes = submit_outcomes(plan, report, repo.packages)
-                record_outcomes(engine, plan.submit_uuid, outcomes)
-        finally:
-            engine.dispose()
-    except Exception as exc:
-        log.warning("could not update the build record: %s", exc)
-        return
-    if count:
-        log.warning("marked %d orphaned job(s) of this run as failed", count)
+    """RunEnd.record on a database opened for it alone."""
+    with RunEnd(log, repo_path, database_url) as end:
+        end.record(dag_id, run_id, keep=keep, plan=plan, report=report)
 
 
 def submit_outcomes(

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -19,6 +19,9 @@ from sqlalchemy.engine import Connection, Engine
 from airflow_butido.db import rows
 from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
+
+if TYPE_CHECKING:
+    from airflow_butido.report import Finished
 
 LOG_TAIL_CHARS = 4096
 LOG_CHUNKS_PER_READ = 4
@@ -237,23 +240,17 @@ def list_jobs(
         ]
 
 
-@dataclass(frozen=True)
-class FinishedJob:
-    """A package's job of a submit that ended well: built, or reused at run time (its
-    artifacts are then those of the earlier build it reused)."""
-
-    reused: bool
-    artifacts: tuple[str, ...]  # staging-relative paths, sorted
-
-
 FINISHED_BATCH = 500  # job ids per IN list: below SQLite's oldest parameter limit (999)
 
 
-def finished_jobs(engine: Engine, submit_uuid: str) -> dict[tuple[str, str], FinishedJob]:
+def finished_jobs(engine: Engine, submit_uuid: str) -> dict[tuple[str, str], Finished]:
     """The newest successful or reused job of every package of ``submit_uuid``, by
-    (name, version), with its artifacts: what a run's report needs, in a query for the
+    (name, version): built or reused at run time, and its artifacts (a reused job's are
+    those of the earlier build it reused). What a run's report needs, in a query for the
     jobs and one per 500 of them for the artifacts, however many packages the run has.
     A reused job whose earlier build is not recorded is left out."""
+    from airflow_butido.report import Finished  # not on the db commands' start-up path
+
     j, sub, p, a = s.jobs, s.submits, s.packages, s.artifacts
     with transaction(engine) as conn:
         found = conn.execute(
@@ -277,7 +274,7 @@ def finished_jobs(engine: Engine, submit_uuid: str) -> dict[tuple[str, str], Fin
             ):
                 paths[job_id].append(path)
     return {
-        key: FinishedJob(newest[key].state == s.REUSED, tuple(paths[job_id]))
+        key: Finished(newest[key].state == s.REUSED, tuple(paths[job_id]))
         for key, job_id in producer.items()
         if job_id is not None
     }

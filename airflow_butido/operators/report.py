@@ -19,7 +19,7 @@ from airflow_butido.manifest import Manifest, is_manifest
 from airflow_butido.operators.plan import FAILURE_XCOM_KEY, pull_plan
 from airflow_butido.plan import PLAN_TASK_ID, Plan, label_key
 from airflow_butido.report import Finished, RunReport, report_json, summarize
-from airflow_butido.run_steps import failure_summary, finished_or_warn, record_run_end_or_warn
+from airflow_butido.run_steps import RunEnd, failure_summary
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -48,34 +48,15 @@ class ReportOperator(BaseOperator):
         run_id = context["run_id"]
         dag_id = context["dag"].dag_id
         plan = pull_plan(context)
-        if plan is None:
-            self._record(dag_id, run_id, keep=())
-            failure = ti.xcom_pull(task_ids=PLAN_TASK_ID, key=FAILURE_XCOM_KEY) or {}
-            message = failure.get("message") or "see its log"
-            for line in f"the plan task failed, nothing was built:\n{message}".splitlines():
-                self.log.error("%s", line)
-            raise AirflowFailException(f"the plan task failed: {message.splitlines()[0]}")
-        states_by_run = ti.get_task_states(dag_id=dag_id, run_ids=[run_id])
-        states = {
-            task_id: getattr(state, "value", state)
-            for task_id, state in (states_by_run.get(run_id) or {}).items()
-        }
-        # all_done on the last tasks only: another branch may still be building
-        in_progress = [t for t in plan.packages if states.get(t) not in FINISHED_STATES]
-        keep = [label_key(plan.labels[t]) for t in in_progress]
-        succeeded = [t for t in plan.packages if states.get(t) == "success"]
-        finished: dict[str, Manifest | Finished] = dict(
-            finished_or_warn(self.log, self.repo_path, self.database_url, plan, succeeded)
-        )
-        finished.update(
-            (task_id, Manifest.from_json(value))
-            for task_id, value in _pull(ti, [t for t in succeeded if t not in finished]).items()
-            if is_manifest(value)
-        )
-        failed = [t for t in plan.packages if states.get(t) == "failed"]
-        failures = _pull(ti, failed, key=FAILURE_XCOM_KEY)
-        report = summarize(plan, states, finished, failures)
-        self._record(dag_id, run_id, keep=keep, plan=plan, report=report)
+        with RunEnd(self.log, self.repo_path, self.database_url) as end:
+            if plan is None:
+                end.record(dag_id, run_id)
+                failure = ti.xcom_pull(task_ids=PLAN_TASK_ID, key=FAILURE_XCOM_KEY) or {}
+                message = failure.get("message") or "see its log"
+                for line in f"the plan task failed, nothing was built:\n{message}".splitlines():
+                    self.log.error("%s", line)
+                raise AirflowFailException(f"the plan task failed: {message.splitlines()[0]}")
+            report = self._report(context, plan, end)
         for line in report.format().splitlines():
             self.log.info("%s", line)
         value = report_json(report)
@@ -85,26 +66,30 @@ class ReportOperator(BaseOperator):
             raise AirflowFailException(failure_summary(report))
         return value
 
-    def _record(
-        self,
-        dag_id: str,
-        run_id: str,
-        keep: Sequence[tuple[str, str]],
-        plan: Plan | None = None,
-        report: RunReport | None = None,
-    ) -> None:
-        """Mark jobs of this run that died without finishing as failed, and record how every
-        package ended (the report is given even when the database cannot be updated)."""
-        record_run_end_or_warn(
-            self.log,
-            self.repo_path,
-            self.database_url,
-            dag_id,
-            run_id,
-            keep=keep,
-            plan=plan,
-            report=report,
+    def _report(self, context: Context, plan: Plan, end: RunEnd) -> RunReport:
+        """Summarize how every package ended and record it: jobs of this run that died
+        without finishing are marked failed (the report is given even when the database
+        cannot be read or updated)."""
+        ti, run_id, dag_id = context["ti"], context["run_id"], context["dag"].dag_id
+        states_by_run = ti.get_task_states(dag_id=dag_id, run_ids=[run_id])
+        states = {
+            task_id: getattr(state, "value", state)
+            for task_id, state in (states_by_run.get(run_id) or {}).items()
+        }
+        # all_done on the last tasks only: another branch may still be building
+        in_progress = [t for t in plan.packages if states.get(t) not in FINISHED_STATES]
+        succeeded = [t for t in plan.packages if states.get(t) == "success"]
+        finished: dict[str, Manifest | Finished] = dict(end.finished(plan, succeeded))
+        finished.update(
+            (task_id, Manifest.from_json(value))
+            for task_id, value in _pull(ti, [t for t in succeeded if t not in finished]).items()
+            if is_manifest(value)
         )
+        failed = [t for t in plan.packages if states.get(t) == "failed"]
+        report = summarize(plan, states, finished, _pull(ti, failed, key=FAILURE_XCOM_KEY))
+        keep = [label_key(plan.labels[t]) for t in in_progress]
+        end.record(dag_id, run_id, keep=keep, plan=plan, report=report)
+        return report
 
 
 def _pull(ti: Any, task_ids: list[str], key: str = "return_value") -> dict[str, Any]:

@@ -13,14 +13,9 @@ import sqlalchemy as sa
 from airflow_butido.db import records
 from airflow_butido.db import schema as s
 from airflow_butido.db.engine import make_engine
-from airflow_butido.db.queries import (
-    FinishedJob,
-    finished_jobs,
-    job_detail,
-    submit_detail,
-    table_counts,
-)
+from airflow_butido.db.queries import finished_jobs, job_detail, submit_detail, table_counts
 from airflow_butido.errors import InfrastructureError
+from airflow_butido.report import Finished
 
 from .builds import inputs_for, record_build, record_submit
 
@@ -161,9 +156,9 @@ def test_the_finished_jobs_of_a_submit_are_read_for_its_report_in_a_few_queries(
     record_build(engine, package=("elsewhere", "1"), run_id="r3")  # another submit
     monkeypatch.setattr(queries, "FINISHED_BATCH", 1)  # one artifact query per job
     assert finished_jobs(engine, submit) == {
-        ("app", "1"): FinishedJob(False, ("app-1.pkg", "sub/app-doc.pkg")),
-        ("lib", "2"): FinishedJob(False, ("lib.pkg",)),
-        ("old", "1"): FinishedJob(True, ("old.pkg",)),
+        ("app", "1"): Finished(False, ("app-1.pkg", "sub/app-doc.pkg")),
+        ("lib", "2"): Finished(False, ("lib.pkg",)),
+        ("old", "1"): Finished(True, ("old.pkg",)),
     }
     assert finished_jobs(engine, str(uuid.uuid4())) == {}
 

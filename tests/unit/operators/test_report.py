@@ -114,12 +114,15 @@ def test_report_fails_the_run_when_the_plan_failed(setup):
         task.execute(context(ti))
 
 
-def test_the_report_takes_finished_jobs_from_the_build_database_and_pulls_the_rest(setup):
+def test_the_report_takes_finished_jobs_from_the_build_database_and_pulls_the_rest(
+    setup, monkeypatch
+):
     """One query for the run's finished jobs instead of one XCom request per package task
-    (the Task SDK makes one per task id): only what the database lacks is pulled."""
+    (the Task SDK makes one per task id): only what the database lacks is pulled. The
+    database is opened once for reading and recording."""
     import uuid
 
-    from airflow_butido.db import records
+    from airflow_butido.db import migrate, records
     from airflow_butido.db.migrate import open_database
     from airflow_butido.recipes.config import load_config
 
@@ -147,7 +150,12 @@ def test_the_report_takes_finished_jobs_from_the_build_database_and_pulls_the_re
     }
     states = {"lib-1": "success", "tool-1": "success", "app-1": "success"}
     ti = StubTaskInstance(xcoms, states)
+    opened = []
+    monkeypatch.setattr(
+        migrate, "open_database", lambda *a, **k: opened.append(a) or open_database(*a, **k)
+    )
     result = task.execute(context(ti))
+    assert len(opened) == 1
     found = {p["package"]: (p["outcome"], p["artifacts"]) for p in result["packages"]}
     assert found == {
         "lib 1": ("built", ["lib-from-db.pkg"]),
