@@ -196,22 +196,6 @@ class RunEnd:
             self.log.warning("marked %d orphaned job(s) of this run as failed", count)
 
 
-def record_run_end_or_warn(
-    log: logging.Logger | Any,
-    repo_path: str | Path,
-    database_url: str | None,
-    dag_id: str,
-    run_id: str,
-    *,
-    keep: Sequence[tuple[str, str]] = (),
-    plan: Plan | None = None,
-    report: RunReport | None = None,
-) -> None:
-    """RunEnd.record on a database opened for it alone."""
-    with RunEnd(log, repo_path, database_url) as end:
-        end.record(dag_id, run_id, keep=keep, plan=plan, report=report)
-
-
 def submit_outcomes(
     plan: Plan, report: RunReport, packages: Iterable[tuple[str, str]]
 ) -> list[PackageOutcomeRecord]:

@@ -278,11 +278,10 @@ class _Run:
         return report
 
     def record_end(self, **kwargs: Any) -> None:
-        from airflow_butido.run_steps import record_run_end_or_warn
+        from airflow_butido.run_steps import RunEnd
 
-        record_run_end_or_warn(
-            _log, self.repo_root, self.database_url, self.dag_id, self.run_id, **kwargs
-        )
+        with RunEnd(_log, self.repo_root, self.database_url) as end:
+            end.record(self.dag_id, self.run_id, **kwargs)
 
 
 def _plan(
