@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from _bytecode import compile_project  # noqa: E402
 from _gen import BUILD_SCRIPT, WORLD, generate_buildable, write_buildable  # noqa: E402
+from _phases import phase_table  # noqa: E402
 
 from tests.e2e import deployment as harness  # noqa: E402
 
@@ -221,36 +222,14 @@ def deployment_cpu(deploy: Any) -> float:
 
 
 def job_phases(build_db: str, run_id: str) -> str:
-    """The mean phases of the jobs of ``run_id`` that ran a container, from the build
-    database, beside the mean job (first to last phase): what a package task spends
-    in its job, against the task's whole duration."""
-    import statistics
-
-    import sqlalchemy as sa
-
-    from airflow_butido.jobs import PHASES
-
-    engine = sa.create_engine(build_db)
-    try:
-        with engine.connect() as conn:
-            found = [
-                json.loads(text)
-                for (text,) in conn.execute(
-                    sa.text(
-                        "SELECT phase_seconds FROM jobs WHERE run_id = :run "
-                        "AND phase_seconds IS NOT NULL AND container_hash <> ''"
-                    ),
-                    {"run": run_id},
-                )
-            ]
-    finally:
-        engine.dispose()
-    if not found:
+    """The mean phases of the jobs of ``run_id`` that ran a container, beside the mean job
+    (first to last phase): what a package task spends in its job, against its duration."""
+    rows = {phase: mean for phase, mean, _, _ in phase_table(build_db, run_id)}
+    total = rows.pop("total", None)
+    if total is None:
         return ""
-    means = {p: statistics.mean(job.get(p, 0.0) for job in found) for p in PHASES}
-    parts = [f"{p} {m:.3f}" for p, m in means.items() if m >= 0.0005]
-    total = statistics.mean(sum(job.values()) for job in found)
-    return f"jobs ({len(found)}) mean {total:.2f} s: " + ", ".join(parts)
+    parts = ", ".join(f"{p} {m:.3f}" for p, m in rows.items() if m >= 0.0005)
+    return f"jobs mean {total:.2f} s: {parts}"
 
 
 def cpu_note(cpu: float, tasks: int) -> str:

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import outputs_bench  # noqa: E402
 from _gen import BUILDABLE_CONFIG  # noqa: E402
+from _phases import phase_table  # noqa: E402
 
 IMAGE = os.environ.get("BUTIDO_TEST_IMAGE", "airflow-butido/debian:bookworm")
 SOCKET = "/var/run/docker.sock"
@@ -122,32 +122,6 @@ def docker_run_floor(names: list[str], maxjobs: int, work: Path) -> float:
         list(pool.map(one, names))
     one("meta")
     return time.monotonic() - start
-
-
-def phase_table(url: str) -> list[tuple[str, float, float, float]]:
-    """(phase, mean, median, max) seconds over the built jobs of the database."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        found = [
-            json.loads(text)
-            for (text,) in conn.exec_driver_sql(
-                "SELECT phase_seconds FROM jobs WHERE phase_seconds IS NOT NULL"
-            )
-        ]
-    engine.dispose()
-    from airflow_butido.jobs import PHASES
-
-    rows = []
-    for phase in PHASES:
-        values = [job.get(phase, 0.0) for job in found]
-        if any(values):
-            rows.append((phase, statistics.mean(values), statistics.median(values), max(values)))
-    totals = [sum(job.values()) for job in found]
-    if totals:
-        rows.append(("total", statistics.mean(totals), statistics.median(totals), max(totals)))
-    return rows
 
 
 def build_once(n: int, maxjobs: int, sqlite: bool) -> tuple[float, list]:
