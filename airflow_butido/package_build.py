@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from airflow_butido.recipes.package import Package
     from airflow_butido.recipes.repository import Repository
 
+RETURN_VALUE = "return_value"  # the XCom key of a task's result: its manifest
 _SUBMIT_NAMESPACE = uuid.UUID("5b7e2a8e-6c1d-4f0e-9a55-6275746964f0")
 
 Context = Mapping[str, Any]
@@ -115,6 +116,30 @@ def failure_record(exc: BaseException) -> dict[str, Any]:
     return {"message": str(message).splitlines()[0][:500], "log_tail": [str(t) for t in tail]}
 
 
+@dataclass
+class LeftValues:
+    """What a package task leaves in XCom (its manifest, or its failure), also kept on the
+    task: Airflow asks the task's extra links for their URLs in the same process right
+    after it ends, and reading each value back would be a request to the API server."""
+
+    run_id: str
+    task_id: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def keep(self, key: str, value: Any) -> Any:
+        self.values[key] = value
+        return value
+
+    def push(self, context: Context, key: str, value: Any) -> None:
+        context["ti"].xcom_push(key=key, value=value)
+        self.values[key] = value
+
+    def of(self, ti_key: Any) -> Mapping[str, Any] | None:
+        """The values, when they are those of the task instance ``ti_key`` names."""
+        same = (ti_key.run_id, ti_key.task_id) == (self.run_id, self.task_id)
+        return self.values if same else None
+
+
 @dataclass(frozen=True)
 class LocatedInput:
     """A dependency artifact and the file that holds it."""
@@ -148,6 +173,9 @@ class PackageBuild:
     line_sink: Callable[[str, str], None] | None
     container_removals: ContainerRemovals | None
     upstream_task_ids: set[str]
+    # the dependencies' artifacts from the build database, which has them all in two
+    # queries, rather than from their XComs, a request to the API server each
+    upstream_from_database = True
 
     def configure(
         self,
@@ -184,6 +212,7 @@ class PackageBuild:
         # removes the build container in the background after the slot (``butido build``,
         # which waits for it before it ends); None: the task removes it itself
         self.container_removals = None
+        self.left_values: LeftValues | None = None  # set by build_planned
 
     # -- the plan's verdict ---------------------------------------------------------------
 
@@ -193,7 +222,7 @@ class PackageBuild:
         """What the plan says of this package: not in the run (NotInRun), reused up front
         (its manifest), failing (BuildError with the plan's message), else ``build``. A
         failure leaves its message and log tail for the report (XCom ``failure``)."""
-        ti = context["ti"]
+        left = self.left_values = LeftValues(str(context.get("run_id")), self.task_id)
         if plan is None:
             raise BuildError("no plan: the plan task did not succeed")
         if not plan.includes(self.task_id):
@@ -202,16 +231,16 @@ class PackageBuild:
             manifest = plan.reused[self.task_id]
             if manifest.reused_from is not None:
                 self.log_reuse(manifest.reused_from)
-            return manifest.to_json()
+            return left.keep(RETURN_VALUE, manifest.to_json())
         if self.task_id in plan.failures:
             message = plan.failures[self.task_id]
             self.log.error("%s", message)
-            ti.xcom_push(key=FAILURE_XCOM_KEY, value={"message": message})
+            left.push(context, FAILURE_XCOM_KEY, {"message": message})
             raise BuildError(message)
         try:
-            return build(context, plan)
+            return left.keep(RETURN_VALUE, build(context, plan))
         except Exception as exc:
-            ti.xcom_push(key=FAILURE_XCOM_KEY, value=failure_record(exc))
+            left.push(context, FAILURE_XCOM_KEY, failure_record(exc))
             raise
 
     # -- the build, in small steps --------------------------------------------------------
@@ -222,10 +251,11 @@ class PackageBuild:
             config = self.load_config()
             package = self.load_package(config)
             run = self.run_settings(context, plan)
-            inputs = self.locate_inputs(config, self.upstream_artifacts(context, run))
-            request = self.job_request(context, config, package, run, inputs)
             engine = self.database_engine(config)
             try:
+                refs = self.upstream_artifacts(context, run, engine)
+                inputs = self.locate_inputs(config, refs)
+                request = self.job_request(context, config, package, run, inputs)
                 result = self.run_build(
                     request,
                     slots=self.slot_leaser(engine),
@@ -337,14 +367,52 @@ class PackageBuild:
             manifests += [Manifest.from_json(v) for v in values if is_manifest(v)]
         return manifests
 
-    def upstream_artifacts(self, context: Context, run: RunSettings) -> list[ArtifactRef]:
+    def upstream_artifacts(
+        self, context: Context, run: RunSettings, engine: Engine | None = None
+    ) -> list[ArtifactRef]:
         """Every artifact this package receives, once each: its dependencies' artifacts and
-        what they received in turn."""
+        what they received in turn.
+
+        With a plan, those its dependencies built (or reused) in this run are read from the
+        build database that recorded them, all at once (:meth:`recorded_upstream`); from
+        their manifests in XCom, a request each, when the database cannot tell.
+        """
+        recorded = self.recorded_upstream(run, engine)
+        manifests = (
+            list(run.planned) if recorded is not None else self.upstream_manifests(context, run)
+        )
         found: dict[tuple[str, str], ArtifactRef] = {}
-        for manifest in self.upstream_manifests(context, run):
+        for manifest in manifests:
             for ref in (*manifest.inputs, *manifest.artifacts):
                 found.setdefault(ref.location, ref)
+        for ref in recorded or ():
+            found.setdefault(ref.location, ref)
         return list(found.values())
+
+    def recorded_upstream(
+        self, run: RunSettings, engine: Engine | None
+    ) -> list[ArtifactRef] | None:
+        """The artifacts of every dependency the plan did not reuse (transitively: nothing
+        is forwarded here), as the build database recorded their jobs in this run; None
+        without a plan or a database, or when the database cannot tell."""
+        plan = run.plan
+        if plan is None or engine is None or not self.upstream_from_database:
+            return None
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from airflow_butido.db.queries import delivered_artifacts
+        from airflow_butido.plan import label_key
+
+        built = [t for t in plan.dependencies_of(self.task_id) if t not in plan.reused]
+        if not built:
+            return []
+        try:
+            return delivered_artifacts(
+                engine, run.submit_uuid, [label_key(plan.labels[t]) for t in built]
+            )
+        except SQLAlchemyError as exc:  # the manifests in XCom tell the same
+            self.log.warning("reading the dependencies' artifacts from the database: %s", exc)
+            return None
 
     def locate_inputs(self, config: Config, refs: Sequence[ArtifactRef]) -> list[LocatedInput]:
         """The file of every artifact, found in the stores; one in no store fails the build."""
@@ -606,6 +674,7 @@ class LocalPackageTask(PackageBuild):
     """
 
     trigger_rule = "none_failed"
+    upstream_from_database = False  # the run's XComs are in this process's memory
 
     def __init__(
         self,

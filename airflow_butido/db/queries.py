@@ -21,6 +21,7 @@ from airflow_butido.db import schema as s
 from airflow_butido.db.engine import transaction
 
 if TYPE_CHECKING:
+    from airflow_butido.manifest import ArtifactRef
     from airflow_butido.report import Finished
 
 LOG_TAIL_CHARS = 4096
@@ -241,9 +242,43 @@ def list_jobs(
 
 
 FINISHED_BATCH = 500  # job ids per IN list: below SQLite's oldest parameter limit (999)
+Package = tuple[str, str]  # (name, version)
 
 
-def finished_jobs(engine: Engine, submit_uuid: str) -> dict[tuple[str, str], Finished]:
+def _producers(
+    conn: Connection, submit_uuid: str, packages: Sequence[Package] | None = None
+) -> dict[Package, tuple[bool, int | None]]:
+    """For the newest successful or reused job of each package of ``submit_uuid`` (of
+    ``packages`` only, when given; a later try wins): whether it reused, and the job that
+    built its artifacts (for a reused job the earlier build, None when not recorded)."""
+    j, sub, p = s.jobs, s.submits, s.packages
+    query = (
+        sa.select(p.c.name, p.c.version, j.c.id, j.c.state, j.c.reused_from_job_id)
+        .join(sub, sub.c.id == j.c.submit_id)
+        .join(p, p.c.id == j.c.package_id)
+        .where(sub.c.uuid == submit_uuid, j.c.state.in_((s.SUCCESS, s.REUSED)))
+    )
+    if packages is None:
+        found = list(conn.execute(query))
+    else:
+        wanted, found = sorted(set(packages)), []
+        step = FINISHED_BATCH // 2  # two parameters per package
+        for start in range(0, len(wanted), step):
+            batch = wanted[start : start + step]
+            found += conn.execute(query.where(sa.tuple_(p.c.name, p.c.version).in_(batch)))
+    newest = {(r.name, r.version): r for r in sorted(found, key=lambda r: r.id)}
+    return {
+        key: (r.state == s.REUSED, r.reused_from_job_id if r.state == s.REUSED else r.id)
+        for key, r in newest.items()
+    }
+
+
+def _batches(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), FINISHED_BATCH):
+        yield ids[start : start + FINISHED_BATCH]
+
+
+def finished_jobs(engine: Engine, submit_uuid: str) -> dict[Package, Finished]:
     """The newest successful or reused job of every package of ``submit_uuid``, by
     (name, version): built or reused at run time, and its artifacts (a reused job's are
     those of the earlier build it reused). What a run's report needs, in a query for the
@@ -251,33 +286,59 @@ def finished_jobs(engine: Engine, submit_uuid: str) -> dict[tuple[str, str], Fin
     A reused job whose earlier build is not recorded is left out."""
     from airflow_butido.report import Finished  # not on the db commands' start-up path
 
-    j, sub, p, a = s.jobs, s.submits, s.packages, s.artifacts
+    a = s.artifacts
     with transaction(engine) as conn:
-        found = conn.execute(
-            sa.select(p.c.name, p.c.version, j.c.id, j.c.state, j.c.reused_from_job_id)
-            .join(sub, sub.c.id == j.c.submit_id)
-            .join(p, p.c.id == j.c.package_id)
-            .where(sub.c.uuid == submit_uuid, j.c.state.in_((s.SUCCESS, s.REUSED)))
-            .order_by(j.c.id)
-        ).all()
-        newest = {(r.name, r.version): r for r in found}  # a later try wins
-        producer = {
-            key: r.reused_from_job_id if r.state == s.REUSED else r.id for key, r in newest.items()
-        }
-        ids = sorted({job_id for job_id in producer.values() if job_id is not None})
+        producers = _producers(conn, submit_uuid)
+        ids = sorted({job_id for _, job_id in producers.values() if job_id is not None})
         paths: dict[int, list[str]] = {job_id: [] for job_id in ids}
-        for start in range(0, len(ids), FINISHED_BATCH):
+        for batch in _batches(ids):
             for job_id, path in conn.execute(
                 sa.select(a.c.job_id, a.c.path)
-                .where(a.c.job_id.in_(ids[start : start + FINISHED_BATCH]))
+                .where(a.c.job_id.in_(batch))
                 .order_by(a.c.job_id, a.c.path)
             ):
                 paths[job_id].append(path)
     return {
-        key: Finished(newest[key].state == s.REUSED, tuple(paths[job_id]))
-        for key, job_id in producer.items()
+        key: Finished(reused, tuple(paths[job_id]))
+        for key, (reused, job_id) in producers.items()
         if job_id is not None
     }
+
+
+def delivered_artifacts(
+    engine: Engine, submit_uuid: str, packages: Sequence[Package]
+) -> list[ArtifactRef] | None:
+    """The artifacts of ``packages`` in the run of ``submit_uuid``: those of each one's
+    newest successful job, or for a reused one of the earlier build, with the submit and
+    job that produced them. What a package task receives from its dependencies, read in
+    two queries (per 250 packages) where their manifests are an XCom request each.
+
+    None when the record cannot tell: a package without such a job, a reused one whose
+    earlier build is not recorded, an artifact recorded without its hash or size.
+    """
+    from airflow_butido.manifest import ArtifactRef
+
+    a, j, sub = s.artifacts, s.jobs, s.submits
+    with transaction(engine) as conn:
+        producers = _producers(conn, submit_uuid, packages)
+        if set(producers) != set(packages) or any(i is None for _, i in producers.values()):
+            return None
+        ids = sorted({job_id for _, job_id in producers.values() if job_id is not None})
+        refs: list[ArtifactRef] = []
+        for batch in _batches(ids):
+            for row in conn.execute(
+                sa.select(a.c.path, a.c.sha256, a.c.size, j.c.uuid, sub.c.uuid.label("submit"))
+                .join(j, j.c.id == a.c.job_id)
+                .join(sub, sub.c.id == j.c.submit_id)
+                .where(a.c.job_id.in_(batch))
+                .order_by(a.c.job_id, a.c.path)
+            ):
+                if row.sha256 is None or row.size is None:
+                    return None
+                refs.append(
+                    ArtifactRef(row.path, row.sha256, row.size, str(row.submit), str(row.uuid))
+                )
+    return refs
 
 
 @dataclass(frozen=True)

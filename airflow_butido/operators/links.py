@@ -13,15 +13,25 @@ from typing import Any
 
 from airflow.sdk import BaseOperatorLink
 
-from airflow_butido.package_build import FAILURE_XCOM_KEY
+from airflow_butido.package_build import FAILURE_XCOM_KEY, RETURN_VALUE, LeftValues
 from airflow_butido.web import urls
 
 
-def _manifest(ti_key: Any) -> Mapping[str, Any] | None:
-    """The task's manifest (its ``return_value``), None when it built nothing."""
+def _left(operator: Any, ti_key: Any, key: str) -> Any:
+    """The XCom value ``key`` of the task instance: kept on the task when it has just run
+    in this process (see ``LeftValues``), else read from XCom."""
+    left = getattr(operator, "left_values", None)
+    kept = left.of(ti_key) if isinstance(left, LeftValues) else None
+    if kept is not None:
+        return kept.get(key)
     from airflow.sdk.bases.xcom import BaseXCom
 
-    value = BaseXCom.get_value(ti_key=ti_key, key="return_value")
+    return BaseXCom.get_value(ti_key=ti_key, key=key)
+
+
+def _manifest(operator: Any, ti_key: Any) -> Mapping[str, Any] | None:
+    """The task's manifest (its ``return_value``), None when it built nothing."""
+    value = _left(operator, ti_key, RETURN_VALUE)
     return value if isinstance(value, Mapping) and value.get("job_uuid") else None
 
 
@@ -31,9 +41,7 @@ class BuildRecordLink(BaseOperatorLink):
     name = "Build record"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        from airflow.sdk.bases.xcom import BaseXCom
-
-        recorded = _manifest(ti_key) or BaseXCom.get_value(ti_key=ti_key, key=FAILURE_XCOM_KEY)
+        recorded = _manifest(operator, ti_key) or _left(operator, ti_key, FAILURE_XCOM_KEY)
         if not recorded:  # skipped: not part of the run
             return ""
         return urls.task_record(ti_key.dag_id, ti_key.run_id, ti_key.task_id)
@@ -45,7 +53,7 @@ class ReusedFromLink(BaseOperatorLink):
     name = "Reused from"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        manifest = _manifest(ti_key)
+        manifest = _manifest(operator, ti_key)
         origin = (manifest or {}).get("reused_from") or {}
         return urls.job_run(str(origin["job_uuid"])) if origin.get("job_uuid") else ""
 
@@ -57,7 +65,7 @@ class ArtifactsLink(BaseOperatorLink):
     name = "Artifacts"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        manifest = _manifest(ti_key)
+        manifest = _manifest(operator, ti_key)
         artifacts = (manifest or {}).get("artifacts") or ()
         if not artifacts:
             return ""

@@ -13,7 +13,13 @@ import sqlalchemy as sa
 from airflow_butido.db import records
 from airflow_butido.db import schema as s
 from airflow_butido.db.engine import make_engine
-from airflow_butido.db.queries import finished_jobs, job_detail, submit_detail, table_counts
+from airflow_butido.db.queries import (
+    delivered_artifacts,
+    finished_jobs,
+    job_detail,
+    submit_detail,
+    table_counts,
+)
 from airflow_butido.errors import InfrastructureError
 from airflow_butido.report import Finished
 
@@ -130,21 +136,18 @@ def test_a_reused_job_records_what_it_reused_and_why(engine) -> None:
     assert reused.container == "" and reused.artifacts == ()
 
 
-def test_the_finished_jobs_of_a_submit_are_read_for_its_report_in_a_few_queries(
-    engine, monkeypatch
-) -> None:
-    """What the report task reads instead of one manifest per package: per package of the
-    submit its newest successful or reused job, a reused one with the artifacts of the
-    build it reused; failed jobs and other submits are not read."""
-    from airflow_butido.db import queries
-
+def a_run_with_a_retry_a_failure_and_a_reuse(engine):
+    """A submit in which app built, lib built on its second try, bad failed and old was
+    reused from an earlier submit's build; and a build of another submit."""
     earlier = record_build(engine, package=("old", "1"), contents={"old.pkg": b"o"})
     submit = record_submit(engine, package=("app", "1"), run_id="r2")
     app = {"app-1.pkg": b"a", "sub/app-doc.pkg": b"d"}
-    record_build(engine, package=("app", "1"), submit_uuid=submit, contents=app, run_id="r2")
+    app_build = record_build(
+        engine, package=("app", "1"), submit_uuid=submit, contents=app, run_id="r2"
+    )
     # a retried package: its first try failed, the second built
     record_build(engine, package=("lib", "2"), submit_uuid=submit, state="failed", run_id="r2")
-    record_build(
+    lib_build = record_build(
         engine, package=("lib", "2"), submit_uuid=submit, contents={"lib.pkg": b"l"}, run_id="r2"
     )
     record_build(engine, package=("bad", "1"), submit_uuid=submit, state="failed", run_id="r2")
@@ -154,6 +157,18 @@ def test_the_finished_jobs_of_a_submit_are_read_for_its_report_in_a_few_queries(
         reason="same build key", dag_id="d", run_id="r2",
     )  # fmt: skip
     record_build(engine, package=("elsewhere", "1"), run_id="r3")  # another submit
+    return submit, {"app": app_build, "lib": lib_build, "old": earlier}
+
+
+def test_the_finished_jobs_of_a_submit_are_read_for_its_report_in_a_few_queries(
+    engine, monkeypatch
+) -> None:
+    """What the report task reads instead of one manifest per package: per package of the
+    submit its newest successful or reused job, a reused one with the artifacts of the
+    build it reused; failed jobs and other submits are not read."""
+    from airflow_butido.db import queries
+
+    submit, _ = a_run_with_a_retry_a_failure_and_a_reuse(engine)
     monkeypatch.setattr(queries, "FINISHED_BATCH", 1)  # one artifact query per job
     assert finished_jobs(engine, submit) == {
         ("app", "1"): Finished(False, ("app-1.pkg", "sub/app-doc.pkg")),
@@ -161,6 +176,41 @@ def test_the_finished_jobs_of_a_submit_are_read_for_its_report_in_a_few_queries(
         ("old", "1"): Finished(True, ("old.pkg",)),
     }
     assert finished_jobs(engine, str(uuid.uuid4())) == {}
+
+
+@pytest.mark.parametrize("batch", [500, 2])
+def test_what_a_package_receives_is_read_from_its_dependencies_jobs(
+    engine, monkeypatch, batch: int
+) -> None:
+    """The artifacts of the given packages in the run: the newest successful try's, a
+    reused package's from the build it reused (that submit's), with hash and size; None
+    for a package the run did not build or reuse, rather than fewer artifacts."""
+    from airflow_butido.db import queries
+
+    monkeypatch.setattr(queries, "FINISHED_BATCH", batch)  # 2: a package per query
+    submit, built = a_run_with_a_retry_a_failure_and_a_reuse(engine)
+    wanted = [("lib", "2"), ("old", "1"), ("app", "1")]
+    refs = delivered_artifacts(engine, submit, wanted)
+    assert refs is not None
+    got = {(r.path, r.sha256, r.size, r.submit_uuid, r.job_uuid) for r in refs}
+    expected = {
+        (a.path, a.sha256, a.size, b.submit_uuid, b.job_uuid)
+        for b in built.values()
+        for a in b.artifacts
+    }
+    assert got == expected and len(refs) == 4
+    assert all(r.store is None for r in refs)
+    assert delivered_artifacts(engine, submit, [("app", "1"), ("bad", "1")]) is None
+    assert delivered_artifacts(engine, submit, [("elsewhere", "1")]) is None
+    assert delivered_artifacts(engine, submit, []) == []
+
+
+def test_an_artifact_recorded_without_its_hash_is_not_delivered_from_the_record(engine) -> None:
+    """butido 0.5 recorded paths only: such an artifact comes from the manifest instead."""
+    built = record_build(engine, package=("lib", "2"))
+    with engine.begin() as conn:
+        conn.execute(sa.update(s.artifacts).values(sha256=None))
+    assert delivered_artifacts(engine, built.submit_uuid, [("lib", "2")]) is None
 
 
 def test_a_plan_records_a_thousand_reused_jobs_at_once_and_again_on_a_retry(engine) -> None:

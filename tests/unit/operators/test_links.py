@@ -62,6 +62,25 @@ def test_a_failed_package_links_its_record_and_a_skipped_one_nothing(xcom):
     assert set(_links().values()) == {""}
 
 
+def test_links_use_what_the_task_just_left_without_asking_xcom(monkeypatch):
+    from airflow.sdk.bases.xcom import BaseXCom
+
+    from airflow_butido.package_build import LeftValues
+
+    asked: list[str] = []
+    monkeypatch.setattr(BaseXCom, "get_value", lambda ti_key, key: asked.append(key))
+    task = SimpleNamespace(left_values=LeftValues("r:1", "z-26", {"return_value": REUSED}))
+    got = _links(task)
+    assert got["Reused from"] == "/butido/jobs/j1/run" and asked == []
+    task.left_values = LeftValues("r:1", "z-26", {"failure": {"message": "boom"}})
+    assert _links(task)["Build record"] == "/butido/tasks/butido_bookworm/r%3A1/z-26"
+    assert asked == []
+    # another task instance's values are not taken for this one's
+    task.left_values = LeftValues("r:0", "z-26", {"return_value": BUILT})
+    assert set(_links(task).values()) == {""}
+    assert "return_value" in asked
+
+
 def test_the_plan_links_its_submit(xcom):
     xcom["return_value"] = {"submit_uuid": "s9"}
     (link,) = links.PLAN_TASK_LINKS

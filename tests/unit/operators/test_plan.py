@@ -157,6 +157,55 @@ def test_direct_dependencies_are_pulled_and_forward_the_rest(repo_root: Path):
     assert all(i.ref.submit_uuid == submit for i in inputs)
 
 
+def test_dependencies_built_in_the_run_are_read_from_the_build_database(
+    repo_root: Path, tmp_path: Path
+):
+    """With the build database, what app receives is the artifacts its dependencies' jobs
+    recorded in this run (base's too, transitively), read there without an XCom request;
+    a dependency the database has no finished job of sends it back to the manifests."""
+    from airflow_butido.db.engine import make_engine
+    from airflow_butido.db.migrate import upgrade
+    from tests.integration.db.builds import record_build, record_submit
+
+    repo = load_repository(repo_root)
+    plan = resolve_plan(repo, IMAGE_ONE, RunRequest(("app",), (("WITH_TOOL", "1"),)))
+    engine = make_engine(f"sqlite:///{tmp_path / 'build.sqlite'}")
+    upgrade(engine)
+    submit = record_submit(engine, package=("app", "1"), submit_uuid=plan.submit_uuid)
+    jobs = {
+        name: record_build(
+            engine, staging=repo_root / "staging", package=(name, "1"), submit_uuid=submit,
+            contents={f"{name}-1.pkg": f"{name}\n".encode()},
+        ).job_uuid
+        for name in ("base", "tool")
+    }  # fmt: skip
+    xcoms = {"plan": plan.to_json()}
+    for name in ("base", "tool", "gfx"):
+        xcoms[f"{name}-1"] = staged_manifest(repo_root, submit, name)
+    ti = StubTaskInstance(xcoms)
+    task = package_task(repo_root, "app")
+    context = {"ti": ti, "run_id": "r1", "dag": StubDag()}
+    run = task.run_settings(context, plan)
+
+    # gfx has no job in the database: the manifests say what app receives
+    refs = task.upstream_artifacts(context, run, engine)
+    assert sorted(ti.pulls[-1]) == ["gfx-1", "tool-1"]
+    assert {r.job_uuid for r in refs} == {"job-gfx", "job-tool"}
+
+    jobs["gfx"] = record_build(
+        engine, staging=repo_root / "staging", package=("gfx", "1"), submit_uuid=submit,
+        contents={"gfx-1.pkg": b"gfx\n"},
+    ).job_uuid  # fmt: skip
+    ti.pulls.clear()
+    inputs = task.locate_inputs(repo.config, task.upstream_artifacts(context, run, engine))
+    engine.dispose()
+    assert ti.pulls == []
+    assert {i.path.name: i.ref.job_uuid for i in inputs} == {
+        f"{name}-1.pkg": job for name, job in jobs.items()
+    }
+    assert all(i.ref.submit_uuid == submit for i in inputs)
+
+
 def test_dependencies_reused_up_front_come_from_the_plan(repo_root: Path):
     """base and tool reused up front: their manifests (own artifacts only) are the plan's,
     for the direct dependency tool and the transitive base alike; only gfx is pulled."""
@@ -290,7 +339,10 @@ def test_a_package_that_cannot_build_fails_at_once_with_the_plans_message(repo_r
     plan = resolve_plan(load_repository(repo_root), IMAGE_ONE, RunRequest(("gfx",)))
     plan = plan.with_failures({"gfx-1": "gfx 1: source src: missing"})
     ti = StubTaskInstance({"plan": plan.to_json()})
+    task = package_task(repo_root, "gfx")
     with pytest.raises(AirflowFailException, match="gfx 1: source src: missing"):
-        package_task(repo_root, "gfx").execute({"ti": ti, "run_id": "r1", "dag": StubDag()})
+        task.execute({"ti": ti, "run_id": "r1", "dag": StubDag()})
     assert ti.pushed[FAILURE_XCOM_KEY] == {"message": "gfx 1: source src: missing"}
     assert ti.pulls == ["plan"]  # nothing else read, no build started
+    # kept for the task's extra links, which then need not read it back
+    assert task.left_values.values == {FAILURE_XCOM_KEY: ti.pushed[FAILURE_XCOM_KEY]}
