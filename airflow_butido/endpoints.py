@@ -217,22 +217,25 @@ def version_problem(config: Config, endpoint: EndpointConfig, api: Any) -> str |
     return None
 
 
-def image_present(api: Any, image: str) -> bool:
+def image_id(api: Any, image: str) -> str | None:
+    """The ID (``sha256:...``) of ``image`` on the endpoint, None when it has no such image."""
     import docker
 
     try:
-        api.inspect_image(image)
-    except docker.errors.ImageNotFound:
-        return False
-    except docker.errors.NotFound:
-        return False
-    return True
+        return str(api.inspect_image(image)["Id"])
+    except docker.errors.NotFound:  # ImageNotFound included
+        return None
+
+
+def image_present(api: Any, image: str) -> bool:
+    return image_id(api, image) is not None
 
 
 @dataclass(frozen=True)
 class Candidate:
     endpoint: EndpointConfig
     api: Any  # docker.APIClient, connected and answering
+    image_id: str | None = None  # the ID of the build image there, when already read
 
 
 def usable_endpoints(
@@ -259,10 +262,9 @@ def usable_endpoints(
     problems: list[str] = []
     for endpoint in endpoints:
         try:
-            api = connect(endpoint)
-            ping(endpoint, api)
+            api = connect(endpoint)  # the engine answers its API version query, or raises
             excluded = version_problem(config, endpoint, api)
-            present = excluded is None and image_present(api, full)
+            found = image_id(api, full) if excluded is None else None
         except (
             ConfigError,  # e.g. a missing TLS file: the other endpoints may still serve
             InfrastructureError,
@@ -277,12 +279,12 @@ def usable_endpoints(
             warn(problems[-1])
             api.close()
             continue
-        if not present:
+        if found is None:
             problems.append(f"endpoint {endpoint.name} skipped: image {full} not present")
             warn(problems[-1])
             api.close()
             continue
-        usable.append(Candidate(endpoint, api))
+        usable.append(Candidate(endpoint, api, found))
     if not usable:
         raise InfrastructureError(
             f"no usable Docker endpoint for image {full}: " + "; ".join(problems)
@@ -499,6 +501,9 @@ def same_image_endpoints(candidates: list[Candidate], image: str) -> tuple[list[
 
     digests: list[tuple[Candidate, str]] = []
     for candidate in candidates:
+        if candidate.image_id is not None:  # read when the endpoint was checked
+            digests.append((candidate, candidate.image_id))
+            continue
         try:
             digests.append((candidate, endpoint_image_digest(candidate.api, image)))
         except (docker.errors.DockerException, requests.RequestException) as exc:

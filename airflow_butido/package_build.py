@@ -136,7 +136,8 @@ class LeftValues:
 
     def of(self, ti_key: Any) -> Mapping[str, Any] | None:
         """The values, when they are those of the task instance ``ti_key`` names."""
-        same = (ti_key.run_id, ti_key.task_id) == (self.run_id, self.task_id)
+        named = (getattr(ti_key, "run_id", None), getattr(ti_key, "task_id", None))
+        same = named == (self.run_id, self.task_id)
         return self.values if same else None
 
 

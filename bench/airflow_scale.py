@@ -1,7 +1,7 @@
 """Incremental runs at Airflow scale: butido's DAG beside Airflow's own floor, same run.
 
     PYTHONPATH=. .venv/bin/python bench/airflow_scale.py N [--skip-floor] [--json FILE]
-        [--state DIR] [--only-everything] [--preload]
+        [--state DIR] [--only-everything [--rounds R]] [--preload]
 
 Starts a real deployment (api-server, scheduler, dag-processor; LocalExecutor with
 parallelism 8; PostgreSQL for Airflow's metadata and the build database), generates an
@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -360,16 +361,28 @@ class Bench:
             and ti["task_id"] not in ("plan", "report")
         )
 
-    def everything(self) -> None:
+    def everything(self, scenario: str = "build everything") -> None:
         names = {n for n, _ in self.graph}
 
         def expect(run_id: str, seconds: float) -> Result:
             outcomes = self.outcomes(run_id)
             built = sum(1 for o in outcomes.values() if o == "built")
             ok = built == len(names) and set(outcomes) == names
-            return Result("build everything", seconds, ok, [f"{built} of {len(names)} built"])
+            return Result(scenario, seconds, ok, [f"{built} of {len(names)} built"])
 
-        self.butido_run("build everything", [], expect)
+        self.butido_run(scenario, [], expect)
+
+    def everything_again(self, round_no: int) -> None:
+        """Every package's source changed: everything builds again, on the first build's
+        path (the reuse lookup finds nothing). The deployment's parse cache is filled first,
+        as the DAG processor would have done on its next parse."""
+        from airflow_butido import parse_cache
+
+        for name, needs in self.graph:
+            source = f"{name} source {round_no}\n"
+            write_buildable(self.base / "repo", self.base / "stores", name, needs, source)
+        parse_cache.load(self.base / "repo", environ=self.deploy.env)
+        self.everything(f"build everything (round {round_no})")
 
     def build_world(self, expected: str, what: str) -> Result:
         """``butido build world`` (every package) here, checked for ``expected`` outcomes."""
@@ -527,7 +540,7 @@ class Bench:
             result.scenario = name if "warm" in attempt else f"{name} (cold cache)"
             self.record(result)
 
-    def floor(self) -> None:
+    def floor(self, round_no: int = 1) -> None:
         cpu = deployment_cpu(self.deploy)
         run_id, seconds, state, triggered = run_dag(self.client, FLOOR_DAG_ID, {}, self.timeout)
         cpu = deployment_cpu(self.deploy) - cpu
@@ -537,7 +550,8 @@ class Bench:
         where += "; " + cpu_note(cpu, self.tasks_ran(FLOOR_DAG_ID, run_id))
         self.record(
             Result(
-                "Airflow floor: plain DockerOperator DAG, sh -c true",
+                "Airflow floor: plain DockerOperator DAG, sh -c true"
+                + (f" (round {round_no})" if round_no > 1 else ""),
                 seconds,
                 ok,
                 [f"run {run_id}: {state}, {states.count('success')} tasks"],
@@ -602,6 +616,18 @@ def pool_demo(deploy: Any, env: dict[str, str], repo: Path, waiting: int) -> Non
                 break
             time.sleep(0.5)
         print(f"| {label} | {time.monotonic() - start:.1f} | {most} | {busy:.0f} |", flush=True)
+
+
+def everything_ratios(results: list[Result]) -> str:
+    """Each build-everything run against the floor run next to it (same round), and the
+    median: one run swings by a tenth on two busy cores."""
+    ours = [r for r in results if r.scenario.startswith("build everything")]
+    floors = [r for r in results if r.scenario.startswith("Airflow floor")]
+    ratios = [mine.seconds / floor.seconds for mine, floor in zip(ours, floors, strict=False)]
+    if len(ratios) < 2:
+        return ""
+    listed = ", ".join(f"{r:.2f}x" for r in ratios)
+    return f"build everything / floor per round: {listed}; median {statistics.median(ratios):.2f}x"
 
 
 def print_table(n: int, results: list[Result]) -> None:
@@ -681,6 +707,12 @@ def run_scenarios(bench: Bench, args: argparse.Namespace) -> None:
     if args.only_everything:
         if not args.skip_floor:
             bench.floor()
+        for round_no in range(2, args.rounds + 1):  # the order alternates
+            if not args.skip_floor and round_no % 2 == 0:
+                bench.floor(round_no)
+            bench.everything_again(round_no)
+            if not args.skip_floor and round_no % 2 == 1:
+                bench.floor(round_no)
         return
     bench.nothing_changed()
     bench.local_build()
@@ -704,6 +736,13 @@ def main() -> int:
         "--only-everything",
         action="store_true",
         help="only build everything (and the floor): the build path's overhead",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --only-everything: build everything (and the floor) this many times, "
+        "every source changed between rounds, the order alternating",
     )
     parser.add_argument(
         "--preload",
@@ -815,6 +854,9 @@ def main() -> int:
                 traceback.print_exc()
                 bench.results.append(Result("(the benchmark stopped early)", 0.0, False))
             print_table(args.packages, bench.results)
+            ratios = everything_ratios(bench.results)
+            if ratios:
+                print(ratios, flush=True)
     admin.dispose()
     return 0 if all(r.ok for r in bench.results) else 1
 

@@ -97,6 +97,36 @@ def test_usable_endpoints_skip_unreachable_ones_with_a_warning(build_image: str)
 
 
 @pytest.mark.docker
+def test_a_job_checks_an_endpoint_and_reads_the_image_id_in_two_requests(
+    build_image: str, monkeypatch
+) -> None:
+    """The version query (which the client makes anyway) proves the engine answers and one
+    image inspection both proves the image is there and names it for the build key."""
+    import docker
+
+    from airflow_butido import endpoints
+    from airflow_butido.container import local_image_digest
+    from airflow_butido.jobs import DockerRuntime
+
+    asked: list[str] = []
+    real_send = docker.APIClient.send
+
+    def counting_send(self, request, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(request.path_url.split("?")[0].rsplit("/", 1)[-1])
+        return real_send(self, request, **kwargs)
+
+    monkeypatch.setattr(docker.APIClient, "send", counting_send)
+    config = config_with(build_image, local())
+    candidates, digest = DockerRuntime().endpoints(config, "test", None)
+    for c in candidates:
+        c.api.close()
+    assert asked == ["version", "json"], asked  # GET /version, GET /images/<image>/json
+    assert [c.endpoint.name for c in candidates] == ["local"]
+    assert digest == local_image_digest(build_image)
+    assert endpoints.image_id(candidates[0].api, "airflow-butido/not-built:0") is None
+
+
+@pytest.mark.docker
 def test_endpoint_without_the_image_is_not_used(build_image: str) -> None:
     missing = ImageSpec("airflow-butido/not-built:0", "missing")
     config = config_with(build_image, local(), extra_images=(missing,))
