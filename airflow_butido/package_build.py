@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -418,7 +418,12 @@ class PackageBuild:
     def locate_inputs(self, config: Config, refs: Sequence[ArtifactRef]) -> list[LocatedInput]:
         """The file of every artifact, found in the stores; one in no store fails the build."""
         from airflow_butido.object_store import store_root
-        from airflow_butido.stores import find_artifact, release_dirs, staging_dir
+        from airflow_butido.stores import (
+            find_artifact,
+            release_dirs,
+            release_store_of,
+            staging_dir,
+        )
 
         staging, releases_root = store_root(config, "staging"), store_root(config, "releases_root")
         releases = release_dirs(releases_root, config.release_stores)
@@ -432,6 +437,8 @@ class PackageBuild:
                     f"artifact {ref.path} of job {ref.job_uuid} is in no store "
                     "(or was changed since)"
                 )
+            if ref.store is None and (store := release_store_of(path, ref.path, stores)):
+                ref = replace(ref, store=store)  # the manifest names where it was found
             located.append(LocatedInput(ref, path))
         return located
 

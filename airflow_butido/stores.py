@@ -639,6 +639,17 @@ def hash_artifact(path: StorePath) -> str:
     return sha256_of(path)
 
 
+def release_store_of(
+    found: StorePath, rel_path: str, release_dirs: Sequence[StorePath]
+) -> str | None:
+    """The name of the release store among ``release_dirs`` in which ``find_artifact``
+    found ``rel_path`` as ``found``; None when it was found elsewhere (a staging store)."""
+    rel = _safe_rel(rel_path)
+    if rel is None:
+        return None
+    return next((d.name for d in release_dirs if str(d / str(rel)) == str(found)), None)
+
+
 def find_artifact(
     rel_path: str,
     sha256: str | None,

@@ -167,6 +167,7 @@ def breakdown(client: Any, dag_id: str, run_id: str, triggered: float) -> str:
             f"first start {rel(min(started))} last end {rel(max(ended))},"
             f" task mean {sum(durations) / max(1, len(durations)):.1f} s"
         )
+        parts.append(slot_gaps(ran))
     elif ended:
         parts.append(f"last skip {rel(max(ended))}")
     report = tis.get("report")
@@ -178,6 +179,27 @@ def breakdown(client: Any, dag_id: str, run_id: str, triggered: float) -> str:
         )
     parts.append(f"run ended {rel(when(run.get('end_date')))}")
     return "; ".join(parts)
+
+
+def slot_gaps(ran: list[dict[str, Any]], slots: int = MAXJOBS) -> str:
+    """How long a pool slot stood empty between tasks: the k-th task to end frees the slot
+    the (k + slots)-th task to start takes (the scheduler's and the executor's latency, and
+    waiting for dependencies), and how long a task was queued before it started."""
+    starts = sorted(t for ti in ran if (t := when(ti.get("start_date"))) is not None)
+    ends = sorted(t for ti in ran if (t := when(ti.get("end_date"))) is not None)
+    gaps = [starts[k + slots] - end for k, end in enumerate(ends) if k + slots < len(starts)]
+    queued = [
+        s - q
+        for ti in ran
+        if (q := when(ti.get("queued_when"))) is not None
+        and (s := when(ti.get("start_date"))) is not None
+    ]
+    if not gaps or not queued:
+        return "slot gaps: -"
+    return (
+        f"slot empty between tasks {statistics.mean(gaps):.2f} s on average,"
+        f" queued to started {statistics.mean(queued):.2f} s"
+    )
 
 
 def local_breakdown(progress: str, seconds: float) -> str:

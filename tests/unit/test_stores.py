@@ -17,6 +17,7 @@ from airflow_butido.stores import (
     artifact_rel_path,
     extract_outputs,
     find_artifact,
+    release_store_of,
     staging_dir,
 )
 
@@ -155,6 +156,18 @@ def test_find_artifact_prefers_staging_then_release_and_checks_hash(tmp_path: Pa
     sha = hashlib.sha256(b"released").hexdigest()
     assert find_artifact("x/a.pkg", sha, [staging], [release]) == release / "x" / "a.pkg"
     assert find_artifact("x/a.pkg", "0" * 64, [staging], [release]) is None
+
+
+def test_the_release_store_a_file_was_found_in_is_named(tmp_path: Path) -> None:
+    staging, stable, beta = tmp_path / "staging", tmp_path / "stable", tmp_path / "beta"
+    for d in (staging, stable, beta):
+        (d / "x").mkdir(parents=True)
+    (beta / "x" / "a.pkg").write_bytes(b"released")
+    found = find_artifact("x/./a.pkg", None, [staging], [stable, beta])
+    assert found is not None and release_store_of(found, "x/./a.pkg", [stable, beta]) == "beta"
+    (staging / "x" / "a.pkg").write_bytes(b"staged")
+    found = find_artifact("x/a.pkg", None, [staging], [stable, beta])
+    assert found is not None and release_store_of(found, "x/a.pkg", [stable, beta]) is None
 
 
 @pytest.mark.parametrize("rel", ["../staging/x", "/etc/passwd", ""])
