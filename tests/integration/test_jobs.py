@@ -344,12 +344,13 @@ def test_two_endpoints_honour_maxjobs_under_concurrent_jobs(
         t.join(180)
     assert not errors, errors
     assert len(results) == 4
-    assert sorted(r.endpoint for r in results) == ["one", "one", "two", "two"]
+    # Both endpoints take jobs; how many each is a matter of timing (a slot freed while the
+    # other endpoint's job still runs goes to the next job waiting), never two at once.
+    assert {r.endpoint for r in results} == {"one", "two"}
     for endpoint in ("one", "two"):
         spans = sorted(intervals[r.job_uuid] for r in results if r.endpoint == endpoint)
-        assert len(spans) == 2
-        (start1, end1), (start2, end2) = spans
-        assert end1 <= start2, f"two containers at once on {endpoint}"
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            assert end <= start, f"two containers at once on {endpoint}"
     from airflow_butido.db.leases import slot_usage
 
     assert slot_usage(engine) == {}
