@@ -82,6 +82,9 @@ class RunSettings:
     upstream: tuple[str, ...]
     # transitive dependencies the plan reused up front: their manifests come with the plan
     planned: tuple[Manifest, ...] = ()
+    # the other transitive dependencies, built (or reused) in this run: the build database
+    # has their artifacts
+    built: tuple[str, ...] = ()
 
 
 def with_secrets(
@@ -314,6 +317,7 @@ class PackageBuild:
     def run_settings(self, context: Context, plan: Plan | None) -> RunSettings:
         """The one place that decides between the plan and the task's own settings."""
         if plan is not None:
+            dependencies = plan.dependencies_of(self.task_id)
             return RunSettings(
                 submit_uuid=self.submit_uuid or plan.submit_uuid,
                 image=plan.image,
@@ -323,9 +327,8 @@ class PackageBuild:
                 upstream=tuple(
                     t for t in plan.direct_dependencies_of(self.task_id) if t not in plan.reused
                 ),
-                planned=tuple(
-                    plan.reused[t] for t in plan.dependencies_of(self.task_id) if t in plan.reused
-                ),
+                planned=tuple(plan.reused[t] for t in dependencies if t in plan.reused),
+                built=tuple(t for t in dependencies if t not in plan.reused),
             )
         conf = getattr(context.get("dag_run"), "conf", None) or {}
         params = context.get("params") or {}
@@ -404,12 +407,11 @@ class PackageBuild:
         from airflow_butido.db.queries import delivered_artifacts
         from airflow_butido.plan import label_key
 
-        built = [t for t in plan.dependencies_of(self.task_id) if t not in plan.reused]
-        if not built:
+        if not run.built:
             return []
         try:
             return delivered_artifacts(
-                engine, run.submit_uuid, [label_key(plan.labels[t]) for t in built]
+                engine, run.submit_uuid, [label_key(plan.labels[t]) for t in run.built]
             )
         except SQLAlchemyError as exc:  # the manifests in XCom tell the same
             self.log.warning("reading the dependencies' artifacts from the database: %s", exc)
