@@ -19,12 +19,12 @@ Failures: a script failure (``BuildError``, bad recipe or config) raises
 from __future__ import annotations
 
 import inspect
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.docker.operators.docker import DockerOperator
-from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.sdk import BaseOperator
 
 from airflow_butido.errors import ButidoError, InfrastructureError
 from airflow_butido.manifest import REUSED
@@ -70,7 +70,7 @@ class PackageBuildOperator(PackageBuild, DockerOperator):
 
     template_fields: Sequence[str] = ()
     ui_color = "#e8d8b0"
-    operator_extra_links: Collection[BaseOperatorLink] = PACKAGE_TASK_LINKS
+    operator_extra_links = PACKAGE_TASK_LINKS
 
     def __init__(
         self,
@@ -137,18 +137,6 @@ class PackageBuildOperator(PackageBuild, DockerOperator):
             return
         for outlet in self.outlets:
             events[outlet].extra = dict(manifest)
-
-    def drop_links_without_url(self, ti_key: Any) -> None:
-        """Keep only the extra links that have a URL for this task instance (a built package
-        has no "Reused from", a failed one no "Artifacts"): when the task ends, Airflow stores
-        every link's URL as an XCom, a request to the API server each, an empty one too, and
-        the UI shows a link with no stored URL as absent all the same. Only once the task
-        has left its values (``left_values``): reading them back would cost more requests."""
-        if self.left_values is None or self.left_values.of(ti_key) is None:
-            return
-        self.operator_extra_links = tuple(
-            link for link in type(self).operator_extra_links if link.get_link(self, ti_key=ti_key)
-        )
 
     def container_started(self, container: BuildContainer) -> None:
         """What DockerOperator would know of its container (its UI and ``on_kill``)."""

@@ -126,6 +126,4 @@ class PlannedBuildOperator(PackageBuildOperator):
             raise AirflowSkipException(str(exc)) from None
         except ButidoError as exc:  # the plan's verdict: no plan, or a failure it found
             raise AirflowFailException(str(exc)) from None
-        finally:
-            self.drop_links_without_url(context["ti"])
         return manifest

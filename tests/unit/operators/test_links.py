@@ -113,30 +113,3 @@ def test_new_artifacts_update_the_asset_a_reuse_does_not():
     reused.announce({"outlet_events": events}, REUSED)
     assert reused.outlets == [] and not events  # no outlet left: Airflow emits nothing
     assert asset.uri == "butido://bookworm/z/26"
-
-
-def test_a_task_keeps_only_the_links_it_has_a_url_for(monkeypatch):
-    """Airflow stores every extra link of a task as an XCom when it ends (a request each):
-    the links without a URL are dropped first, and nothing is read back to decide."""
-    from airflow.sdk.bases.xcom import BaseXCom
-
-    from airflow_butido.operators.build import PackageBuildOperator
-    from airflow_butido.package_build import LeftValues
-
-    monkeypatch.setattr(BaseXCom, "get_value", lambda ti_key, key: pytest.fail("read back"))
-
-    def ended(values: dict[str, Any], run_id: str = "r:1") -> list[str]:
-        task = PackageBuildOperator(
-            task_id="z-26", repo_path="/r", package_name="z", package_version="26", image="i"
-        )
-        task.left_values = LeftValues(run_id, "z-26", values)
-        task.drop_links_without_url(KEY)
-        return [link.name for link in task.operator_extra_links]
-
-    assert ended({"return_value": BUILT}) == ["Build record", "Artifacts"]
-    assert ended({"return_value": REUSED}) == ["Build record", "Reused from", "Artifacts"]
-    assert ended({"failure": {"message": "boom"}}) == ["Build record"]
-    assert ended({}) == []  # not part of the run
-    # values of another task instance: the links stay as they are
-    assert len(ended({"return_value": BUILT}, run_id="r:0")) == 3
-    assert len(PackageBuildOperator.operator_extra_links) == 3  # the class keeps all three
