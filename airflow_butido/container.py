@@ -33,6 +33,7 @@ from pathlib import PurePosixPath
 from typing import IO, Any
 
 from airflow_butido.errors import BuildError, ButidoError, InfrastructureError
+from airflow_butido.http_chunks import ChunkedBodyError, chunked_body
 from airflow_butido.object_store import StorePath, file_size, is_local, reading
 
 log = logging.getLogger(__name__)
@@ -465,16 +466,36 @@ class ArchiveStream:
     def __iter__(self) -> Iterator[bytes]:
         import requests
 
-        raw = self._response.raw
         try:
-            while chunk := raw.read1(CHUNK_SIZE):
-                yield chunk
-        except (requests.RequestException, OSError) as exc:
+            socket = self._unread_chunked_body()
+            if socket is None:
+                raw = self._response.raw
+                while chunk := raw.read1(CHUNK_SIZE):
+                    yield chunk
+            else:
+                yield from chunked_body(*socket)
+        except (requests.RequestException, OSError, ChunkedBodyError) as exc:
             raise InfrastructureError(f"{self._what}: {exc}") from exc
         except Exception as exc:  # urllib3's protocol errors
             if type(exc).__module__.startswith("urllib3"):
                 raise InfrastructureError(f"{self._what}: {exc}") from exc
             raise
+
+    def _unread_chunked_body(self) -> tuple[Callable[[memoryview], int | None], bytes] | None:
+        """The socket's ``readinto`` and the bytes its buffer holds past the headers, when
+        the body is chunked, not encoded and not read yet (what the engine sends), so that
+        http_chunks reads it in large blocks; else None, and urllib3 reads it."""
+        message = getattr(self._response.raw, "_fp", None)  # http.client's response
+        reader = getattr(message, "fp", None)  # the buffered reader over the socket
+        encoding = self._response.headers.get("Content-Encoding", "identity")
+        if not (
+            getattr(message, "chunked", False)
+            and getattr(message, "chunk_left", 0) is None
+            and isinstance(reader, io.BufferedReader)
+            and encoding in ("", "identity")
+        ):
+            return None
+        return reader.raw.readinto, reader.read1(len(reader.peek()))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

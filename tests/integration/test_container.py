@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -167,6 +168,113 @@ def test_missing_outputs_is_none_not_an_error(api, build_image: str) -> None:
         container.create()
         run(container, "true")
         assert container.outputs() is None
+
+
+def test_outputs_are_read_from_the_socket_in_large_blocks(
+    api, build_image: str, tmp_path: Path, monkeypatch
+) -> None:
+    """The engine's chunked archive goes through http_chunks, not urllib3, and arrives whole."""
+    import airflow_butido.container as container_module
+
+    framed: list[int] = []
+    chunked_body = container_module.chunked_body
+
+    def counting(*args, **kwargs):
+        for piece in chunked_body(*args, **kwargs):
+            framed.append(len(piece))
+            yield piece
+
+    monkeypatch.setattr(container_module, "chunked_body", counting)
+    with make_container(api, build_image) as container:
+        container.create()
+        lines, code = run(
+            container,
+            "mkdir -p /outputs/sub; head -c 3000000 /dev/urandom > /outputs/sub/a.bin; "
+            "echo small > /outputs/b.txt; cd /outputs && sha256sum sub/a.bin b.txt",
+        )
+        assert code == 0
+        expected = {name: digest for digest, name in (line.split() for line in lines)}
+        artifacts = extract_outputs(container.outputs(), tmp_path)  # type: ignore[arg-type]
+    assert {a.path: a.sha256 for a in artifacts} == expected
+    assert sum(framed) > 3_000_000
+
+
+def test_a_connection_cut_in_the_middle_of_the_outputs_is_the_endpoints_fault(
+    api, build_image: str, tmp_path: Path
+) -> None:
+    """A TCP relay to the engine closes after 1 MB of the archive: an InfrastructureError
+    naming the fetch, and nothing is left in the store."""
+    import docker
+
+    relay = CuttingRelay(api._custom_adapter.socket_path)  # the engine's unix socket
+    with make_container(api, build_image) as container:
+        container.create()
+        _, code = run(container, "mkdir /outputs; head -c 4000000 /dev/urandom > /outputs/a.bin")
+        assert code == 0
+        cut = docker.APIClient(base_url=f"tcp://127.0.0.1:{relay.port}", version=api._version)
+        relay.cut_after = 1_000_000
+        through = BuildContainer(cut, container.spec)
+        through.id = container.id
+        stream = through.outputs()
+        assert stream is not None
+        with pytest.raises(
+            InfrastructureError, match=f"fetching /outputs from {container.spec.name}"
+        ):
+            extract_outputs(stream, tmp_path / "staging")
+        cut.close()
+    relay.close()
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+class CuttingRelay:
+    """TCP to the engine's unix socket, closing each connection after ``cut_after`` bytes
+    of the engine's answer."""
+
+    def __init__(self, path: str) -> None:
+        import socket
+        import threading
+
+        self.path = path
+        self.cut_after = 1 << 62
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            engine = socket.socket(socket.AF_UNIX)
+            engine.connect(self.path)
+            threading.Thread(target=self._pipe, args=(client, engine, None), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(engine, client, self.cut_after), daemon=True
+            ).start()
+
+    @staticmethod
+    def _pipe(source, sink, limit: int | None) -> None:
+        sent = 0
+        try:
+            while data := source.recv(65536):
+                if limit is not None and sent + len(data) > limit:
+                    sink.sendall(data[: limit - sent])
+                    break
+                sink.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(2)
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()
 
 
 def test_network_mode_comes_from_the_endpoint(api, build_image: str) -> None:
