@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_API_TIMEOUT = 120  # seconds per Docker API call (streams have none)
 HEARTBEAT_SECONDS = 4.0  # slot leases live 20 s (db.leases.DEFAULT_TTL_SECONDS) unless renewed
 WAIT_REPORT_SECONDS = 15.0  # a job waiting for a slot says for what, this often
+REPAIRED_LATELY_SECONDS = 1.0  # a slot request repairs dead jobs unless this process just did
 
 
 def base_url(endpoint: EndpointConfig) -> str:
@@ -331,7 +332,8 @@ class DatabaseSlots:
         from airflow_butido.db.leases import acquire_slot
         from airflow_butido.db.records import repair_abandoned
 
-        repair_abandoned(self.engine)  # the slots of dead jobs are free at once
+        # the slots of dead jobs are free at once (the job's build claim has just repaired)
+        repair_abandoned(self.engine, unless_within=REPAIRED_LATELY_SECONDS)
         return acquire_slot(self.engine, job_uuid, candidates)
 
     def holders(self, endpoints: Sequence[str]) -> list[str]:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 AIRFLOW_CONN_ID = "butido_db"
 SQLITE_BUSY_TIMEOUT_S = 60.0
+# a pooled PostgreSQL connection idle this long is pinged before it is used again
+PING_AFTER_IDLE_S = 5.0
 SUPPORTED_BACKENDS = ("postgresql", "sqlite")
 # config.toml's keys of the PostgreSQL connection (butido's --db-* flags override them).
 DB_SETTING_KEYS = (
@@ -196,8 +200,50 @@ def _create_engine(parsed: URL, **kwargs: Any) -> Engine:
         engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
         _make_sqlite_transactional(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(parsed, **kwargs)
+    ping = kwargs.pop("pool_pre_ping", None)
+    if parsed.get_driver_name() == "psycopg2":
+        kwargs.setdefault("use_native_hstore", False)  # no hstore: no type lookup per engine
+    engine = sa.create_engine(parsed, **kwargs)
+    if ping is not False:
+        _ping_after_idle(engine)
+    return engine
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Before a pooled connection is used again, ask the server (``SELECT 1``) when it sat
+    in the pool PING_AFTER_IDLE_S or more, or when its socket has something to read (an
+    idle connection receives nothing unless the server is closing it: a restart,
+    ``pg_terminate_backend``); a dead one is replaced, the pool retrying the checkout.
+
+    ``pool_pre_ping`` asks before every use: about ten round trips per job, each waiting
+    for a core on a busy machine, for connections a task had used a moment before.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn: Any, record: Any) -> None:
+        record.info["butido_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _taken(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("butido_idle_since")
+        if since is None:
+            return  # just connected
+        if time.monotonic() - since < PING_AFTER_IDLE_S and not _has_input(dbapi_conn):
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)  # outside a transaction, as pool_pre_ping
+        except Exception as exc:  # the driver's error for a connection that is gone
+            raise sa.exc.DisconnectionError(f"pooled connection lost: {exc}") from exc
+
+
+def _has_input(dbapi_conn: Any) -> bool:
+    """Whether the connection's socket can be read without waiting (or has no socket
+    to ask: then it is pinged)."""
+    try:
+        ready, _, _ = select.select([dbapi_conn.fileno()], [], [], 0)
+    except Exception:  # no fileno, or a closed one
+        return True
+    return bool(ready)
 
 
 def _make_sqlite_transactional(engine: Engine) -> None:

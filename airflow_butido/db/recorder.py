@@ -60,13 +60,16 @@ class DatabaseRecorder:
         }
 
     def job_started(self, job: JobStarted) -> None:
+        missing: list[InputRef] = []
         record_job_start(
             self.engine,
             endpoint=job.endpoint,
             container_id=job.container_id,
+            inputs=self.inputs,
+            missing_inputs=missing,
             **self._job_values(job),
         )
-        self._record_inputs(job.job_uuid)
+        self._warn_missing(job.job_uuid, missing)
 
     def job_reused(self, job: JobReused) -> None:
         record_reused_job(
@@ -80,8 +83,12 @@ class DatabaseRecorder:
 
     def _record_inputs(self, job_uuid: str) -> None:
         if self.inputs:
-            for ref in record_inputs(self.engine, job_uuid, self.inputs):
-                log.warning("input %s of job %s has no artifact record", ref.path, job_uuid)
+            self._warn_missing(job_uuid, record_inputs(self.engine, job_uuid, self.inputs))
+
+    @staticmethod
+    def _warn_missing(job_uuid: str, missing: Sequence[InputRef]) -> None:
+        for ref in missing:
+            log.warning("input %s of job %s has no artifact record", ref.path, job_uuid)
 
     def job_finished(
         self,

@@ -17,6 +17,7 @@ import json
 import os
 import time
 import uuid as uuid_module
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -152,10 +153,14 @@ def record_job_start(
     run_id: str | None = None,
     try_number: int | None = None,
     started_at: datetime | None = None,
+    inputs: Iterable[InputRef] = (),
+    missing_inputs: list[InputRef] | None = None,
 ) -> int:
     """Write (or, on a retry, reset) the job row as running; returns its id.
 
     ``build_key_inputs`` is a build_key.BuildKeyInputs, a mapping or a JSON string.
+    ``inputs`` are linked to the job in the same transaction (see record_inputs); those
+    without an artifact record are added to ``missing_inputs``.
     """
     values = {
         "endpoint_id": None,
@@ -179,9 +184,13 @@ def record_job_start(
     }
     with transaction(engine, immediate=True) as conn:
         values["endpoint_id"] = rows.endpoint_id(conn, endpoint)
-        return _upsert_job(
+        job_id = _upsert_job(
             conn, uuid, submit_uuid, package_name, package_version, image, env, values
         )
+        missing = _link_inputs(conn, job_id, inputs) if inputs else []
+    if missing_inputs is not None:
+        missing_inputs.extend(missing)
+    return job_id
 
 
 def _upsert_job(
@@ -200,9 +209,7 @@ def _upsert_job(
         "package_id": rows.package_id(conn, package_name, package_version),
         "image_id": rows.image_id(conn, image),
     }
-    rows.insert_ignore(conn, s.jobs, {**values, "uuid": uuid})
-    conn.execute(sa.update(s.jobs).where(s.jobs.c.uuid == uuid).values(**values))
-    job_id = _require_job_id(conn, uuid)
+    job_id = rows.upsert_id(conn, s.jobs, "uuid", {**values, "uuid": uuid})
     env_ids = rows.envvar_ids(conn, env or {})
     rows.insert_ignore(conn, s.job_envs, [{"job_id": job_id, "env_id": e} for e in env_ids])
     return job_id
@@ -419,21 +426,24 @@ def record_inputs(engine: Engine, job_uuid: str, inputs: Iterable[InputRef]) -> 
     repository: they are looked up a few hundred producing jobs per query and linked with
     one statement per JOB_BATCH rows, not two round trips each.
     """
+    with transaction(engine, immediate=True) as conn:
+        return _link_inputs(conn, _require_job_id(conn, job_uuid), inputs)
+
+
+def _link_inputs(conn: Connection, job_id: int, inputs: Iterable[InputRef]) -> list[InputRef]:
     refs = list(dict.fromkeys(inputs))
     missing: list[InputRef] = []
-    with transaction(engine, immediate=True) as conn:
-        job_id = _require_job_id(conn, job_uuid)
-        found = _find_artifacts(conn, [r for r in refs if r.job_uuid])
-        artifact_ids: dict[int, None] = {}
-        for ref in refs:
-            artifact_id = found.get(ref) if ref.job_uuid else _find_artifact(conn, ref)
-            if artifact_id is None:
-                missing.append(ref)
-            else:
-                artifact_ids[artifact_id] = None
-        links = [{"job_id": job_id, "artifact_id": a} for a in artifact_ids]
-        for start in range(0, len(links), JOB_BATCH):
-            rows.insert_ignore(conn, s.job_inputs, links[start : start + JOB_BATCH])
+    found = _find_artifacts(conn, [r for r in refs if r.job_uuid])
+    artifact_ids: dict[int, None] = {}
+    for ref in refs:
+        artifact_id = found.get(ref) if ref.job_uuid else _find_artifact(conn, ref)
+        if artifact_id is None:
+            missing.append(ref)
+        else:
+            artifact_ids[artifact_id] = None
+    links = [{"job_id": job_id, "artifact_id": a} for a in artifact_ids]
+    for start in range(0, len(links), JOB_BATCH):
+        rows.insert_ignore(conn, s.job_inputs, links[start : start + JOB_BATCH])
     return missing
 
 
@@ -699,6 +709,10 @@ def record_heartbeat(conn: Connection, job_uuid: str) -> None:
     )
 
 
+# when this process last repaired through each engine (repair_abandoned's unless_within)
+_repaired_at: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+
+
 @dataclass(frozen=True)
 class Repaired:
     """What ``repair_abandoned`` freed: jobs marked failed, leases and claims deleted."""
@@ -709,13 +723,25 @@ class Repaired:
 
 
 def repair_abandoned(
-    engine: Engine, *, ttl_seconds: float = HEARTBEAT_TTL_SECONDS, now: datetime | None = None
+    engine: Engine,
+    *,
+    ttl_seconds: float = HEARTBEAT_TTL_SECONDS,
+    now: datetime | None = None,
+    unless_within: float = 0.0,
 ) -> Repaired:
     """A job whose process died (``kill -9``, a lost host, a lost database connection)
     stops beating. Once its heartbeat is ``ttl_seconds`` old, or its slot lease has
     expired, its ``running`` row becomes failed ("abandoned"), and its slot lease and
     build claim are deleted, as are all expired leases and claims. Called at the start
-    of every build, and by ``butido db repair``."""
+    of every build, and by ``butido db repair``.
+
+    With ``unless_within``, nothing is done (and nothing reported) when this process
+    repaired through ``engine`` less than that many seconds ago: a job's slot lease
+    follows its build claim by a moment, and a heartbeat is seconds old before it counts.
+    """
+    started = time.monotonic()
+    if unless_within > 0 and started - _repaired_at.get(engine, -1e9) < unless_within:
+        return Repaired((), 0, 0)
     now = now or rows.utcnow()
     cutoff = now - timedelta(seconds=ttl_seconds)
     j, lease = s.jobs, s.endpoint_leases
@@ -749,6 +775,7 @@ def repair_abandoned(
         claims = conn.execute(
             sa.delete(claim).where(sa.or_(claim.c.expires_at <= now, claim.c.job_uuid.in_(uuids)))
         ).rowcount
+    _repaired_at[engine] = started
     return Repaired(tuple(uuids), int(leases or 0), int(claims or 0))
 
 

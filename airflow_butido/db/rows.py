@@ -27,22 +27,36 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
+    """The INSERT of the dialect in use, which has ON CONFLICT (PostgreSQL, SQLite); only
+    that dialect is imported: importing the other costs a command tens of milliseconds."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql as dialect
+    else:
+        from sqlalchemy.dialects import sqlite as dialect  # type: ignore[no-redef]
+    return dialect.insert(table)
+
+
 def insert_ignore(
     conn: Connection, table: sa.Table, values: Mapping[str, Any] | Sequence[Mapping[str, Any]]
 ) -> None:
     """INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite."""
     if not values:
         return
-    # the dialect in use only: importing the other one costs a command tens of milliseconds
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql as dialect
-    else:
-        from sqlalchemy.dialects import sqlite as dialect  # type: ignore[no-redef]
-    stmt = dialect.insert(table).on_conflict_do_nothing()
+    stmt = _dialect_insert(conn, table).on_conflict_do_nothing()
     if isinstance(values, Mapping):
         conn.execute(stmt.values(**values))
     else:
         conn.execute(stmt, list(values))
+
+
+def upsert_id(conn: Connection, table: sa.Table, key: str, values: Mapping[str, Any]) -> int:
+    """Insert the row, or update the one with the same unique ``key`` column to
+    ``values``; its id. One statement (ON CONFLICT DO UPDATE ... RETURNING)."""
+    stmt = _dialect_insert(conn, table).values(**values)
+    update = {k: v for k, v in values.items() if k != key}
+    stmt = stmt.on_conflict_do_update(index_elements=[table.c[key]], set_=update)
+    return int(conn.execute(stmt.returning(table.c.id)).scalar_one())
 
 
 def get_or_create(conn: Connection, table: sa.Table, **values: Any) -> int:

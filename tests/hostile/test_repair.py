@@ -77,6 +77,22 @@ def test_a_running_job_without_a_slot_is_abandoned_at_once(engine) -> None:  # n
     assert _state(engine, job) == ("failed", "abandoned")
 
 
+def test_a_repair_just_done_by_this_process_is_not_repeated_within_the_window(
+    engine,  # noqa: F811
+) -> None:
+    """A job's slot request follows its build claim's repair by a moment: within
+    ``unless_within`` seconds of a repair through the same engine it does nothing; after
+    it, or without it (``butido db repair``), the sweep runs."""
+    assert records.repair_abandoned(engine).jobs == ()
+    job = running_job(engine)  # dead at once: no slot
+    assert records.repair_abandoned(engine, unless_within=60).jobs == ()
+    assert _state(engine, job) == ("running", None)
+    assert records.repair_abandoned(engine, unless_within=0.0).jobs == (job,)
+    other = running_job(engine)
+    records._repaired_at[engine] -= 61  # the last repair, a minute ago
+    assert records.repair_abandoned(engine, unless_within=60).jobs == (other,)
+
+
 def test_db_repair_command(engine, db_url: str) -> None:  # noqa: F811
     job = running_job(engine)
     _age(engine, job, 3600)

@@ -47,3 +47,26 @@ def test_a_dropped_connection_is_replaced_transparently(pg_url, pg_admin_engine)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM submits")).scalar_one() == 2
     engine.dispose()
+
+
+def test_a_pooled_connection_is_pinged_only_after_sitting_idle(pg_url, monkeypatch) -> None:
+    """No ``SELECT 1`` before every use (a round trip each): a connection back in the pool
+    a moment ago is used as it is; one idle longer than the limit is asked first."""
+    import time
+
+    import airflow_butido.db.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_S", 0.3)
+    engine = make_engine(pg_url)
+    pings = []
+    ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(c) or ping(c))
+    for _ in range(5):
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 2")).scalar_one() == 2
+    assert pings == []
+    time.sleep(0.4)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT 3")).scalar_one() == 3
+    assert len(pings) == 1
+    engine.dispose()
